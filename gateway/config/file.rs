@@ -1,0 +1,119 @@
+//! The shape of a configuration file, exactly as an operator writes it (see `config/*.toml` and
+//! `../shared/DESIGN.md`). Nothing here is trusted: values are strings and paths as written, and
+//! [`super::validate`] turns this into a [`super::Snapshot`] or a list of every error.
+//!
+//! Unknown keys are collected (not silently dropped) by `serde_ignored` in [`super::load`], so
+//! that an operator sees every misspelt key at once with its TOML path; `deny_unknown_fields`
+//! would stop at the first.
+
+use serde::Deserialize;
+use toml::value::Datetime;
+
+#[derive(Debug, Deserialize)]
+pub struct FileConfig {
+    pub gateway: GatewaySection,
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub identity: IdentitySection,
+    pub audit: Option<AuditSection>,
+    pub cache: Option<CacheSection>,
+    #[serde(default)]
+    pub agencies: Vec<AgencyEntry>,
+    #[serde(default)]
+    pub services: Vec<ServiceEntry>,
+    #[serde(default)]
+    pub agreements: Vec<AgreementEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GatewaySection {
+    pub id: String,
+    pub listen: String,
+    pub grpc_listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub data_dir: Option<String>,
+    pub schemas_dir: Option<String>,
+    pub timezone: Option<String>,
+    /// Largest request body accepted before any upstream contact; services may lower or raise it.
+    pub max_request_body: Option<String>,
+    /// How long a TLS handshake may take before the connection is dropped.
+    pub handshake_timeout: Option<String>,
+    /// How long in-flight requests may run after SIGTERM / SIGINT.
+    pub shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TlsSection {
+    pub cert: String,
+    pub key: String,
+    pub client_ca: Vec<String>,
+    #[serde(default)]
+    pub crl: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct IdentitySection {
+    pub field: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuditSection {
+    pub signing_key: Option<String>,
+    pub durability: Option<String>,
+    pub flush_interval: Option<String>,
+    pub redaction_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CacheSection {
+    pub max_size: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AgencyEntry {
+    pub code: String,
+    pub name: String,
+    pub clearance: Option<String>,
+    #[serde(default)]
+    pub identities: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ServiceEntry {
+    pub id: String,
+    pub owner: String,
+    pub classification: String,
+    pub prefix: String,
+    pub upstreams: Vec<String>,
+    pub upstream_ca: Option<String>,
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    pub max_request_body: Option<String>,
+    #[serde(default)]
+    pub operations: Vec<OperationEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OperationEntry {
+    pub id: String,
+    pub method: String,
+    pub path: String,
+    pub request_schema: Option<String>,
+    pub response_schema: Option<String>,
+    pub cache_ttl: Option<String>,
+    #[serde(default)]
+    pub audit_redact: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AgreementEntry {
+    pub id: String,
+    pub consumer: String,
+    pub service: String,
+    pub operations: Option<Vec<String>>,
+    pub purpose: String,
+    pub valid_from: Datetime,
+    pub valid_until: Datetime,
+    pub rate: Option<String>,
+}

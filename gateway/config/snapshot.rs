@@ -1,0 +1,222 @@
+//! The validated, immutable configuration. Built only by [`super::validate`]; read once per
+//! request and replaced whole, never edited in place.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Uri};
+
+use super::units::Rate;
+use crate::route::{RouteTable, Template};
+use crate::tls::{CertInfo, IdentityField};
+
+pub struct Snapshot {
+    /// The file this snapshot was loaded from.
+    pub source: PathBuf,
+    pub gateway: GatewaySettings,
+    /// The listener's rustls configuration (certificate, client CAs, CRLs, ALPN).
+    pub server_tls: Arc<rustls::ServerConfig>,
+    pub identity: IdentityField,
+    pub audit: Option<AuditSettings>,
+    pub cache: CacheSettings,
+    pub agencies: Vec<Agency>,
+    pub services: Vec<Service>,
+    pub agreements: Vec<Agreement>,
+    pub routes: RouteTable,
+    /// Every certificate the gateway depends on, for `check` and the inventory.
+    pub certificates: Vec<CertInfo>,
+    /// Identity value → index into `agencies`.
+    pub(super) identities: HashMap<String, usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub id: String,
+    pub listen: SocketAddr,
+    pub grpc_listen: Option<SocketAddr>,
+    pub admin_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub schemas_dir: PathBuf,
+    pub timezone: TimeZone,
+    pub max_request_body: u64,
+    pub handshake_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// The zones Indonesia uses, none of which observes daylight saving time, so a zone is a fixed
+/// offset and no time-zone database is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeZone {
+    pub name: &'static str,
+    pub utc_offset_hours: i8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    pub signing_key: Option<PathBuf>,
+    pub durability: Durability,
+    pub flush_interval: Duration,
+    pub redaction_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Sync,
+    Interval,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    pub max_size: u64,
+}
+
+/// Security classification of a service and clearance of an agency, in increasing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Classification {
+    Terbuka,
+    Terbatas,
+    Rahasia,
+    SangatRahasia,
+}
+
+#[derive(Debug, Clone)]
+pub struct Agency {
+    pub code: String,
+    pub name: String,
+    pub clearance: Classification,
+    pub identities: Vec<String>,
+}
+
+pub struct Service {
+    pub id: String,
+    /// Index into `Snapshot::agencies`.
+    pub owner: usize,
+    pub classification: Classification,
+    pub prefix: String,
+    pub upstreams: Vec<Upstream>,
+    /// Client configuration for `https` upstreams (upstream CA + the gateway's certificate).
+    pub upstream_tls: Option<rustls::ClientConfig>,
+    pub timeout: Duration,
+    pub max_request_body: u64,
+    pub operations: Vec<Operation>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Scheme and authority, e.g. `https://10.0.1.5:9001`.
+    pub origin: Uri,
+    /// A base path the operation path is appended to, without a trailing `/` (often empty).
+    pub base_path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Operation {
+    pub id: String,
+    pub method: Method,
+    /// The template as written, e.g. `/penduduk/{nik}`; audit records name it.
+    pub path: String,
+    pub template: Template,
+    pub request_schema: Option<PathBuf>,
+    pub response_schema: Option<PathBuf>,
+    pub cache_ttl: Option<Duration>,
+    pub audit_redact: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Agreement {
+    pub id: String,
+    /// Index into `Snapshot::agencies`.
+    pub consumer: usize,
+    /// Index into `Snapshot::services`.
+    pub service: usize,
+    /// Indexes into the service's operations; `None` covers them all.
+    pub operations: Option<Vec<usize>>,
+    pub purpose: String,
+    pub valid_from: Date,
+    pub valid_until: Date,
+    pub rate: Option<Rate>,
+}
+
+/// A calendar date in the gateway's time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Date {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// The agency named by a certificate, if exactly one is. Several values naming different
+    /// agencies is ambiguous and names none: a certificate must not speak for two agencies.
+    pub fn agency_for(&self, names: &[String]) -> Option<usize> {
+        let mut found = None;
+        for name in names {
+            if let Some(&agency) = self.identities.get(name) {
+                match found {
+                    Some(other) if other != agency => return None,
+                    _ => found = Some(agency),
+                }
+            }
+        }
+        found
+    }
+
+    pub fn operation_count(&self) -> usize {
+        self.services.iter().map(|s| s.operations.len()).sum()
+    }
+}
+
+// === impl Classification ===
+
+impl Classification {
+    pub const NAMES: [&'static str; 4] = ["terbuka", "terbatas", "rahasia", "sangat_rahasia"];
+
+    pub fn parse(text: &str) -> Option<Classification> {
+        Some(match text {
+            "terbuka" => Classification::Terbuka,
+            "terbatas" => Classification::Terbatas,
+            "rahasia" => Classification::Rahasia,
+            "sangat_rahasia" => Classification::SangatRahasia,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+// === impl TimeZone ===
+
+impl TimeZone {
+    pub const JAKARTA: TimeZone = TimeZone {
+        name: "Asia/Jakarta",
+        utc_offset_hours: 7,
+    };
+
+    pub fn parse(text: &str) -> Option<TimeZone> {
+        let (name, utc_offset_hours) = match text {
+            "Asia/Jakarta" | "WIB" => ("Asia/Jakarta", 7),
+            "Asia/Pontianak" => ("Asia/Pontianak", 7),
+            "Asia/Makassar" | "WITA" => ("Asia/Makassar", 8),
+            "Asia/Jayapura" | "WIT" => ("Asia/Jayapura", 9),
+            "UTC" => ("UTC", 0),
+            _ => return None,
+        };
+        Some(TimeZone {
+            name,
+            utc_offset_hours,
+        })
+    }
+}
+
+impl std::fmt::Display for Date {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}

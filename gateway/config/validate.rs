@@ -1,0 +1,799 @@
+//! File shape → [`Snapshot`]: every check the contract makes, every error collected.
+//!
+//! Validation never stops at the first problem: an operator fixing a file wants the whole list,
+//! each with its TOML path. A reference to something that is itself broken (a service whose
+//! owner is misspelt) is reported once, at the broken reference, not again downstream.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{Method, Uri};
+
+use super::error::{ConfigErrors, Errors};
+use super::file::{
+    AgencyEntry, AgreementEntry, AuditSection, FileConfig, OperationEntry, ServiceEntry,
+};
+use super::snapshot::{
+    Agency, Agreement, AuditSettings, CacheSettings, Classification, Date, Durability,
+    GatewaySettings, Operation, Service, Snapshot, TimeZone, Upstream,
+};
+use super::units::{parse_duration, parse_rate, parse_size};
+use crate::route::{normalize, RouteTable, Template};
+use crate::tls::{self, CertInfo, IdentityField};
+
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+const DEFAULT_MAX_REQUEST_BODY: u64 = 1 << 20;
+const DEFAULT_CACHE_SIZE: u64 = 256 << 20;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Validates a parsed file. `base` is the directory relative paths resolve against; `unknown`
+/// lists the TOML paths of keys the file shape does not know.
+pub fn validate(
+    file: FileConfig,
+    source: &Path,
+    base: &Path,
+    unknown: Vec<String>,
+) -> Result<Snapshot, ConfigErrors> {
+    let mut errors = Errors::default();
+    for path in unknown {
+        errors.push(path, "unknown key");
+    }
+    let mut certificates = Vec::new();
+    let resolve = |p: &str| -> PathBuf { base.join(p) };
+
+    // [gateway]
+    let g = &file.gateway;
+    if g.id.trim().is_empty() {
+        errors.push(
+            "gateway.id",
+            "must name this gateway, e.g. \"spl.parigimoutongkab\"",
+        );
+    }
+    let listen = errors.check("gateway.listen", parse_addr(&g.listen));
+    let grpc_listen = match &g.grpc_listen {
+        Some(a) => errors.check("gateway.grpc_listen", parse_addr(a)).map(Some),
+        None => Some(None),
+    };
+    let admin_listen = errors.check(
+        "gateway.admin_listen",
+        parse_addr(g.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN)),
+    );
+    let timezone = match &g.timezone {
+        None => Some(TimeZone::JAKARTA),
+        Some(tz) => errors.check(
+            "gateway.timezone",
+            TimeZone::parse(tz).ok_or_else(|| {
+                format!("`{tz}` is not an Indonesian time zone; use Asia/Jakarta, Asia/Pontianak, Asia/Makassar, Asia/Jayapura or UTC")
+            }),
+        ),
+    };
+    let max_request_body = opt(
+        &mut errors,
+        "gateway.max_request_body",
+        &g.max_request_body,
+        parse_size,
+    )
+    .map(|v| v.unwrap_or(DEFAULT_MAX_REQUEST_BODY));
+    let handshake_timeout = opt(
+        &mut errors,
+        "gateway.handshake_timeout",
+        &g.handshake_timeout,
+        parse_duration,
+    )
+    .map(|v| v.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT));
+    let shutdown_grace = opt(
+        &mut errors,
+        "gateway.shutdown_grace",
+        &g.shutdown_grace,
+        parse_duration,
+    )
+    .map(|v| v.unwrap_or(DEFAULT_SHUTDOWN_GRACE));
+    let schemas_dir = resolve(g.schemas_dir.as_deref().unwrap_or("schemas"));
+    let data_dir = resolve(g.data_dir.as_deref().unwrap_or("data"));
+
+    // [identity]
+    let identity = match &file.identity.field {
+        None => Some(IdentityField::SubjectCn),
+        Some(f) => errors.check(
+            "identity.field",
+            IdentityField::parse(f).ok_or_else(|| {
+                format!(
+                    "`{f}` is not a certificate field; use one of {}",
+                    IdentityField::NAMES.join(", ")
+                )
+            }),
+        ),
+    };
+
+    // [tls]
+    let t = &file.tls;
+    let chain = errors.check("tls.cert", tls::load_certs(&resolve(&t.cert)));
+    if let Some(chain) = &chain {
+        certificates.extend(tls::cert_info("tls.cert", &resolve(&t.cert), &chain[0]));
+    }
+    let key = errors.check("tls.key", tls::load_key(&resolve(&t.key)));
+    if t.client_ca.is_empty() {
+        errors.push(
+            "tls.client_ca",
+            "must list at least one issuer of agency certificates",
+        );
+    }
+    let mut client_roots = Some(Vec::new());
+    for (i, ca) in t.client_ca.iter().enumerate() {
+        let path = format!("tls.client_ca[{i}]");
+        match errors.check(&path, tls::load_certs(&resolve(ca))) {
+            Some(certs) => {
+                certificates.extend(
+                    certs
+                        .iter()
+                        .filter_map(|c| tls::cert_info(&path, &resolve(ca), c)),
+                );
+                if let Some(roots) = &mut client_roots {
+                    roots.extend(certs);
+                }
+            }
+            None => client_roots = None,
+        }
+    }
+    let mut crls = Some(Vec::new());
+    for (i, crl) in t.crl.iter().enumerate() {
+        match errors.check(format!("tls.crl[{i}]"), tls::load_crls(&resolve(crl))) {
+            Some(list) => {
+                if let Some(all) = &mut crls {
+                    all.extend(list);
+                }
+            }
+            None => crls = None,
+        }
+    }
+    let server_tls = match (&chain, &key, client_roots, crls) {
+        (Some(chain), Some(key), Some(roots), Some(crls)) if !roots.is_empty() => errors.check(
+            "tls",
+            tls::server_config(chain.clone(), key.clone_key(), roots, crls),
+        ),
+        _ => None,
+    };
+
+    // [audit], [cache]: parsed and checked now, enforced by the audit writer and the cache.
+    let audit = file
+        .audit
+        .as_ref()
+        .map(|a| audit_settings(&mut errors, a, &resolve));
+    let cache_size = match file.cache.as_ref().and_then(|c| c.max_size.as_ref()) {
+        Some(s) => errors.check("cache.max_size", parse_size(s)),
+        None => Some(DEFAULT_CACHE_SIZE),
+    };
+
+    // [[agencies]]
+    let mut agencies = Vec::new();
+    let mut agency_index: HashMap<&str, usize> = HashMap::new();
+    let mut identities: HashMap<String, usize> = HashMap::new();
+    for (i, a) in file.agencies.iter().enumerate() {
+        let at = format!("agencies[{i}]");
+        if let Some(agency) = agency(&mut errors, &at, a) {
+            if agency_index.contains_key(a.code.as_str()) {
+                errors.push(
+                    format!("{at}.code"),
+                    format!("duplicate agency code `{}`", a.code),
+                );
+                continue;
+            }
+            for (j, name) in agency.identities.iter().enumerate() {
+                match identities.get(name) {
+                    Some(&other) => errors.push(
+                        format!("{at}.identities[{j}]"),
+                        format!(
+                            "`{name}` already identifies agency `{}`",
+                            agencies_code(&agencies, other)
+                        ),
+                    ),
+                    None => {
+                        identities.insert(name.clone(), agencies.len());
+                    }
+                }
+            }
+            agency_index.insert(a.code.as_str(), agencies.len());
+            agencies.push(agency);
+        }
+    }
+
+    // [[services]]
+    let mut services = Vec::new();
+    let mut service_index: HashMap<&str, usize> = HashMap::new();
+    let mut routes = RouteTable::default();
+    for (i, s) in file.services.iter().enumerate() {
+        let at = format!("services[{i}]");
+        if service_index.contains_key(s.id.as_str()) {
+            errors.push(
+                format!("{at}.id"),
+                format!("duplicate service id `{}`", s.id),
+            );
+            continue;
+        }
+        let ctx = ServiceContext {
+            agency_index: &agency_index,
+            schemas_dir: &schemas_dir,
+            gateway_chain: chain.as_ref(),
+            gateway_key: key.as_ref(),
+            default_body: max_request_body.unwrap_or(DEFAULT_MAX_REQUEST_BODY),
+            resolve: &resolve,
+        };
+        let index = services.len();
+        if let Some(service) = service(&mut errors, &at, s, &ctx, &mut certificates) {
+            register_routes(&mut errors, &at, index, s, &service, &mut routes);
+            service_index.insert(s.id.as_str(), index);
+            services.push(service);
+        }
+    }
+
+    // [[agreements]]
+    let mut agreements = Vec::new();
+    let mut agreement_ids = HashSet::new();
+    for (i, a) in file.agreements.iter().enumerate() {
+        let at = format!("agreements[{i}]");
+        if !agreement_ids.insert(a.id.as_str()) {
+            errors.push(
+                format!("{at}.id"),
+                format!("duplicate agreement id `{}`", a.id),
+            );
+            continue;
+        }
+        if let Some(agreement) = agreement(
+            &mut errors,
+            &at,
+            a,
+            &agency_index,
+            &service_index,
+            &services,
+        ) {
+            agreements.push(agreement);
+        }
+    }
+
+    errors.into_result(source.to_path_buf())?;
+    // Every `None` above recorded an error, so reaching here means every value is present.
+    let missing = || {
+        ConfigErrors::single(
+            source.to_path_buf(),
+            "",
+            "internal: a value was missing after validation",
+        )
+    };
+    Ok(Snapshot {
+        source: source.to_path_buf(),
+        gateway: GatewaySettings {
+            id: g.id.clone(),
+            listen: listen.ok_or_else(missing)?,
+            grpc_listen: grpc_listen.ok_or_else(missing)?,
+            admin_listen: admin_listen.ok_or_else(missing)?,
+            data_dir,
+            schemas_dir,
+            timezone: timezone.ok_or_else(missing)?,
+            max_request_body: max_request_body.ok_or_else(missing)?,
+            handshake_timeout: handshake_timeout.ok_or_else(missing)?,
+            shutdown_grace: shutdown_grace.ok_or_else(missing)?,
+        },
+        server_tls: server_tls.ok_or_else(missing)?,
+        identity: identity.ok_or_else(missing)?,
+        audit: audit.flatten(),
+        cache: CacheSettings {
+            max_size: cache_size.ok_or_else(missing)?,
+        },
+        agencies,
+        services,
+        agreements,
+        routes,
+        certificates,
+        identities,
+    })
+}
+
+struct ServiceContext<'a> {
+    agency_index: &'a HashMap<&'a str, usize>,
+    schemas_dir: &'a Path,
+    gateway_chain: Option<&'a Vec<rustls_pki_types::CertificateDer<'static>>>,
+    gateway_key: Option<&'a rustls_pki_types::PrivateKeyDer<'static>>,
+    default_body: u64,
+    resolve: &'a dyn Fn(&str) -> PathBuf,
+}
+
+fn agency(errors: &mut Errors, at: &str, a: &AgencyEntry) -> Option<Agency> {
+    let code_ok = errors
+        .check(format!("{at}.code"), check_id(&a.code))
+        .is_some();
+    if a.name.trim().is_empty() {
+        errors.push(format!("{at}.name"), "must not be empty");
+    }
+    let clearance = match &a.clearance {
+        None => Some(Classification::Terbuka),
+        Some(c) => errors.check(format!("{at}.clearance"), classification(c)),
+    };
+    for (j, name) in a.identities.iter().enumerate() {
+        if name.trim().is_empty() {
+            errors.push(format!("{at}.identities[{j}]"), "must not be empty");
+        }
+    }
+    Some(Agency {
+        code: a.code.clone(),
+        name: a.name.clone(),
+        clearance: clearance?,
+        identities: a.identities.clone(),
+    })
+    .filter(|_| code_ok)
+}
+
+fn service(
+    errors: &mut Errors,
+    at: &str,
+    s: &ServiceEntry,
+    ctx: &ServiceContext<'_>,
+    certificates: &mut Vec<CertInfo>,
+) -> Option<Service> {
+    let id_ok = errors.check(format!("{at}.id"), check_id(&s.id)).is_some();
+    let owner = errors.check(
+        format!("{at}.owner"),
+        ctx.agency_index
+            .get(s.owner.as_str())
+            .copied()
+            .ok_or_else(|| unknown("agency", &s.owner, ctx.agency_index.keys())),
+    );
+    let classification = errors.check(
+        format!("{at}.classification"),
+        classification(&s.classification),
+    );
+    let prefix = errors.check(format!("{at}.prefix"), check_prefix(&s.prefix));
+    let timeout = opt(errors, &format!("{at}.timeout"), &s.timeout, parse_duration)
+        .map(|t| t.unwrap_or(DEFAULT_TIMEOUT));
+    let max_body = opt(
+        errors,
+        &format!("{at}.max_request_body"),
+        &s.max_request_body,
+        parse_size,
+    )
+    .map(|t| t.unwrap_or(ctx.default_body));
+
+    if s.upstreams.is_empty() {
+        errors.push(
+            format!("{at}.upstreams"),
+            "must list at least one upstream URL",
+        );
+    }
+    let mut upstreams = Vec::new();
+    let mut needs_tls = false;
+    for (j, u) in s.upstreams.iter().enumerate() {
+        if let Some(up) = errors.check(
+            format!("{at}.upstreams[{j}]"),
+            parse_upstream(u, s.allow_plaintext),
+        ) {
+            needs_tls |= up.origin.scheme_str() == Some("https");
+            upstreams.push(up);
+        }
+    }
+    let upstream_tls = match (&s.upstream_ca, needs_tls) {
+        (None, true) => {
+            errors.push(
+                format!("{at}.upstream_ca"),
+                "is required for https upstreams: the CA that issued the upstream's certificate",
+            );
+            None
+        }
+        (None, false) => Some(None),
+        (Some(ca), _) => {
+            let path = format!("{at}.upstream_ca");
+            let file = (ctx.resolve)(ca);
+            errors
+                .check(&path, tls::load_certs(&file))
+                .and_then(|roots| {
+                    certificates
+                        .extend(roots.iter().filter_map(|c| tls::cert_info(&path, &file, c)));
+                    let (chain, key) = (ctx.gateway_chain?, ctx.gateway_key?);
+                    errors
+                        .check(
+                            &path,
+                            tls::upstream_config(roots, chain.clone(), key.clone_key()),
+                        )
+                        .map(Some)
+                })
+        }
+    };
+
+    let mut operations = Vec::new();
+    let mut op_ids = HashSet::new();
+    for (j, o) in s.operations.iter().enumerate() {
+        let at = format!("{at}.operations[{j}]");
+        if !op_ids.insert(o.id.as_str()) {
+            errors.push(
+                format!("{at}.id"),
+                format!("duplicate operation id `{}` in service `{}`", o.id, s.id),
+            );
+            continue;
+        }
+        operations.extend(operation(errors, &at, o, ctx.schemas_dir));
+    }
+    if s.operations.is_empty() {
+        errors.push(
+            format!("{at}.operations"),
+            "a service must declare at least one operation; only declared operations are reachable",
+        );
+    }
+
+    Some(Service {
+        id: s.id.clone(),
+        owner: owner?,
+        classification: classification?,
+        prefix: prefix?,
+        upstreams,
+        upstream_tls: upstream_tls?,
+        timeout: timeout?,
+        max_request_body: max_body?,
+        operations,
+    })
+    .filter(|_| id_ok)
+}
+
+fn operation(
+    errors: &mut Errors,
+    at: &str,
+    o: &OperationEntry,
+    schemas_dir: &Path,
+) -> Option<Operation> {
+    let id_ok = errors.check(format!("{at}.id"), check_id(&o.id)).is_some();
+    let method = errors.check(format!("{at}.method"), parse_method(&o.method));
+    let template = errors.check(format!("{at}.path"), Template::parse(&o.path));
+    let mut schema = |key: &str, name: &Option<String>| -> Option<Option<PathBuf>> {
+        let Some(name) = name else { return Some(None) };
+        let file = schemas_dir.join(name);
+        let found = if file.is_file() {
+            Ok(Some(file))
+        } else {
+            Err(format!("schema `{name}` not found at {}", file.display()))
+        };
+        errors.check(format!("{at}.{key}"), found)
+    };
+    let request_schema = schema("request_schema", &o.request_schema);
+    let response_schema = schema("response_schema", &o.response_schema);
+    let cache_ttl = opt(
+        errors,
+        &format!("{at}.cache_ttl"),
+        &o.cache_ttl,
+        parse_duration,
+    );
+    for (k, name) in o.audit_redact.iter().enumerate() {
+        if name.trim().is_empty() {
+            errors.push(
+                format!("{at}.audit_redact[{k}]"),
+                "must name a path or query parameter",
+            );
+        }
+    }
+    let op = Operation {
+        id: o.id.clone(),
+        method: method?,
+        path: o.path.clone(),
+        template: template?,
+        request_schema: request_schema?,
+        response_schema: response_schema?,
+        cache_ttl: cache_ttl?,
+        audit_redact: o.audit_redact.clone(),
+    };
+    id_ok.then_some(op)
+}
+
+fn register_routes(
+    errors: &mut Errors,
+    at: &str,
+    index: usize,
+    entry: &ServiceEntry,
+    service: &Service,
+    routes: &mut RouteTable,
+) {
+    let Ok(prefix) = normalize(&service.prefix) else {
+        return;
+    };
+    if let Err(_existing) = routes.add_service(index, &prefix) {
+        errors.push(
+            format!("{at}.prefix"),
+            format!(
+                "prefix `{}` is already used by another service",
+                service.prefix
+            ),
+        );
+        return;
+    }
+    for (j, op) in service.operations.iter().enumerate() {
+        if let Err(conflict) = routes.add_operation(index, j, op.method.clone(), &op.template) {
+            let other = &service.operations[conflict.existing_operation];
+            let k = entry
+                .operations
+                .iter()
+                .position(|o| o.id == op.id)
+                .unwrap_or(j);
+            errors.push(
+                format!("{at}.operations[{k}].path"),
+                format!(
+                    "{} {} matches the same requests as operation `{}` ({} {})",
+                    op.method, op.path, other.id, other.method, other.path
+                ),
+            );
+        }
+    }
+}
+
+fn agreement(
+    errors: &mut Errors,
+    at: &str,
+    a: &AgreementEntry,
+    agency_index: &HashMap<&str, usize>,
+    service_index: &HashMap<&str, usize>,
+    services: &[Service],
+) -> Option<Agreement> {
+    let id_ok = errors
+        .check(format!("{at}.id"), check_agreement_id(&a.id))
+        .is_some();
+    let consumer = errors.check(
+        format!("{at}.consumer"),
+        agency_index
+            .get(a.consumer.as_str())
+            .copied()
+            .ok_or_else(|| unknown("agency", &a.consumer, agency_index.keys())),
+    );
+    let service = errors.check(
+        format!("{at}.service"),
+        service_index
+            .get(a.service.as_str())
+            .copied()
+            .ok_or_else(|| unknown("service", &a.service, service_index.keys())),
+    );
+    let operations = match (&a.operations, service) {
+        (None, _) => Some(None),
+        (Some(list), _) if list.is_empty() => {
+            errors.push(
+                format!("{at}.operations"),
+                "is empty; omit the key to cover every operation of the service",
+            );
+            None
+        }
+        (Some(list), Some(s)) => {
+            let ops = &services[s].operations;
+            let mut found = Some(Vec::new());
+            for (k, name) in list.iter().enumerate() {
+                let hit = ops.iter().position(|o| &o.id == name).ok_or_else(|| {
+                    unknown(
+                        &format!("operation of service `{}`", a.service),
+                        name,
+                        ops.iter().map(|o| &o.id),
+                    )
+                });
+                match (
+                    errors.check(format!("{at}.operations[{k}]"), hit),
+                    &mut found,
+                ) {
+                    (Some(i), Some(v)) => v.push(i),
+                    _ => found = None,
+                }
+            }
+            found.map(Some)
+        }
+        (Some(_), None) => None,
+    };
+    if a.purpose.trim().is_empty() {
+        errors.push(
+            format!("{at}.purpose"),
+            "must state the purpose of the data sharing",
+        );
+    }
+    let from = errors.check(format!("{at}.valid_from"), date(&a.valid_from));
+    let until = errors.check(format!("{at}.valid_until"), date(&a.valid_until));
+    if let (Some(f), Some(u)) = (from, until) {
+        if u < f {
+            errors.push(
+                format!("{at}.valid_until"),
+                format!("{u} is before valid_from {f}"),
+            );
+        }
+    }
+    let rate = opt(errors, &format!("{at}.rate"), &a.rate, parse_rate);
+    let agreement = Agreement {
+        id: a.id.clone(),
+        consumer: consumer?,
+        service: service?,
+        operations: operations?,
+        purpose: a.purpose.clone(),
+        valid_from: from?,
+        valid_until: until?,
+        rate: rate?,
+    };
+    id_ok.then_some(agreement)
+}
+
+fn audit_settings(
+    errors: &mut Errors,
+    a: &AuditSection,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Option<AuditSettings> {
+    let durability = match a.durability.as_deref() {
+        None | Some("sync") => Some(Durability::Sync),
+        Some("interval") => Some(Durability::Interval),
+        Some(other) => {
+            errors.push(
+                "audit.durability",
+                format!("`{other}` is not a durability; use \"sync\" or \"interval\""),
+            );
+            None
+        }
+    };
+    let flush_interval = opt(
+        errors,
+        "audit.flush_interval",
+        &a.flush_interval,
+        parse_duration,
+    )
+    .map(|v| v.unwrap_or(DEFAULT_FLUSH_INTERVAL));
+    let mut key = |name: &str, value: &Option<String>| -> Option<Option<PathBuf>> {
+        let Some(v) = value else { return Some(None) };
+        let file = resolve(v);
+        let readable = std::fs::File::open(&file)
+            .map(|_| Some(file.clone()))
+            .map_err(|e| format!("cannot read {}: {e}", file.display()));
+        errors.check(format!("audit.{name}"), readable)
+    };
+    let signing_key = key("signing_key", &a.signing_key);
+    let redaction_key = key("redaction_key", &a.redaction_key);
+    Some(AuditSettings {
+        signing_key: signing_key?,
+        durability: durability?,
+        flush_interval: flush_interval?,
+        redaction_key: redaction_key?,
+    })
+}
+
+/// Parses an optional value; `None` in the result means the value was present and bad.
+fn opt<T>(
+    errors: &mut Errors,
+    path: &str,
+    value: &Option<String>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Option<Option<T>> {
+    match value {
+        None => Some(None),
+        Some(v) => errors.check(path, parse(v)).map(Some),
+    }
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not an address:port such as \"0.0.0.0:8443\""))
+}
+
+fn classification(text: &str) -> Result<Classification, String> {
+    Classification::parse(text).ok_or_else(|| {
+        format!(
+            "`{text}` is not a classification; use one of {}",
+            Classification::NAMES.join(", ")
+        )
+    })
+}
+
+/// Agency, service and operation ids appear in URLs, headers and audit records.
+fn check_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && id.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{id}` is not a valid id: use 1-64 lowercase letters, digits, `-` and `_`, starting with a letter or digit"))
+    }
+}
+
+/// Agreement ids are document numbers (`PKS-2025-014`, `PKS/014/2025`): printable, no spaces.
+fn check_agreement_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b',' && b != b'"');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{id}` is not a valid agreement id: printable ASCII without spaces, commas or quotes"
+        ))
+    }
+}
+
+fn check_prefix(prefix: &str) -> Result<String, String> {
+    let normal = normalize(prefix).map_err(|e| format!("`{prefix}`: {e}"))?;
+    if normal.segments().is_empty() {
+        return Err(format!(
+            "`{prefix}` must name at least one segment, e.g. \"/dukcapil/penduduk\""
+        ));
+    }
+    let canonical = normal.encoded_from(0);
+    if canonical != prefix {
+        return Err(format!(
+            "`{prefix}` is not in canonical form; write `{canonical}`"
+        ));
+    }
+    if prefix.contains(['{', '}']) {
+        return Err(format!("`{prefix}`: a prefix cannot hold parameters"));
+    }
+    Ok(canonical)
+}
+
+fn parse_method(text: &str) -> Result<Method, String> {
+    match text {
+        "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" => {
+            Method::from_bytes(text.as_bytes()).map_err(|e| e.to_string())
+        }
+        _ => Err(format!("`{text}` is not a method an operation can declare; use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS (upper case)")),
+    }
+}
+
+fn parse_upstream(text: &str, allow_plaintext: bool) -> Result<Upstream, String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if allow_plaintext => {}
+        Some("http") => return Err(format!("`{text}` is plain http; use https, or set allow_plaintext = true on the service to accept an unencrypted upstream")),
+        _ => return Err(format!("`{text}` must start with https://")),
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("`{text}` has no host"))?
+        .clone();
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "`{text}`: credentials in an upstream URL are not allowed"
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(format!("`{text}`: an upstream URL cannot have a query"));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+    let origin = Uri::builder()
+        .scheme(uri.scheme_str().unwrap_or("https"))
+        .authority(authority)
+        .path_and_query("/")
+        .build()
+        .map_err(|e| format!("`{text}`: {e}"))?;
+    Ok(Upstream { origin, base_path })
+}
+
+fn date(value: &toml::value::Datetime) -> Result<Date, String> {
+    match (value.date, value.time, value.offset) {
+        (Some(d), None, None) => Ok(Date { year: d.year, month: d.month, day: d.day }),
+        _ => Err(format!("`{value}` must be a date without a time, e.g. 2025-01-01 (days are inclusive, in the gateway's time zone)")),
+    }
+}
+
+fn unknown<'a, S: AsRef<str> + 'a>(
+    what: &str,
+    name: &str,
+    known: impl Iterator<Item = &'a S>,
+) -> String {
+    let mut names: Vec<&str> = known.map(AsRef::as_ref).collect();
+    names.sort_unstable();
+    if names.is_empty() {
+        format!("`{name}` is not a known {what}; none is declared")
+    } else {
+        format!(
+            "`{name}` is not a known {what} (known: {})",
+            names.join(", ")
+        )
+    }
+}
+
+fn agencies_code(agencies: &[Agency], i: usize) -> &str {
+    agencies.get(i).map(|a| a.code.as_str()).unwrap_or("?")
+}

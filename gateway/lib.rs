@@ -1,0 +1,56 @@
+//! # Penghubung — the Sistem Penghubung Layanan of a regency
+//!
+//! One gateway through which agencies' (PD) applications call each other's services: mTLS
+//! both ways, only declared operations reachable, every refusal a problem document.
+//!
+//! # Layout
+//!
+//! A request is one straight pipeline; each stage is a module with one entry point:
+//!
+//! ```text
+//!  accept ─▶ TLS + identity ─▶ route ─▶ authorize ─▶ validate ─▶ cache ─▶ upstream ─▶ validate ─▶ audit ─▶ respond
+//!  server     tls, caller      route    (issue 3)   (issue 4)  (issue 6) upstream   (issue 4)   (issue 5)  pipeline
+//! ```
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`config`] | the TOML file shape, its validation (every error, with its TOML path), the immutable [`config::Snapshot`] |
+//! | [`server`] | the listener: accept, TLS handshake with a required client certificate, HTTP/1.1 + HTTP/2, graceful drain |
+//! | [`tls`] | PEM loading, server and upstream rustls configurations, the identity field of a certificate |
+//! | [`caller`] | who is on a connection: certificate identity resolved to an agency once per connection |
+//! | [`pipeline`] | [`pipeline::Gateway`], the service as a value, and the request path top to bottom |
+//! | [`route`] | path normalisation, then service by longest prefix and operation by template and method |
+//! | [`body`] | the response body type and the bounded request-body read |
+//! | [`upstream`] | pooled mTLS clients per service and header rewriting both ways |
+//! | [`exchange`] | the exchange id (`SPL-Exchange-Id`) and W3C trace context |
+//! | [`reject`] | every failure, mapped in one place to its status and problem+json document |
+//! | [`pki`] | a development PKI (rcgen) for `pki init`, the demo and the tests |
+//! | [`demo`] | `penghubung demo`: two sample PD services behind the gateway |
+//! | [`inventory`] | the summary `check` prints: services, operations, agencies, certificates |
+//!
+//! Side systems (upstream pool; later audit writer, cache, telemetry) are handles the pipeline
+//! calls; the CLI and, later, the gRPC service and admin API use the same handles.
+
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod caller;
+pub mod config;
+pub mod demo;
+pub mod exchange;
+pub mod inventory;
+pub mod pipeline;
+pub mod pki;
+pub mod reject;
+pub mod route;
+pub mod server;
+pub mod tls;
+pub mod upstream;
+
+/// The version string: crate version and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("PENGHUBUNG_COMMIT"),
+    ")"
+);

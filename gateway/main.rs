@@ -1,0 +1,203 @@
+//! The `penghubung` command: serve, check a configuration, make a development PKI, run the demo.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use penghubung::pipeline::Gateway;
+use penghubung::{config, demo, inventory, pki, server};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(name = "penghubung", version = penghubung::VERSION, about = "Sistem Penghubung Layanan: the regency's mTLS service gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with a configuration file until SIGTERM or SIGINT.
+    Serve {
+        #[arg(long, short, env = "PENGHUBUNG_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file without serving and print what it publishes.
+    Check {
+        #[arg(long, short, env = "PENGHUBUNG_CONFIG")]
+        config: PathBuf,
+    },
+    /// Development PKI.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Run two sample PD services behind the gateway and print curl commands to try.
+    Demo {
+        /// Where to write the demo's PKI and configuration.
+        #[arg(long, default_value = "demo")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Write a CA, a gateway certificate, agency client certificates and audit keys into DIR.
+    Init {
+        dir: PathBuf,
+        /// DNS names and IP addresses for the gateway certificate.
+        #[arg(long = "host", default_values = ["localhost", "127.0.0.1"])]
+        hosts: Vec<String>,
+        /// An agency client certificate, as CODE=IDENTITY (e.g. dinkes=dinkes.parigimoutongkab.go.id).
+        #[arg(long = "agency", value_parser = parse_agency)]
+        agencies: Vec<(String, String)>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("penghubung: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("penghubung: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config } => {
+            let Some(snapshot) = load(&config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            serve(snapshot).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => {
+            let Some(snapshot) = load(&config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            print!(
+                "{}",
+                inventory::summary(&snapshot, time::OffsetDateTime::now_utc())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pki {
+            command:
+                PkiCommand::Init {
+                    dir,
+                    hosts,
+                    agencies,
+                },
+        } => {
+            let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+            let agencies: Vec<(&str, &str)> = agencies
+                .iter()
+                .map(|(c, i)| (c.as_str(), i.as_str()))
+                .collect();
+            let (_, written) = pki::init(&dir, &hosts, &agencies)
+                .with_context(|| format!("cannot write the PKI into {}", dir.display()))?;
+            for file in written {
+                println!("wrote {}", file.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { dir, listen } => {
+            let (prepared, services) = demo::prepare(&dir, listen).await?;
+            let Some(snapshot) = load(&prepared.config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            tokio::spawn(services);
+            println!("Penghubung demo: gateway on https://{listen}, sample services on loopback.");
+            println!(
+                "Configuration: {}   (Ctrl-C stops)\n",
+                prepared.config.display()
+            );
+            println!("{}", demo::curl_commands(&prepared));
+            serve(snapshot).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Loads a configuration, printing every error; `None` when it is not valid.
+fn load(path: &Path) -> Option<config::Snapshot> {
+    match config::load(path) {
+        Ok(snapshot) => Some(snapshot),
+        Err(errors) => {
+            eprintln!("{errors}");
+            None
+        }
+    }
+}
+
+async fn serve(snapshot: config::Snapshot) -> anyhow::Result<()> {
+    let listen = snapshot.gateway.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(%listen, gateway = %snapshot.gateway.id, services = snapshot.services.len(), "serving");
+    let gateway = Arc::new(Gateway::new(Arc::new(snapshot)));
+    server::serve(listener, gateway, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn parse_agency(text: &str) -> Result<(String, String), String> {
+    let (code, identity) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not CODE=IDENTITY"))?;
+    Ok((code.to_owned(), identity.to_owned()))
+}

@@ -1,0 +1,202 @@
+//! Every way an exchange can fail, and the one place that maps each to its HTTP status,
+//! problem type, title and log level. A refusal is always an RFC 9457
+//! `application/problem+json` document carrying the exchange id.
+//!
+//! `detail` is written for the caller: it names what the caller sent and what rule refused it,
+//! never upstream addresses or internal errors (those go to the log, from `source`).
+
+use std::time::Duration;
+
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http::{Method, Response, StatusCode};
+use serde::Serialize;
+
+use crate::body::{full, Body};
+use crate::route::PathRejected;
+
+/// The base of every problem `type`; the slug after it is stable and documented in
+/// `docs/problems.md`.
+pub const PROBLEM_BASE: &str = "urn:penghubung:problem:";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Reject {
+    #[error("the client certificate names no registered agency")]
+    UnknownAgency,
+    #[error("the request path was refused: {0}")]
+    BadPath(#[from] PathRejected),
+    #[error("no service is published under this path")]
+    NoService,
+    #[error("service `{service}` declares no operation at this path")]
+    NoOperation { service: String },
+    #[error("service `{service}` does not allow {method} at this path")]
+    MethodNotAllowed {
+        service: String,
+        method: Method,
+        allow: Vec<Method>,
+    },
+    #[error("the request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("the request body could not be read")]
+    BodyRead(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the request has a header that cannot be forwarded")]
+    BadHeader(#[source] http::Error),
+    #[error("the upstream of service `{service}` could not be reached")]
+    UpstreamUnavailable {
+        service: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("the upstream of service `{service}` did not answer within {}", humanize(*after))]
+    UpstreamTimeout { service: String, after: Duration },
+    #[error("the upstream of service `{service}` broke the HTTP protocol")]
+    UpstreamProtocol {
+        service: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+}
+
+/// How loudly a refusal is logged: caller mistakes are routine, upstream failures are not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Caller,
+    Upstream,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    exchange_id: &'a str,
+}
+
+// === impl Reject ===
+
+impl Reject {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Reject::BadPath(_) | Reject::BodyRead(_) | Reject::BadHeader(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Reject::UnknownAgency => StatusCode::FORBIDDEN,
+            Reject::NoService | Reject::NoOperation { .. } => StatusCode::NOT_FOUND,
+            Reject::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Reject::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Reject::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
+            Reject::UpstreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The stable name of the problem; also the audit outcome of a refused exchange.
+    pub fn slug(&self) -> &'static str {
+        match self {
+            Reject::UnknownAgency => "unknown-agency",
+            Reject::BadPath(_) => "malformed-path",
+            Reject::NoService => "no-route",
+            Reject::NoOperation { .. } => "no-operation",
+            Reject::MethodNotAllowed { .. } => "method-not-allowed",
+            Reject::BodyTooLarge { .. } => "body-too-large",
+            Reject::BodyRead(_) => "malformed-body",
+            Reject::BadHeader(_) => "malformed-header",
+            Reject::UpstreamUnavailable { .. } => "upstream-unavailable",
+            Reject::UpstreamTimeout { .. } => "upstream-timeout",
+            Reject::UpstreamProtocol { .. } => "upstream-protocol-error",
+        }
+    }
+
+    pub fn title(&self) -> &'static str {
+        match self {
+            Reject::UnknownAgency => "Caller is not a registered agency",
+            Reject::BadPath(_) => "Malformed request path",
+            Reject::NoService => "No such service",
+            Reject::NoOperation { .. } => "No such operation",
+            Reject::MethodNotAllowed { .. } => "Method not allowed",
+            Reject::BodyTooLarge { .. } => "Request body too large",
+            Reject::BodyRead(_) => "Malformed request body",
+            Reject::BadHeader(_) => "Malformed request header",
+            Reject::UpstreamUnavailable { .. } => "Upstream unavailable",
+            Reject::UpstreamTimeout { .. } => "Upstream timeout",
+            Reject::UpstreamProtocol { .. } => "Upstream protocol error",
+        }
+    }
+
+    pub fn severity(&self) -> Severity {
+        match self {
+            Reject::UpstreamUnavailable { .. }
+            | Reject::UpstreamTimeout { .. }
+            | Reject::UpstreamProtocol { .. } => Severity::Upstream,
+            _ => Severity::Caller,
+        }
+    }
+
+    /// The problem+json response for this refusal.
+    pub fn to_response(&self, exchange_id: &str) -> Response<Body> {
+        let status = self.status();
+        let problem = Problem {
+            kind: format!("{PROBLEM_BASE}{}", self.slug()),
+            title: self.title(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            exchange_id,
+        };
+        // Serialising a struct of strings and a number cannot fail.
+        let json = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = Response::new(full(json));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Reject::MethodNotAllowed { allow, .. } = self {
+            let list = allow
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if let Ok(value) = HeaderValue::from_str(&list) {
+                headers.insert(ALLOW, value);
+            }
+        }
+        response
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn problem_document_has_every_member() {
+        let reject = Reject::MethodNotAllowed {
+            service: "dukcapil-penduduk".into(),
+            method: Method::DELETE,
+            allow: vec![Method::GET, Method::HEAD],
+        };
+        let response = reject.to_response("0193-x");
+        assert_eq!(response.status(), 405);
+        assert_eq!(response.headers()[ALLOW], "GET, HEAD");
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["type"], "urn:penghubung:problem:method-not-allowed");
+        assert_eq!(json["title"], "Method not allowed");
+        assert_eq!(json["status"], 405);
+        assert_eq!(json["exchange_id"], "0193-x");
+        assert!(json["detail"].as_str().unwrap().contains("DELETE"));
+    }
+}

@@ -1,0 +1,123 @@
+//! The HTTPS listener: accept, TLS handshake with a required client certificate, resolve the
+//! caller once, then serve HTTP/1.1 or HTTP/2 (by ALPN) on the connection through the pipeline.
+//! Shutdown stops accepting, lets in-flight requests finish up to the grace period, and returns.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::caller::Caller;
+use crate::pipeline::Gateway;
+
+/// Serves `listener` until `shutdown` resolves, then drains: in-flight requests get up to the
+/// configured `shutdown_grace` to finish. Returns when drained or when the grace runs out.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let snapshot = gateway.snapshot().clone();
+    let acceptor = TlsAcceptor::from(snapshot.server_tls.clone());
+    let handshake_timeout = snapshot.gateway.handshake_timeout;
+    let grace = snapshot.gateway.shutdown_grace;
+    let graceful = GracefulShutdown::new();
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1().keep_alive(true);
+    let http = Arc::new(http);
+    tokio::pin!(shutdown);
+
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of descriptors or a transient network error: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let connection = Connection {
+            acceptor: acceptor.clone(),
+            gateway: gateway.clone(),
+            http: http.clone(),
+            watcher: graceful.watcher(),
+            handshake_timeout,
+        };
+        tokio::spawn(connection.run(stream, remote));
+    }
+
+    drop(listener);
+    tracing::info!(
+        in_flight = graceful.count(),
+        "shutting down: no longer accepting"
+    );
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("all connections drained"),
+        Err(_) => {
+            tracing::warn!(grace = ?grace, "grace period over; closing remaining connections")
+        }
+    }
+    Ok(())
+}
+
+struct Connection {
+    acceptor: TlsAcceptor,
+    gateway: Arc<Gateway>,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    handshake_timeout: Duration,
+}
+
+// === impl Connection ===
+
+impl Connection {
+    async fn run(self, stream: TcpStream, remote: std::net::SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream))
+            .await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(%remote, error = %e, "TLS handshake refused");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "TLS handshake timed out");
+                return;
+            }
+        };
+        // The verifier requires a client certificate, so a finished handshake always has one.
+        let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+            return;
+        };
+        let snapshot = self.gateway.snapshot();
+        let identity = snapshot.identity.extract(cert);
+        let caller = Arc::new(Caller::resolve(snapshot, remote, identity));
+        if caller.agency.is_none() {
+            tracing::info!(%remote, names = ?caller.identity.names, "certificate names no agency");
+        }
+
+        let gateway = self.gateway.clone();
+        let service = service_fn(move |request| {
+            let gateway = gateway.clone();
+            let caller = caller.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(&caller, request).await) }
+        });
+        let conn = self.http.serve_connection(TokioIo::new(tls), service);
+        if let Err(e) = self.watcher.watch(conn.into_owned()).await {
+            tracing::debug!(%remote, error = %e, "connection ended with an error");
+        }
+    }
+}

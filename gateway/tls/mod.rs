@@ -1,0 +1,11 @@
+//! TLS material, the listener's and upstreams' rustls configurations, and caller identity.
+
+mod client;
+mod identity;
+mod material;
+mod server;
+
+pub use client::upstream_config;
+pub use identity::{hex, IdentityField, PeerIdentity};
+pub use material::{cert_info, load_certs, load_crls, load_key, CertInfo};
+pub use server::server_config;

@@ -1,0 +1,183 @@
+//! What crosses the gateway in headers, both ways.
+//!
+//! Towards the upstream: hop-by-hop headers are connection-scoped and never forwarded; every
+//! client-sent `SPL-*` header is removed, because upstreams trust them as the gateway's word
+//! (who the consumer is, under which agreement), so a caller must never be able to set one;
+//! client-sent `Forwarded` / `X-Forwarded-*` are replaced for the same reason. Towards the
+//! caller: hop-by-hop headers and any `SPL-*` header the upstream set are removed, so that the
+//! exchange id a caller sees is always the gateway's.
+
+use std::net::SocketAddr;
+
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TE, TRAILER, TRANSFER_ENCODING,
+    UPGRADE,
+};
+use http::HeaderMap;
+
+use crate::exchange::Exchange;
+
+pub const SPL_CONSUMER: HeaderName = HeaderName::from_static("spl-consumer");
+pub const SPL_EXCHANGE_ID: HeaderName = HeaderName::from_static("spl-exchange-id");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// Who and what the upstream is told about the exchange.
+pub struct Forwarding<'a> {
+    pub consumer: &'a str,
+    pub exchange: &'a Exchange,
+    pub client: SocketAddr,
+    /// The host the caller addressed (`Host` or `:authority`).
+    pub host: Option<&'a str>,
+}
+
+/// Rewrites a caller's request headers, in place, into the upstream request's.
+pub fn to_upstream(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
+    remove_hop_by_hop(headers);
+    // Host is the upstream's, set by the client from the upstream URI; the body is re-framed.
+    headers.remove(HOST);
+    headers.remove(CONTENT_LENGTH);
+    headers.remove(TRACEPARENT);
+    headers.remove(TRACESTATE);
+    remove_where(headers, |name| {
+        name.starts_with("spl-") || name == "forwarded" || name.starts_with("x-forwarded-")
+    });
+
+    insert(headers, SPL_CONSUMER, fwd.consumer);
+    insert(headers, SPL_EXCHANGE_ID, &fwd.exchange.id);
+    let mut forwarded = format!("for=\"{}\";proto=https", fwd.client);
+    if let Some(host) = fwd
+        .host
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
+    {
+        forwarded.push_str(";host=\"");
+        forwarded.push_str(host);
+        forwarded.push('"');
+    }
+    insert(headers, FORWARDED, &forwarded);
+    insert(headers, TRACEPARENT, &fwd.exchange.trace.traceparent());
+    if let Some(state) = &fwd.exchange.trace.state {
+        insert(headers, TRACESTATE, state);
+    }
+}
+
+/// Rewrites an upstream's response headers, in place, into the caller's response headers.
+pub fn to_caller(headers: &mut HeaderMap) {
+    remove_hop_by_hop(headers);
+    remove_where(headers, |name| name.starts_with("spl-"));
+}
+
+/// Removes RFC 9110 §7.6.1 connection-scoped headers, including any the `Connection` header
+/// names.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| doomed(name.as_str()))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    // Every value inserted here is built from validated config, a socket address, or hex.
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_spoofable_and_hop_by_hop_headers() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("spl-consumer", "dukcapil"),
+            ("SPL-Agreement", "PKS-1"),
+            ("spl-exchange-id", "forged"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("host", "gateway"),
+            ("content-length", "3"),
+            ("accept", "application/json"),
+        ] {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let exchange = Exchange::begin(&HeaderMap::new());
+        to_upstream(
+            &mut h,
+            &Forwarding {
+                consumer: "dinkes",
+                exchange: &exchange,
+                client: "127.0.0.1:5000".parse().unwrap(),
+                host: Some("spl.example"),
+            },
+        );
+        assert_eq!(h["spl-consumer"], "dinkes");
+        assert_eq!(h["spl-exchange-id"], exchange.id.as_str());
+        assert!(h.get("spl-agreement").is_none());
+        assert!(h.get("x-forwarded-for").is_none());
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get("te").is_none());
+        assert!(h.get("host").is_none());
+        assert!(h.get("content-length").is_none());
+        assert_eq!(h["accept"], "application/json");
+        assert_eq!(h.get_all("forwarded").iter().count(), 1);
+        assert_eq!(
+            h["forwarded"],
+            "for=\"127.0.0.1:5000\";proto=https;host=\"spl.example\""
+        );
+        assert!(h["traceparent"]
+            .to_str()
+            .unwrap()
+            .contains(&exchange.trace.trace_id));
+    }
+
+    #[test]
+    fn upstream_cannot_set_spl_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("spl-exchange-id", "forged".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("content-type", "application/json".parse().unwrap());
+        to_caller(&mut h);
+        assert!(h.get("spl-exchange-id").is_none());
+        assert!(h.get("transfer-encoding").is_none());
+        assert_eq!(h["content-type"], "application/json");
+    }
+}

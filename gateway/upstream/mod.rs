@@ -1,0 +1,7 @@
+//! Forwarding to upstreams: pooled mTLS clients and header rewriting.
+
+mod headers;
+mod pool;
+
+pub use headers::{to_caller, to_upstream, Forwarding, SPL_CONSUMER, SPL_EXCHANGE_ID};
+pub use pool::Pool;

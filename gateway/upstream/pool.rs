@@ -1,0 +1,122 @@
+//! Connection pools to each service's upstreams, and the one call that forwards a request.
+//!
+//! One pooled hyper client per service, because each service has its own upstream CA. The
+//! pool is a handle: built from a snapshot, called by the pipeline, and replaced with it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{Service, Snapshot};
+use crate::reject::Reject;
+
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+pub struct Pool {
+    services: Vec<ServicePool>,
+}
+
+struct ServicePool {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    next: AtomicUsize,
+}
+
+// === impl Pool ===
+
+impl Pool {
+    pub fn new(snapshot: &Snapshot) -> Pool {
+        let services = snapshot
+            .services
+            .iter()
+            .map(|service| ServicePool {
+                client: client_for(service),
+                next: AtomicUsize::new(0),
+            })
+            .collect();
+        Pool { services }
+    }
+
+    /// Sends a request to one of the service's upstreams (round robin) and waits for the
+    /// response head, at most the service's `timeout`. `target` is the canonical path after
+    /// the prefix, `query` the caller's query string.
+    pub async fn forward(
+        &self,
+        index: usize,
+        service: &Service,
+        target: &str,
+        query: Option<&str>,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, Reject> {
+        let pool = &self.services[index];
+        let n = pool.next.fetch_add(1, Ordering::Relaxed);
+        let upstream = &service.upstreams[n % service.upstreams.len()];
+        let mut path = String::with_capacity(
+            upstream.base_path.len() + target.len() + 1 + query.map_or(0, str::len),
+        );
+        path.push_str(&upstream.base_path);
+        path.push_str(target);
+        if let Some(q) = query {
+            path.push('?');
+            path.push_str(q);
+        }
+        let mut parts = upstream.origin.clone().into_parts();
+        parts.path_and_query =
+            Some(PathAndQuery::try_from(path).map_err(|e| Reject::BadHeader(e.into()))?);
+        *request.uri_mut() = Uri::from_parts(parts).map_err(|e| Reject::BadHeader(e.into()))?;
+        *request.version_mut() = http::Version::HTTP_11;
+
+        match tokio::time::timeout(service.timeout, pool.client.request(request)).await {
+            Err(_elapsed) => Err(Reject::UpstreamTimeout {
+                service: service.id.clone(),
+                after: service.timeout,
+            }),
+            Ok(Err(source)) if source.is_connect() => Err(Reject::UpstreamUnavailable {
+                service: service.id.clone(),
+                source,
+            }),
+            Ok(Err(source)) => Err(Reject::UpstreamProtocol {
+                service: service.id.clone(),
+                source,
+            }),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+}
+
+fn client_for(service: &Service) -> Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(service.timeout));
+    // A service with only plaintext upstreams has no TLS configuration; its connector is never
+    // asked for TLS, so an empty trust store is the safe placeholder.
+    let tls = service.upstream_tls.clone().unwrap_or_else(|| {
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+        .expect("ring supports the default TLS versions")
+    });
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
