@@ -222,7 +222,7 @@ pub fn curl_commands(demo: &Demo) -> String {
     let d = demo.dir.display();
     let port = demo.listen.port();
     let curl = |agency: &str| {
-        format!("curl -s --cacert {d}/pki/ca.crt --cert {d}/pki/{agency}.crt --key {d}/pki/{agency}.key")
+        format!("curl -sS --cacert {d}/pki/ca.crt --cert {d}/pki/{agency}.crt --key {d}/pki/{agency}.key")
     };
     let mut out = String::new();
     let _ = writeln!(
@@ -258,7 +258,7 @@ pub fn curl_commands(demo: &Demo) -> String {
         "{} -i https://localhost:{port}/dukcapil/penduduk/admin",
         curl("dinkes")
     );
-    let _ = writeln!(out, "curl -s --cacert {d}/pki/ca.crt https://localhost:{port}/dinkes/faskes/faskes || echo 'refused at the TLS handshake'");
+    let _ = writeln!(out, "curl -sS --cacert {d}/pki/ca.crt https://localhost:{port}/dinkes/faskes/faskes || echo 'refused at the TLS handshake'");
     out
 }
 

@@ -1,5 +1,6 @@
 //! The `penghubung` command: serve, check a configuration, make a development PKI, run the demo.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -87,7 +88,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let Some(snapshot) = load(&config) else {
                 return Ok(ExitCode::FAILURE);
             };
-            serve(snapshot).await?;
+            let listen = snapshot.gateway.listen;
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            serve(snapshot, listener).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => {
@@ -121,18 +126,29 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { dir, listen } => {
+            // Bound first, so that `--listen 127.0.0.1:0` works and the printed commands name
+            // the real port.
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let listen = listener.local_addr()?;
             let (prepared, services) = demo::prepare(&dir, listen).await?;
             let Some(snapshot) = load(&prepared.config) else {
                 return Ok(ExitCode::FAILURE);
             };
             tokio::spawn(services);
-            println!("Penghubung demo: gateway on https://{listen}, sample services on loopback.");
-            println!(
-                "Configuration: {}   (Ctrl-C stops)\n",
-                prepared.config.display()
+            let banner = format!(
+                "Penghubung demo: gateway on https://{listen}, sample services on loopback.\n\
+                 Configuration: {}   (Ctrl-C stops)\n\n{}\n",
+                prepared.config.display(),
+                demo::curl_commands(&prepared)
             );
-            println!("{}", demo::curl_commands(&prepared));
-            serve(snapshot).await?;
+            // A closed stdout (the demo piped into `head`) must not stop the gateway.
+            let mut stdout = std::io::stdout();
+            let _ = stdout
+                .write_all(banner.as_bytes())
+                .and_then(|()| stdout.flush());
+            serve(snapshot, listener).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -149,11 +165,8 @@ fn load(path: &Path) -> Option<config::Snapshot> {
     }
 }
 
-async fn serve(snapshot: config::Snapshot) -> anyhow::Result<()> {
-    let listen = snapshot.gateway.listen;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+async fn serve(snapshot: config::Snapshot, listener: TcpListener) -> anyhow::Result<()> {
+    let listen = listener.local_addr()?;
     tracing::info!(%listen, gateway = %snapshot.gateway.id, services = snapshot.services.len(), "serving");
     let gateway = Arc::new(Gateway::new(Arc::new(snapshot)));
     server::serve(listener, gateway, shutdown_signal()).await?;

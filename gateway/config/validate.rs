@@ -173,16 +173,17 @@ pub fn validate(
     let mut agencies = Vec::new();
     let mut agency_index: HashMap<&str, usize> = HashMap::new();
     let mut identities: HashMap<String, usize> = HashMap::new();
+    let mut agency_codes = HashSet::new();
     for (i, a) in file.agencies.iter().enumerate() {
         let at = format!("agencies[{i}]");
+        if !agency_codes.insert(a.code.as_str()) {
+            errors.push(
+                format!("{at}.code"),
+                format!("duplicate agency code `{}`", a.code),
+            );
+            continue;
+        }
         if let Some(agency) = agency(&mut errors, &at, a) {
-            if agency_index.contains_key(a.code.as_str()) {
-                errors.push(
-                    format!("{at}.code"),
-                    format!("duplicate agency code `{}`", a.code),
-                );
-                continue;
-            }
             for (j, name) in agency.identities.iter().enumerate() {
                 match identities.get(name) {
                     Some(&other) => errors.push(
@@ -205,10 +206,11 @@ pub fn validate(
     // [[services]]
     let mut services = Vec::new();
     let mut service_index: HashMap<&str, usize> = HashMap::new();
+    let mut service_ids = HashSet::new();
     let mut routes = RouteTable::default();
     for (i, s) in file.services.iter().enumerate() {
         let at = format!("services[{i}]");
-        if service_index.contains_key(s.id.as_str()) {
+        if !service_ids.insert(s.id.as_str()) {
             errors.push(
                 format!("{at}.id"),
                 format!("duplicate service id `{}`", s.id),

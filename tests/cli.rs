@@ -1,0 +1,164 @@
+//! The `penghubung` binary as an operator runs it: `serve` exits 0 on SIGTERM, and the demo's
+//! printed curl commands work when pasted.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use http::Version;
+use support::{config_text, recording_upstream, Client, TestPki};
+
+const BIN: &str = env!("CARGO_BIN_EXE_penghubung");
+
+/// Kills the child on drop, so a failing test leaves no process behind.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits (bounded) for the child to exit.
+fn wait_exit(guard: &mut Guard, within: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads stdout lines until one satisfies `last`, bounded by `within`. A thread keeps draining
+/// stdout afterwards, so the child never writes into a closed pipe.
+fn read_until(child: &mut Child, last: impl Fn(&str) -> bool, within: Duration) -> Vec<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + within;
+    while let Ok(line) =
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        let done = last(&line);
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_then_exits_zero_on_sigterm() {
+    let pki = TestPki::new();
+    let (upstream, recorder) = recording_upstream(&pki).await;
+    // A fixed port cannot be used; take a free one and hand it to the process.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = config_text(&upstream, "5s", "").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let file = support::write_config(pki.path(), &text);
+    let mut guard = Guard(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = Client::new(addr, &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
+    let mut answer = None;
+    for _ in 0..200 {
+        if let Ok(a) = client.get("/dinkes/faskes").await {
+            answer = Some(a);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(answer.expect("the gateway never answered").status, 200);
+    assert_eq!(recorder.count(), 1);
+    sigterm(&guard.0);
+    let status = wait_exit(&mut guard, Duration::from_secs(15));
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn demo_curl_commands_work_when_pasted() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        panic!("curl is needed to check the demo's printed commands: apt-get install -y curl");
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .current_dir(work.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = read_until(
+        &mut child,
+        |l| l.contains("refused at the TLS handshake"),
+        Duration::from_secs(60),
+    );
+    let mut guard = Guard(child);
+    let commands: Vec<&String> = lines.iter().filter(|l| l.starts_with("curl ")).collect();
+    assert_eq!(commands.len(), 5, "printed:\n{}", lines.join("\n"));
+    let run = |cmd: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(work.path())
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    assert!(
+        run(commands[0]).contains("\"nama\":\"WARGA CONTOH SATU\""),
+        "{}",
+        run(commands[0])
+    );
+    assert!(run(commands[1]).contains("\"cocok\":true"));
+    assert!(run(commands[2]).contains("Puskesmas Contoh Parigi"));
+    let refusal = run(commands[3]);
+    assert!(
+        refusal.contains("404") && refusal.contains("urn:penghubung:problem:no-operation"),
+        "{refusal}"
+    );
+    assert!(run(commands[4]).contains("refused at the TLS handshake"));
+    sigterm(&guard.0);
+    assert!(wait_exit(&mut guard, Duration::from_secs(15)).success());
+}

@@ -1,0 +1,342 @@
+//! Configuration errors: every class is reported with the TOML path that caused it, all of a
+//! file's errors at once; and every example in `config/` is accepted.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use penghubung::config::{load_str, ConfigErrors};
+use support::{config_text, TestPki};
+
+const UPSTREAM: &str = "https://127.0.0.1:9";
+
+fn base() -> String {
+    config_text(UPSTREAM, "5s", "")
+}
+
+fn errors_of(pki: &TestPki, text: &str) -> ConfigErrors {
+    match load_str(text, &pki.path().join("bad.toml"), pki.path()) {
+        Ok(_) => panic!("accepted an invalid configuration:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts that an error at `path` mentions `needle`.
+fn assert_error(errors: &ConfigErrors, path: &str, needle: &str) {
+    assert!(
+        errors
+            .errors
+            .iter()
+            .any(|e| e.path == path && e.message.contains(needle)),
+        "no error at `{path}` mentioning `{needle}` in:\n{errors}"
+    );
+    assert!(errors.to_string().contains(&format!("{path}: ")));
+}
+
+fn replace(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "fixture does not contain {from:?}");
+    text.replacen(from, to, 1)
+}
+
+#[test]
+fn the_base_fixture_is_valid() {
+    let pki = TestPki::new();
+    let snapshot = load_str(&base(), &pki.path().join("ok.toml"), pki.path()).unwrap();
+    assert_eq!(snapshot.services.len(), 2);
+    assert_eq!(snapshot.operation_count(), 3);
+    assert_eq!(snapshot.gateway.max_request_body, 1024);
+}
+
+#[test]
+fn unknown_keys_are_all_reported_with_their_paths() {
+    let pki = TestPki::new();
+    let text = replace(
+        &base(),
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nlisten_port = 8443",
+    );
+    let text = replace(
+        &text,
+        "  method = \"POST\"",
+        "  method = \"POST\"\n  metod = \"GET\"",
+    );
+    let text = replace(
+        &text,
+        "[[agencies]]\ncode = \"dukcapil\"",
+        "[[agencies]]\ncode = \"dukcapil\"\nclearence = \"rahasia\"",
+    );
+    let text = format!("{text}\n[telemetri]\nendpoint = \"x\"\n");
+    let e = errors_of(&pki, &text);
+    assert_error(&e, "gateway.listen_port", "unknown key");
+    assert_error(&e, "services[0].operations[1].metod", "unknown key");
+    assert_error(&e, "agencies[1].clearence", "unknown key");
+    assert_error(&e, "telemetri", "unknown key");
+}
+
+#[test]
+fn missing_and_unusable_files() {
+    let pki = TestPki::new();
+    let text = replace(
+        &base(),
+        "cert = \"gateway.crt\"",
+        "cert = \"nope/gateway.crt\"",
+    );
+    let text = replace(
+        &text,
+        "crl = [\"crl.pem\"]",
+        "crl = [\"crl.pem\", \"missing.crl\"]",
+    );
+    std::fs::write(pki.path().join("empty.crt"), "not a certificate\n").unwrap();
+    let text = replace(
+        &text,
+        "upstream_ca = \"ca.crt\"",
+        "upstream_ca = \"empty.crt\"",
+    );
+    let e = errors_of(&pki, &text);
+    assert_error(&e, "tls.cert", "nope/gateway.crt");
+    assert_error(&e, "tls.crl[1]", "missing.crl");
+    assert_error(&e, "services[0].upstream_ca", "no PEM certificate");
+}
+
+#[test]
+fn bad_durations_sizes_and_rates() {
+    let pki = TestPki::new();
+    let text = replace(&base(), "timeout = \"5s\"", "timeout = \"5\"");
+    let text = replace(
+        &text,
+        "max_request_body = \"1KiB\"",
+        "max_request_body = \"1 lorry\"",
+    );
+    let text = format!(
+        "{text}\n[cache]\nmax_size = \"lots\"\n\n[[agreements]]\nid = \"PKS-1\"\nconsumer = \"dinkes\"\nservice = \"dukcapil-penduduk\"\npurpose = \"x\"\nvalid_from = 2025-01-01\nvalid_until = 2025-12-31\nrate = \"20/fortnight\"\n"
+    );
+    let e = errors_of(&pki, &text);
+    assert_error(&e, "services[0].timeout", "no unit");
+    assert_error(&e, "gateway.max_request_body", "unknown unit");
+    assert_error(&e, "cache.max_size", "not a size");
+    assert_error(&e, "agreements[0].rate", "fortnight");
+}
+
+#[test]
+fn duplicate_ids() {
+    let pki = TestPki::new();
+    let text = replace(&base(), "code = \"dukcapil\"", "code = \"dinkes\"");
+    let text = replace(
+        &text,
+        "id = \"dinkes-faskes\"",
+        "id = \"dukcapil-penduduk\"",
+    );
+    let text = replace(&text, "id = \"verifikasi\"", "id = \"get-penduduk\"");
+    let text = format!(
+        "{text}\n[[agreements]]\nid = \"PKS-1\"\nconsumer = \"dinkes\"\nservice = \"dukcapil-penduduk\"\npurpose = \"x\"\nvalid_from = 2025-01-01\nvalid_until = 2025-12-31\n\n[[agreements]]\nid = \"PKS-1\"\nconsumer = \"dinkes\"\nservice = \"dukcapil-penduduk\"\npurpose = \"y\"\nvalid_from = 2025-01-01\nvalid_until = 2025-12-31\n"
+    );
+    let e = errors_of(&pki, &text);
+    assert_error(&e, "agencies[1].code", "duplicate agency code `dinkes`");
+    assert_error(&e, "services[1].id", "duplicate service id");
+    assert_error(
+        &e,
+        "services[0].operations[1].id",
+        "duplicate operation id `get-penduduk`",
+    );
+    assert_error(&e, "agreements[1].id", "duplicate agreement id `PKS-1`");
+}
+
+#[test]
+fn malformed_path_templates_and_prefixes() {
+    let pki = TestPki::new();
+    let text = replace(
+        &base(),
+        "path = \"/penduduk/{nik}\"",
+        "path = \"/penduduk/{nik\"",
+    );
+    let text = replace(&text, "path = \"/verifikasi\"", "path = \"verifikasi\"");
+    let text = replace(&text, "prefix = \"/dinkes\"", "prefix = \"/dinkes/../x\"");
+    let e = errors_of(&pki, &text);
+    assert_error(&e, "services[0].operations[0].path", "without closing");
+    assert_error(&e, "services[0].operations[1].path", "must start with `/`");
+    assert_error(&e, "services[1].prefix", "canonical");
+}
+
+#[test]
+fn ambiguous_operations_are_refused() {
+    let pki = TestPki::new();
+    let text = replace(
+        &base(),
+        "  id = \"verifikasi\"\n  method = \"POST\"\n  path = \"/verifikasi\"",
+        "  id = \"by-id\"\n  method = \"GET\"\n  path = \"/penduduk/{id}\"",
+    );
+    let e = errors_of(&pki, &text);
+    assert_error(
+        &e,
+        "services[0].operations[1].path",
+        "same requests as operation `get-penduduk`",
+    );
+}
+
+#[test]
+fn references_to_unknown_agencies_services_and_operations() {
+    let pki = TestPki::new();
+    let text = replace(&base(), "owner = \"dukcapil\"", "owner = \"disdukcapil\"");
+    let text = format!(
+        "{text}\n[[agreements]]\nid = \"PKS-1\"\nconsumer = \"dinsos\"\nservice = \"dinkes-faskes\"\noperations = [\"list-faskes\", \"hapus-faskes\"]\npurpose = \"x\"\nvalid_from = 2025-01-01\nvalid_until = 2025-12-31\n\n[[agreements]]\nid = \"PKS-2\"\nconsumer = \"dinkes\"\nservice = \"pajak\"\npurpose = \"x\"\nvalid_from = 2026-01-01\nvalid_until = 2025-12-31\n"
+    );
+    let e = errors_of(&pki, &text);
+    assert_error(
+        &e,
+        "services[0].owner",
+        "`disdukcapil` is not a known agency (known: dinkes, dukcapil)",
+    );
+    assert_error(
+        &e,
+        "agreements[0].consumer",
+        "`dinsos` is not a known agency",
+    );
+    assert_error(
+        &e,
+        "agreements[0].operations[1]",
+        "`hapus-faskes` is not a known operation of service `dinkes-faskes`",
+    );
+    assert_error(
+        &e,
+        "agreements[1].service",
+        "`pajak` is not a known service",
+    );
+    assert_error(&e, "agreements[1].valid_until", "before valid_from");
+}
+
+#[test]
+fn wrong_types_and_syntax_errors_name_their_place() {
+    let pki = TestPki::new();
+    let text = replace(&base(), "timeout = \"5s\"", "timeout = 5");
+    let e = errors_of(&pki, &text);
+    assert_error(&e, "services[0].timeout", "invalid type");
+
+    let text = replace(&base(), "[[agencies]]", "[[agencies]");
+    let e = errors_of(&pki, &text);
+    assert_eq!(e.errors.len(), 1);
+    assert!(e.errors[0].message.contains("line"), "{e}");
+
+    let text = replace(&base(), "id = \"spl.test\"\n", "");
+    let e = errors_of(&pki, &text);
+    assert_error(&e, "gateway", "missing field `id`");
+}
+
+#[test]
+fn every_error_in_a_file_is_reported_at_once() {
+    let pki = TestPki::new();
+    let text = replace(
+        &base(),
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"everywhere\"\ncolour = \"red\"",
+    );
+    let text = replace(
+        &text,
+        "clearance = \"terbatas\"",
+        "clearance = \"top-secret\"",
+    );
+    let text = replace(
+        &text,
+        "classification = \"terbuka\"",
+        "classification = \"public\"",
+    );
+    let text = replace(
+        &text,
+        "upstreams = [\"https://127.0.0.1:9\"]",
+        "upstreams = [\"http://127.0.0.1:9\"]",
+    );
+    let text = replace(&text, "method = \"GET\"", "method = \"get\"");
+    let e = errors_of(&pki, &text);
+    assert_error(&e, "gateway.listen", "not an address");
+    assert_error(&e, "gateway.colour", "unknown key");
+    assert_error(&e, "agencies[0].clearance", "top-secret");
+    assert_error(&e, "services[1].classification", "public");
+    assert_error(&e, "services[0].upstreams[0]", "allow_plaintext");
+    assert_error(&e, "services[0].operations[0].method", "upper case");
+    assert!(e.errors.len() >= 6, "{e}");
+}
+
+#[test]
+fn plaintext_upstream_only_when_allowed() {
+    let pki = TestPki::new();
+    let text = replace(
+        &base(),
+        "upstreams = [\"https://127.0.0.1:9\"]\nupstream_ca = \"ca.crt\"\ntimeout",
+        "upstreams = [\"http://127.0.0.1:9\"]\nallow_plaintext = true\ntimeout",
+    );
+    load_str(&text, &pki.path().join("ok.toml"), pki.path()).unwrap();
+}
+
+/// Every example in `config/` passes `check` once the PKI it names exists.
+#[test]
+fn every_example_in_config_is_accepted() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let work = tempfile::tempdir().unwrap();
+        let config_dir = work.path().join("config");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        copy_dir(&root.join("schemas"), &work.path().join("schemas"));
+        let file = config_dir.join(path.file_name().unwrap());
+        std::fs::copy(&path, &file).unwrap();
+        let agencies = [
+            ("dinkes", "dinkes.parigimoutongkab.go.id"),
+            ("dukcapil", "dukcapil.parigimoutongkab.go.id"),
+        ];
+        penghubung::pki::init(&config_dir.join("pki"), &["localhost"], &agencies).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_penghubung"))
+            .args(["check", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} failed check:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            summary.contains("valid") && summary.contains("certificates:"),
+            "{summary}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1, "config/ holds no example");
+}
+
+#[test]
+fn check_exits_non_zero_and_lists_every_error() {
+    let pki = TestPki::new();
+    let text = replace(&base(), "timeout = \"5s\"", "timeout = \"soon\"");
+    let text = replace(&text, "owner = \"dinkes\"", "owner = \"nobody\"");
+    let file = support::write_config(pki.path(), &text);
+    let out = Command::new(env!("CARGO_BIN_EXE_penghubung"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+    assert!(stderr.contains("2 errors"), "{stderr}");
+    assert!(stderr.contains("services[0].timeout"), "{stderr}");
+    assert!(stderr.contains("services[1].owner"), "{stderr}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! Shared test fixtures: a named test PKI, a gateway on `127.0.0.1:0` with a recording mTLS
+//! upstream behind it, and a client that speaks HTTP/1.1 or HTTP/2 with or without a client
+//! certificate.
+//!
+//! Entities (all generated with rcgen per test run):
+//! - `ca`: the regency CA; issues the gateway, upstream and agency certificates.
+//! - `dinkes`, `dukcapil`: agency client certificates (CN `dinkes.test`, `dukcapil.test`).
+//! - `stranger`: a valid certificate from `ca` whose CN names no agency.
+//! - `foreign_ca_client`: CN `dinkes.test` — the right name — from a CA the gateway does not trust.
+//! - `revoked`: CN `dinkes.test` from `ca`, listed in the CRL the gateway loads.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use penghubung::demo::{self, json_response, Seen};
+use penghubung::pipeline::Gateway;
+use penghubung::pki::{Authority, Issued};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+
+pub const DINKES: &str = "dinkes.test";
+pub const DUKCAPIL: &str = "dukcapil.test";
+
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    pub ca: Authority,
+    pub gateway: Issued,
+    pub upstream: Issued,
+    pub dinkes: Issued,
+    pub dukcapil: Issued,
+    pub stranger: Issued,
+    pub foreign_ca_client: Issued,
+    pub revoked: Issued,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        let ca = Authority::new("Test Regency CA").unwrap();
+        let foreign = Authority::new("Some Other CA").unwrap();
+        let gateway = ca
+            .issue_server("gateway.test", &["localhost", "127.0.0.1"])
+            .unwrap();
+        let upstream = ca.issue_server("upstream.test", &["127.0.0.1"]).unwrap();
+        let dinkes = ca.issue_client(DINKES, None).unwrap();
+        let dukcapil = ca.issue_client(DUKCAPIL, None).unwrap();
+        let stranger = ca.issue_client("stranger.test", None).unwrap();
+        let foreign_ca_client = foreign.issue_client(DINKES, None).unwrap();
+        let revoked = ca.issue_client(DINKES, None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("ca.crt", &ca.cert_pem());
+        write("gateway.crt", &gateway.cert_pem);
+        write("gateway.key", &gateway.key_pem);
+        write("crl.pem", &ca.crl_pem(&[&revoked.serial]).unwrap());
+        TestPki {
+            dir,
+            ca,
+            gateway,
+            upstream,
+            dinkes,
+            dukcapil,
+            stranger,
+            foreign_ca_client,
+            revoked,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A configuration for the test gateway: two agencies, one service with a few operations.
+pub fn config_text(upstream: &str, timeout: &str, extra: &str) -> String {
+    format!(
+        r#"
+[gateway]
+id = "spl.test"
+listen = "127.0.0.1:0"
+max_request_body = "1KiB"
+shutdown_grace = "5s"
+
+[tls]
+cert = "gateway.crt"
+key = "gateway.key"
+client_ca = ["ca.crt"]
+crl = ["crl.pem"]
+
+[[agencies]]
+code = "dinkes"
+name = "Dinas Kesehatan"
+clearance = "terbatas"
+identities = ["{DINKES}"]
+
+[[agencies]]
+code = "dukcapil"
+name = "Dinas Kependudukan dan Pencatatan Sipil"
+clearance = "rahasia"
+identities = ["{DUKCAPIL}"]
+
+[[services]]
+id = "dukcapil-penduduk"
+owner = "dukcapil"
+classification = "terbatas"
+prefix = "/dukcapil/penduduk"
+upstreams = ["{upstream}"]
+upstream_ca = "ca.crt"
+timeout = "{timeout}"
+
+  [[services.operations]]
+  id = "get-penduduk"
+  method = "GET"
+  path = "/penduduk/{{nik}}"
+
+  [[services.operations]]
+  id = "verifikasi"
+  method = "POST"
+  path = "/verifikasi"
+
+[[services]]
+id = "dinkes-faskes"
+owner = "dinkes"
+classification = "terbuka"
+prefix = "/dinkes"
+upstreams = ["{upstream}"]
+upstream_ca = "ca.crt"
+
+  [[services.operations]]
+  id = "list-faskes"
+  method = "GET"
+  path = "/faskes"
+{extra}
+"#
+    )
+}
+
+/// What the recording upstream saw.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Recorder {
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+/// An mTLS upstream that records every request and answers with a JSON echo of it.
+pub async fn recording_upstream(pki: &TestPki) -> (String, Recorder) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let recorder = Recorder::default();
+    let seen = recorder.seen.clone();
+    let tls = penghubung::tls::server_config(
+        vec![pki.upstream.cert.clone()],
+        pki.upstream.key.clone_key(),
+        vec![pki.ca.cert()],
+        Vec::new(),
+    )
+    .unwrap();
+    let handler: demo::Handler = Arc::new(move |s: Seen| {
+        let echo = json!({"method": s.method.as_str(), "path": s.path_and_query, "body_len": s.body.len()});
+        seen.lock().unwrap().push(s);
+        json_response(StatusCode::OK, &echo)
+    });
+    tokio::spawn(demo::serve_sample(listener, tls, handler));
+    (format!("https://{addr}"), recorder)
+}
+
+/// An upstream that completes TLS, reads the request, and never answers.
+pub async fn silent_upstream(pki: &TestPki) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tls = penghubung::tls::server_config(
+        vec![pki.upstream.cert.clone()],
+        pki.upstream.key.clone_key(),
+        vec![pki.ca.cert()],
+        Vec::new(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            if let Ok(mut tls) = acceptor.accept(stream).await {
+                let mut buf = [0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut tls, &mut buf).await;
+                held.push(tls);
+            }
+        }
+    });
+    format!("https://{addr}")
+}
+
+/// An upstream that reads a request, signals `received`, and answers `200 ok` over HTTP/1.1
+/// only once the test signals `release`: an in-flight request the test controls.
+pub async fn held_upstream(
+    pki: &TestPki,
+) -> (String, Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tls = penghubung::tls::server_config(
+        vec![pki.upstream.cert.clone()],
+        pki.upstream.key.clone_key(),
+        vec![pki.ca.cert()],
+        Vec::new(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let received = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (notify, wait) = (received.clone(), release.clone());
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let Ok(mut tls) = acceptor.accept(stream).await else {
+                continue;
+            };
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            notify.notify_one();
+            wait.notified().await;
+            let _ = tls
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok",
+                )
+                .await;
+            let _ = tls.flush().await;
+            tokio::spawn(async move {
+                let _ = tls.read(&mut buf).await;
+            });
+        }
+    });
+    (format!("https://{addr}"), received, release)
+}
+
+/// An address nothing listens on.
+pub async fn closed_port() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("https://{addr}")
+}
+
+/// A running gateway.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub pki: TestPki,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    pub async fn start(pki: TestPki, config: &str) -> Running {
+        let snapshot =
+            penghubung::config::load_str(config, &pki.path().join("test.toml"), pki.path())
+                .unwrap_or_else(|e| panic!("{e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let gateway = Arc::new(Gateway::new(Arc::new(snapshot)));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(penghubung::server::serve(listener, gateway, async {
+            let _ = stopped.await;
+        }));
+        Running {
+            addr,
+            pki,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Starts the drain, as SIGTERM does.
+    pub fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A response as the test client saw it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// Asserts a problem document of the given status and type slug, and returns it.
+    pub fn problem(&self, status: u16, slug: &str) -> serde_json::Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.headers["content-type"], "application/problem+json");
+        let doc = self.json();
+        assert_eq!(doc["type"], format!("urn:penghubung:problem:{slug}"));
+        assert_eq!(doc["status"], status);
+        assert!(doc["title"].is_string() && doc["detail"].is_string());
+        assert_eq!(
+            doc["exchange_id"],
+            self.headers["spl-exchange-id"].to_str().unwrap()
+        );
+        doc
+    }
+}
+
+/// A client: one fresh TLS connection per request, as `identity` (or none), over HTTP/1.1 or
+/// HTTP/2. The request target is sent exactly as given, unnormalised.
+#[derive(Clone)]
+pub struct Client {
+    pub addr: SocketAddr,
+    pub ca: CertificateDer<'static>,
+    pub identity: Option<(CertificateDer<'static>, Arc<PrivateKeyDer<'static>>)>,
+    pub version: Version,
+}
+
+impl Client {
+    pub fn new(
+        addr: SocketAddr,
+        ca: &Authority,
+        identity: Option<&Issued>,
+        version: Version,
+    ) -> Client {
+        Client {
+            addr,
+            ca: ca.cert(),
+            identity: identity.map(|i| (i.cert.clone(), Arc::new(i.key.clone_key()))),
+            version,
+        }
+    }
+
+    pub fn with_identity(&self, identity: Option<&Issued>) -> Client {
+        Client {
+            identity: identity.map(|i| (i.cert.clone(), Arc::new(i.key.clone_key()))),
+            ..self.clone()
+        }
+    }
+
+    pub async fn get(
+        &self,
+        target: &str,
+    ) -> Result<Answer, Box<dyn std::error::Error + Send + Sync>> {
+        self.send(Request::get(target).body(Full::new(Bytes::new()))?)
+            .await
+    }
+
+    pub async fn send(
+        &self,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<Answer, Box<dyn std::error::Error + Send + Sync>> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.clone())?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        let mut config = match &self.identity {
+            Some((cert, key)) => {
+                builder.with_client_auth_cert(vec![cert.clone()], key.clone_key())?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![if self.version == Version::HTTP_2 {
+            b"h2".to_vec()
+        } else {
+            b"http/1.1".to_vec()
+        }];
+        let tcp = TcpStream::connect(self.addr).await?;
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost")?, tcp)
+            .await?;
+        let io = TokioIo::new(tls);
+        let response = if self.version == Version::HTTP_2 {
+            let target = request.uri().to_string();
+            *request.uri_mut() =
+                format!("https://localhost:{}{target}", self.addr.port()).parse()?;
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(conn);
+            sender.send_request(request).await?
+        } else {
+            request.headers_mut().insert("host", "localhost".parse()?);
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(conn);
+            sender.send_request(request).await?
+        };
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Answer {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("penghubung.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
