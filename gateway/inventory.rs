@@ -23,11 +23,11 @@ pub fn summary(snapshot: &Snapshot, now: OffsetDateTime) -> String {
     );
     let _ = writeln!(
         out,
-        "\n{} agencies, {} services, {} operations, {} agreements",
-        snapshot.agencies.len(),
-        snapshot.services.len(),
-        snapshot.operation_count(),
-        snapshot.agreements.len()
+        "\n{}, {}, {}, {}",
+        count(snapshot.agencies.len(), "agency", "agencies"),
+        count(snapshot.services.len(), "service", "services"),
+        count(snapshot.operation_count(), "operation", "operations"),
+        count(snapshot.agreements.len(), "agreement", "agreements"),
     );
     let _ = writeln!(out, "\nagencies:");
     for a in &snapshot.agencies {
@@ -109,4 +109,8 @@ pub fn summary(snapshot: &Snapshot, now: OffsetDateTime) -> String {
         );
     }
     out
+}
+
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

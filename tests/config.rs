@@ -340,3 +340,17 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn a_broken_entry_is_reported_once_not_again_where_it_is_referenced() {
+    let pki = TestPki::new();
+    let text = replace(&base(), "timeout = \"5s\"", "timeout = \"5\"");
+    let text = replace(&text, "clearance = \"terbatas\"", "clearance = \"???\"");
+    let text = format!(
+        "{text}\n[[agreements]]\nid = \"PKS-1\"\nconsumer = \"dinkes\"\nservice = \"dukcapil-penduduk\"\npurpose = \"x\"\nvalid_from = 2025-01-01\nvalid_until = 2025-12-31\n"
+    );
+    let e = errors_of(&pki, &text);
+    assert_error(&e, "services[0].timeout", "no unit");
+    assert_error(&e, "agencies[0].clearance", "???");
+    assert_eq!(e.errors.len(), 2, "cascading errors:\n{e}");
+}

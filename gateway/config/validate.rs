@@ -171,12 +171,11 @@ pub fn validate(
 
     // [[agencies]]
     let mut agencies = Vec::new();
-    let mut agency_index: HashMap<&str, usize> = HashMap::new();
+    let mut agency_index = Index::default();
     let mut identities: HashMap<String, usize> = HashMap::new();
-    let mut agency_codes = HashSet::new();
     for (i, a) in file.agencies.iter().enumerate() {
         let at = format!("agencies[{i}]");
-        if !agency_codes.insert(a.code.as_str()) {
+        if !agency_index.declared.insert(a.code.as_str()) {
             errors.push(
                 format!("{at}.code"),
                 format!("duplicate agency code `{}`", a.code),
@@ -198,19 +197,18 @@ pub fn validate(
                     }
                 }
             }
-            agency_index.insert(a.code.as_str(), agencies.len());
+            agency_index.valid.insert(a.code.as_str(), agencies.len());
             agencies.push(agency);
         }
     }
 
     // [[services]]
     let mut services = Vec::new();
-    let mut service_index: HashMap<&str, usize> = HashMap::new();
-    let mut service_ids = HashSet::new();
+    let mut service_index = Index::default();
     let mut routes = RouteTable::default();
     for (i, s) in file.services.iter().enumerate() {
         let at = format!("services[{i}]");
-        if !service_ids.insert(s.id.as_str()) {
+        if !service_index.declared.insert(s.id.as_str()) {
             errors.push(
                 format!("{at}.id"),
                 format!("duplicate service id `{}`", s.id),
@@ -228,7 +226,7 @@ pub fn validate(
         let index = services.len();
         if let Some(service) = service(&mut errors, &at, s, &ctx, &mut certificates) {
             register_routes(&mut errors, &at, index, s, &service, &mut routes);
-            service_index.insert(s.id.as_str(), index);
+            service_index.valid.insert(s.id.as_str(), index);
             services.push(service);
         }
     }
@@ -295,8 +293,27 @@ pub fn validate(
     })
 }
 
+/// Names declared in the file, and which of them validated (with their index). A reference to
+/// a declared but invalid entry is not reported again: its own error already was.
+#[derive(Default)]
+struct Index<'a> {
+    declared: HashSet<&'a str>,
+    valid: HashMap<&'a str, usize>,
+}
+
+impl Index<'_> {
+    /// `Ok(Some(i))`: valid; `Ok(None)`: declared but invalid; `Err`: not declared at all.
+    fn resolve(&self, what: &str, name: &str) -> Result<Option<usize>, String> {
+        match self.valid.get(name) {
+            Some(&i) => Ok(Some(i)),
+            None if self.declared.contains(name) => Ok(None),
+            None => Err(unknown(what, name, self.declared.iter())),
+        }
+    }
+}
+
 struct ServiceContext<'a> {
-    agency_index: &'a HashMap<&'a str, usize>,
+    agency_index: &'a Index<'a>,
     schemas_dir: &'a Path,
     gateway_chain: Option<&'a Vec<rustls_pki_types::CertificateDer<'static>>>,
     gateway_key: Option<&'a rustls_pki_types::PrivateKeyDer<'static>>,
@@ -337,13 +354,12 @@ fn service(
     certificates: &mut Vec<CertInfo>,
 ) -> Option<Service> {
     let id_ok = errors.check(format!("{at}.id"), check_id(&s.id)).is_some();
-    let owner = errors.check(
-        format!("{at}.owner"),
-        ctx.agency_index
-            .get(s.owner.as_str())
-            .copied()
-            .ok_or_else(|| unknown("agency", &s.owner, ctx.agency_index.keys())),
-    );
+    let owner = errors
+        .check(
+            format!("{at}.owner"),
+            ctx.agency_index.resolve("agency", &s.owner),
+        )
+        .flatten();
     let classification = errors.check(
         format!("{at}.classification"),
         classification(&s.classification),
@@ -530,27 +546,25 @@ fn agreement(
     errors: &mut Errors,
     at: &str,
     a: &AgreementEntry,
-    agency_index: &HashMap<&str, usize>,
-    service_index: &HashMap<&str, usize>,
+    agency_index: &Index<'_>,
+    service_index: &Index<'_>,
     services: &[Service],
 ) -> Option<Agreement> {
     let id_ok = errors
         .check(format!("{at}.id"), check_agreement_id(&a.id))
         .is_some();
-    let consumer = errors.check(
-        format!("{at}.consumer"),
-        agency_index
-            .get(a.consumer.as_str())
-            .copied()
-            .ok_or_else(|| unknown("agency", &a.consumer, agency_index.keys())),
-    );
-    let service = errors.check(
-        format!("{at}.service"),
-        service_index
-            .get(a.service.as_str())
-            .copied()
-            .ok_or_else(|| unknown("service", &a.service, service_index.keys())),
-    );
+    let consumer = errors
+        .check(
+            format!("{at}.consumer"),
+            agency_index.resolve("agency", &a.consumer),
+        )
+        .flatten();
+    let service = errors
+        .check(
+            format!("{at}.service"),
+            service_index.resolve("service", &a.service),
+        )
+        .flatten();
     let operations = match (&a.operations, service) {
         (None, _) => Some(None),
         (Some(list), _) if list.is_empty() => {
