@@ -30,22 +30,38 @@ fn table() -> RouteTable {
 fn route(c: &mut Criterion) {
     let table = table();
     let cases = [
-        ("param", Method::GET, "/dinas37/layanan37/data12/7208014101900001"),
-        ("two-params", Method::GET, "/dinas49/layanan49/data18/42/riwayat/2025"),
+        (
+            "param",
+            Method::GET,
+            "/dinas37/layanan37/data12/7208014101900001",
+        ),
+        (
+            "two-params",
+            Method::GET,
+            "/dinas49/layanan49/data18/42/riwayat/2025",
+        ),
         ("literal", Method::GET, "/dinas3/layanan3/data19/ringkasan"),
-        ("encoded-dots", Method::GET, "/dinas3/./layanan3//data12/%37%32/../72"),
+        (
+            "encoded-dots",
+            Method::GET,
+            "/dinas3/./layanan3//data12/%37%32/../72",
+        ),
         ("no-operation", Method::GET, "/dinas20/layanan20/tidak/ada"),
         ("no-service", Method::GET, "/pajak/objek/1"),
     ];
     let mut group = c.benchmark_group("route_1000_operations");
     for (name, method, path) in cases {
-        group.bench_with_input(BenchmarkId::from_parameter(name), &(method, path), |b, (m, p)| {
-            b.iter(|| {
-                let normal = normalize(black_box(p)).unwrap();
-                let found = table.lookup(m, &normal).map(|hit| hit.operation);
-                black_box(found.is_ok())
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(name),
+            &(method, path),
+            |b, (m, p)| {
+                b.iter(|| {
+                    let normal = normalize(black_box(p)).unwrap();
+                    let found = table.lookup(m, &normal).map(|hit| hit.operation);
+                    black_box(found.is_ok())
+                })
+            },
+        );
     }
     group.finish();
 }

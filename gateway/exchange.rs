@@ -1,6 +1,7 @@
 //! The identity of one exchange: its `SPL-Exchange-Id` (a UUIDv7, time-ordered so audit
 //! segments sort naturally) and its W3C trace context.
 
+use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
@@ -33,18 +34,45 @@ impl Exchange {
     pub fn begin(headers: &HeaderMap) -> Exchange {
         // 10 bytes for the UUID, 16 for a trace id, 8 for the span id.
         let mut random = [0u8; 34];
-        // The system RNG failing is not recoverable; fall back to a time-derived value rather
-        // than refusing traffic, since ids need uniqueness, not secrecy.
-        if SystemRandom::new().fill(&mut random).is_err() {
-            let nanos = now().as_nanos().to_le_bytes();
-            for (i, b) in random.iter_mut().enumerate() {
-                *b = nanos[i % nanos.len()] ^ (i as u8);
-            }
-        }
+        fill_random(&mut random);
         let id = uuid_v7(now().as_millis() as u64, &random[..10]);
         let trace = TraceContext::from_headers(headers, &random[10..26], &random[26..34]);
         Exchange { id, trace }
     }
+}
+
+thread_local! {
+    /// Per-thread generator state, seeded once from the system RNG. Exchange and trace ids need
+    /// uniqueness, not secrecy (nothing is authorised by knowing one), and a `getrandom` system
+    /// call per request was a measurable share of the proxy's cost (docs/performance.md).
+    static RNG: Cell<u64> = Cell::new(seed());
+}
+
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if SystemRandom::new().fill(&mut bytes).is_err() {
+        // Without a system RNG, time and the thread's stack address still make threads and
+        // processes distinct.
+        let marker = 0u8;
+        let nanos = now().as_nanos() as u64;
+        return nanos ^ (std::ptr::addr_of!(marker) as u64).rotate_left(32);
+    }
+    u64::from_le_bytes(bytes)
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): a full-period 64-bit generator with good statistical
+/// quality, one add and three multiply-xorshifts per output.
+fn fill_random(out: &mut [u8]) {
+    RNG.with(|state| {
+        for chunk in out.chunks_mut(8) {
+            let mut z = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+            state.set(z);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+        }
+    });
 }
 
 fn now() -> std::time::Duration {
