@@ -48,6 +48,12 @@ pub enum Reject {
     },
     #[error("the upstream of service `{service}` did not answer within {}", humanize(*after))]
     UpstreamTimeout { service: String, after: Duration },
+    #[error("the upstream of service `{service}` failed TLS verification: its certificate is not from the service's upstream CA or not for its address")]
+    UpstreamTls {
+        service: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
     #[error("the upstream of service `{service}` broke the HTTP protocol")]
     UpstreamProtocol {
         service: String,
@@ -85,7 +91,7 @@ impl Reject {
             Reject::NoService | Reject::NoOperation { .. } => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Reject::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Reject::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
+            Reject::UpstreamTls { .. } | Reject::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             Reject::UpstreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Reject::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -104,6 +110,7 @@ impl Reject {
             Reject::BadHeader(_) => "malformed-header",
             Reject::UpstreamUnavailable { .. } => "upstream-unavailable",
             Reject::UpstreamTimeout { .. } => "upstream-timeout",
+            Reject::UpstreamTls { .. } => "upstream-tls",
             Reject::UpstreamProtocol { .. } => "upstream-protocol-error",
         }
     }
@@ -120,6 +127,7 @@ impl Reject {
             Reject::BadHeader(_) => "Malformed request header",
             Reject::UpstreamUnavailable { .. } => "Upstream unavailable",
             Reject::UpstreamTimeout { .. } => "Upstream timeout",
+            Reject::UpstreamTls { .. } => "Upstream failed TLS verification",
             Reject::UpstreamProtocol { .. } => "Upstream protocol error",
         }
     }
@@ -128,6 +136,7 @@ impl Reject {
         match self {
             Reject::UpstreamUnavailable { .. }
             | Reject::UpstreamTimeout { .. }
+            | Reject::UpstreamTls { .. }
             | Reject::UpstreamProtocol { .. } => Severity::Upstream,
             _ => Severity::Caller,
         }

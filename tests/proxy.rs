@@ -9,8 +9,8 @@ use bytes::Bytes;
 use http::{Request, Version};
 use http_body_util::Full;
 use support::{
-    closed_port, config_text, held_upstream, recording_upstream, silent_upstream, Client, Running,
-    TestPki,
+    closed_port, config_text, held_upstream, impostor_upstream, recording_upstream,
+    silent_upstream, Client, Running, TestPki,
 };
 
 async fn gateway_with_recorder() -> (Running, support::Recorder) {
@@ -278,6 +278,23 @@ async fn upstream_down_is_503() {
     let detail = doc["detail"].as_str().unwrap();
     assert!(detail.contains("dinkes-faskes"));
     assert!(!detail.contains("127.0.0.1"));
+}
+
+#[tokio::test]
+async fn upstream_with_a_certificate_from_another_ca_gets_nothing() {
+    let pki = TestPki::new();
+    let (impostor, recorder) = impostor_upstream(&pki).await;
+    let gw = Running::start(pki, &config_text(&impostor, "5s", "")).await;
+    let answer = client(&gw, Version::HTTP_11)
+        .get("/dukcapil/penduduk/penduduk/1")
+        .await
+        .unwrap();
+    answer.problem(502, "upstream-tls");
+    assert_eq!(
+        recorder.count(),
+        0,
+        "the request must not be sent to an unverified upstream"
+    );
 }
 
 #[tokio::test(start_paused = true)]

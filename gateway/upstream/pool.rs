@@ -79,6 +79,12 @@ impl Pool {
                 service: service.id.clone(),
                 after: service.timeout,
             }),
+            Ok(Err(source)) if source.is_connect() && is_tls_failure(&source) => {
+                Err(Reject::UpstreamTls {
+                    service: service.id.clone(),
+                    source,
+                })
+            }
             Ok(Err(source)) if source.is_connect() => Err(Reject::UpstreamUnavailable {
                 service: service.id.clone(),
                 source,
@@ -119,4 +125,29 @@ fn client_for(service: &Service) -> Client<HttpsConnector<HttpConnector>, Full<B
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
         .build(connector)
+}
+
+/// Whether a connect error was the TLS handshake failing (an upstream certificate not from the
+/// service's `upstream_ca`, or for another name) rather than the upstream being unreachable.
+/// hyper-rustls reports a handshake failure as an `io::Error` wrapping another `io::Error` that
+/// wraps the `rustls::Error`; `io::Error::source` skips a level, so `get_ref` is followed too.
+fn is_tls_failure(error: &hyper_util::client::legacy::Error) -> bool {
+    fn walk(e: &(dyn std::error::Error + 'static), depth: usize) -> bool {
+        if depth > 8 {
+            return false;
+        }
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if walk(inner, depth + 1) {
+                return true;
+            }
+        }
+        e.source().is_some_and(|s| walk(s, depth + 1))
+    }
+    std::error::Error::source(error).is_some_and(|s| walk(s, 0))
 }

@@ -182,6 +182,27 @@ pub async fn recording_upstream(pki: &TestPki) -> (String, Recorder) {
     (format!("https://{addr}"), recorder)
 }
 
+/// An upstream like [`recording_upstream`] but presenting a server certificate from another CA.
+pub async fn impostor_upstream(pki: &TestPki) -> (String, Recorder) {
+    let foreign = Authority::new("Impostor CA").unwrap();
+    let cert = foreign
+        .issue_server("upstream.test", &["127.0.0.1"])
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let recorder = Recorder::default();
+    let seen = recorder.seen.clone();
+    let tls =
+        penghubung::tls::server_config(vec![cert.cert], cert.key, vec![pki.ca.cert()], Vec::new())
+            .unwrap();
+    let handler: demo::Handler = Arc::new(move |s: Seen| {
+        seen.lock().unwrap().push(s);
+        json_response(StatusCode::OK, &json!({"stolen": true}))
+    });
+    tokio::spawn(demo::serve_sample(listener, tls, handler));
+    (format!("https://{addr}"), recorder)
+}
+
 /// An upstream that completes TLS, reads the request, and never answers.
 pub async fn silent_upstream(pki: &TestPki) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
