@@ -354,3 +354,19 @@ fn a_broken_entry_is_reported_once_not_again_where_it_is_referenced() {
     assert_error(&e, "agencies[0].clearance", "???");
     assert_eq!(e.errors.len(), 2, "cascading errors:\n{e}");
 }
+
+#[test]
+fn one_identity_cannot_name_two_agencies() {
+    let pki = TestPki::new();
+    let text = replace(
+        &base(),
+        "identities = [\"dukcapil.test\"]",
+        "identities = [\"dukcapil.test\", \"dinkes.test\"]",
+    );
+    let e = errors_of(&pki, &text);
+    assert_error(
+        &e,
+        "agencies[1].identities[1]",
+        "`dinkes.test` already identifies agency `dinkes`",
+    );
+}

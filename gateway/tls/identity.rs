@@ -94,3 +94,39 @@ pub fn hex(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::Authority;
+
+    #[test]
+    fn extracts_each_configured_field() {
+        let ca = Authority::new("Test CA").unwrap();
+        let cert = ca
+            .issue_client(
+                "dinkes.parigimoutongkab.go.id",
+                Some("Pemkab Parigi Moutong"),
+            )
+            .unwrap()
+            .cert;
+        let names = |f: IdentityField| f.extract(&cert).names;
+        assert_eq!(
+            names(IdentityField::SubjectCn),
+            ["dinkes.parigimoutongkab.go.id"]
+        );
+        assert_eq!(names(IdentityField::SubjectO), ["Pemkab Parigi Moutong"]);
+        assert!(names(IdentityField::SubjectOu).is_empty());
+        assert_eq!(
+            names(IdentityField::SanDns),
+            ["dinkes.parigimoutongkab.go.id"]
+        );
+        assert!(names(IdentityField::SanUri).is_empty());
+        let id = IdentityField::SubjectCn.extract(&cert);
+        assert_eq!(id.fingerprint.len(), 64);
+        for name in IdentityField::NAMES {
+            assert!(IdentityField::parse(name).is_some());
+        }
+        assert_eq!(IdentityField::parse("subject.cn"), None);
+    }
+}

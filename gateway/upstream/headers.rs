@@ -10,8 +10,8 @@
 use std::net::SocketAddr;
 
 use http::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TE, TRAILER, TRANSFER_ENCODING,
-    UPGRADE,
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
 };
 use http::HeaderMap;
 
@@ -40,6 +40,8 @@ pub fn to_upstream(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
     headers.remove(CONTENT_LENGTH);
     headers.remove(TRACEPARENT);
     headers.remove(TRACESTATE);
+    // The body is already read whole; the upstream has nothing to continue.
+    headers.remove(EXPECT);
     remove_where(headers, |name| {
         name.starts_with("spl-") || name == "forwarded" || name.starts_with("x-forwarded-")
     });
