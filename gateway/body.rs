@@ -4,7 +4,6 @@
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
 
 use crate::reject::Reject;
 
@@ -21,11 +20,11 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 /// Reads a request body of at most `limit` bytes. A declared `Content-Length` over the limit is
 /// refused without reading a byte; a body that grows past it while streaming is refused as soon
 /// as it does. Either way the upstream is never contacted.
-pub async fn read_limited(
-    body: Incoming,
-    declared: Option<u64>,
-    limit: u64,
-) -> Result<Bytes, Reject> {
+pub async fn read_limited<B>(body: B, declared: Option<u64>, limit: u64) -> Result<Bytes, Reject>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     if declared.is_some_and(|n| n > limit) {
         return Err(Reject::BodyTooLarge { limit });
     }

@@ -10,16 +10,35 @@ use crate::tls::PeerIdentity;
 pub struct Caller {
     pub remote: SocketAddr,
     pub identity: PeerIdentity,
-    /// Index into `Snapshot::agencies`; `None` when the certificate names no agency, which
-    /// every request on the connection is refused for.
-    pub agency: Option<usize>,
+    pub agency: Resolved,
+}
+
+/// What the certificate's identity resolved to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    /// An agency (index into `Snapshot::agencies`).
+    Agency(usize),
+    /// The certificate names an agency that pins its certificates, and this is not one of them.
+    NotPinned(usize),
+    /// The certificate names no agency (or two).
+    Unknown,
 }
 
 // === impl Caller ===
 
 impl Caller {
     pub fn resolve(snapshot: &Snapshot, remote: SocketAddr, identity: PeerIdentity) -> Caller {
-        let agency = snapshot.agency_for(&identity.names);
+        let agency = match snapshot.agency_for(&identity.names) {
+            None => Resolved::Unknown,
+            Some(i) => {
+                let pins = &snapshot.agencies[i].pins;
+                if pins.is_empty() || pins.contains(&identity.fingerprint) {
+                    Resolved::Agency(i)
+                } else {
+                    Resolved::NotPinned(i)
+                }
+            }
+        };
         Caller {
             remote,
             identity,

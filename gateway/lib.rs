@@ -9,7 +9,8 @@
 //!
 //! ```text
 //!  accept ─▶ TLS + identity ─▶ route ─▶ authorize ─▶ validate ─▶ cache ─▶ upstream ─▶ validate ─▶ audit ─▶ respond
-//!  server     tls, caller      route    (issue 3)   (issue 4)  (issue 6) upstream   (issue 4)   (issue 5)  pipeline
+//!  server     tls, caller      route    authorize,  (issue 4)  (issue 6) upstream   (issue 4)   (issue 5)  pipeline
+//!                                       quota
 //! ```
 //!
 //! | module | what it holds |
@@ -20,6 +21,9 @@
 //! | [`caller`] | who is on a connection: certificate identity resolved to an agency once per connection |
 //! | [`pipeline`] | [`pipeline::Gateway`], the service as a value, and the request path top to bottom |
 //! | [`route`] | path normalisation, then service by longest prefix and operation by template and method |
+//! | [`authorize`] | default deny: classification and clearance, agreements in force, the `SPL-Agreement` choice |
+//! | [`quota`] | per-agreement rates (GCRA) on tokio's monotonic clock |
+//! | [`clock`] | the calendar for agreement validity, in the gateway's time zone; settable in tests |
 //! | [`body`] | the response body type and the bounded request-body read |
 //! | [`upstream`] | pooled mTLS clients per service and header rewriting both ways |
 //! | [`exchange`] | the exchange id (`SPL-Exchange-Id`) and W3C trace context |
@@ -33,14 +37,17 @@
 
 #![forbid(unsafe_code)]
 
+pub mod authorize;
 pub mod body;
 pub mod caller;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod exchange;
 pub mod inventory;
 pub mod pipeline;
 pub mod pki;
+pub mod quota;
 pub mod reject;
 pub mod route;
 pub mod server;

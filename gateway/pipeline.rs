@@ -3,34 +3,45 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 
+use crate::authorize::{authorize, Ask, Grant};
 use crate::body::{read_limited, Body};
-use crate::caller::Caller;
+use crate::caller::{Caller, Resolved};
+use crate::clock::Clock;
 use crate::config::Snapshot;
 use crate::exchange::Exchange;
-use crate::reject::{Reject, Severity};
+use crate::quota::{Decision, Quotas};
+use crate::reject::{rate_limit_headers, retry_seconds, Reject, Severity};
 use crate::route::{self, Miss};
-use crate::upstream::{self, Forwarding, Pool, SPL_EXCHANGE_ID};
+use crate::upstream::{self, Forwarding, Pool, SPL_AGREEMENT, SPL_EXCHANGE_ID};
 
 /// The gateway as a value: a snapshot and the handles the pipeline calls. Tests drive it
 /// without sockets where they can; the server drives it from connections.
 pub struct Gateway {
     snapshot: Arc<Snapshot>,
     upstreams: Pool,
+    quotas: Quotas,
+    clock: Clock,
 }
 
 // === impl Gateway ===
 
 impl Gateway {
     pub fn new(snapshot: Arc<Snapshot>) -> Gateway {
-        let upstreams = Pool::new(&snapshot);
+        Gateway::with_clock(snapshot, Clock::system())
+    }
+
+    /// A gateway whose calendar (agreement validity) follows `clock`.
+    pub fn with_clock(snapshot: Arc<Snapshot>, clock: Clock) -> Gateway {
         Gateway {
+            upstreams: Pool::new(&snapshot),
+            quotas: Quotas::new(&snapshot),
             snapshot,
-            upstreams,
+            clock,
         }
     }
 
@@ -40,7 +51,11 @@ impl Gateway {
 
     /// Handles one request; never fails: a refusal is a problem+json response. Every response
     /// carries `SPL-Exchange-Id`.
-    pub async fn handle(&self, caller: &Caller, request: Request<Incoming>) -> Response<Body> {
+    pub async fn handle<B>(&self, caller: &Caller, request: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let exchange = Exchange::begin(request.headers());
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
@@ -58,19 +73,31 @@ impl Gateway {
     }
 }
 
-/// accept → TLS + identity (done per connection: `caller`) → route → (authorize, validate,
-/// cache: later stages) → read body → upstream → respond.
-async fn run(
+/// accept → TLS + identity (per connection: `caller`) → route → authorize → quota → read body
+/// → (validate, cache: later stages) → upstream → respond.
+async fn run<B>(
     gw: &Gateway,
     caller: &Caller,
     exchange: &Exchange,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, Reject> {
+    request: Request<B>,
+) -> Result<Response<Body>, Reject>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let snapshot = &*gw.snapshot;
 
     // Identity: the certificate was verified at the handshake; it must also name an agency.
-    let consumer = caller.agency.ok_or(Reject::UnknownAgency)?;
-    let consumer = &snapshot.agencies[consumer];
+    let consumer = match caller.agency {
+        Resolved::Agency(i) => i,
+        Resolved::NotPinned(i) => {
+            return Err(Reject::CertificateNotPinned {
+                agency: snapshot.agencies[i].code.clone(),
+            })
+        }
+        Resolved::Unknown => return Err(Reject::UnknownAgency),
+    };
+    let agency = &snapshot.agencies[consumer];
 
     // Route: normalise, then service by prefix and operation by template and method.
     let path = route::normalize(request.uri().path())?;
@@ -79,6 +106,53 @@ async fn run(
         .lookup(request.method(), &path)
         .map_err(|miss| miss_to_reject(snapshot, miss, request.method()))?;
     let service = &snapshot.services[matched.service];
+
+    // Authorize: classification and agreements, evaluated against today's date.
+    let chosen = match request.headers().get(SPL_AGREEMENT) {
+        None => None,
+        Some(value) => Some(value.to_str().map_err(|_| Reject::AgreementNotYours {
+            agreement: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            agency: agency.code.clone(),
+            service: service.id.clone(),
+        })?),
+    };
+    let grant = authorize(
+        snapshot,
+        Ask {
+            consumer,
+            service: matched.service,
+            operation: matched.operation,
+            chosen,
+            today: gw.clock.today(snapshot.gateway.timezone),
+        },
+    )?;
+    let agreement = match grant {
+        Grant::Open => None,
+        Grant::Agreement(i) => Some((i, &snapshot.agreements[i])),
+    };
+
+    // Quota: charged per agreement, before any work on the body or the upstream.
+    let mut quota_headers = None;
+    if let Some((index, a)) = agreement {
+        match gw.quotas.check(index) {
+            None => {}
+            Some((rate, Decision::Admitted { remaining, reset })) => {
+                quota_headers = Some(rate_limit_headers(
+                    &a.id,
+                    rate,
+                    remaining,
+                    retry_seconds(reset),
+                ));
+            }
+            Some((rate, Decision::Limited { retry_after })) => {
+                return Err(Reject::QuotaExceeded {
+                    agreement: a.id.clone(),
+                    rate,
+                    retry_after,
+                })
+            }
+        }
+    }
 
     // Body: bounded, and read completely before any upstream contact.
     let (mut parts, body) = request.into_parts();
@@ -104,7 +178,8 @@ async fn run(
     upstream::to_upstream(
         &mut parts.headers,
         &Forwarding {
-            consumer: &consumer.code,
+            consumer: &agency.code,
+            agreement: agreement.map(|(_, a)| (a.id.as_str(), a.purpose.as_str())),
             exchange,
             client: caller.remote,
             host: host.as_deref(),
@@ -120,11 +195,17 @@ async fn run(
 
     let (mut parts, body) = response.into_parts();
     upstream::to_caller(&mut parts.headers);
+    if let Some(headers) = quota_headers {
+        for (name, value) in headers {
+            parts.headers.insert(name, value);
+        }
+    }
     tracing::debug!(
         exchange_id = %exchange.id,
-        consumer = %consumer.code,
+        consumer = %agency.code,
         service = %service.id,
         operation = %service.operations[matched.operation].id,
+        agreement = agreement.map_or("", |(_, a)| a.id.as_str()),
         status = parts.status.as_u16(),
         "forwarded"
     );

@@ -7,11 +7,12 @@
 
 use std::time::Duration;
 
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Response, StatusCode};
 use serde::Serialize;
 
 use crate::body::{full, Body};
+use crate::config::{Classification, Date, Rate};
 use crate::route::PathRejected;
 
 /// The base of every problem `type`; the slug after it is stable and documented in
@@ -22,6 +23,40 @@ pub const PROBLEM_BASE: &str = "urn:penghubung:problem:";
 pub enum Reject {
     #[error("the client certificate names no registered agency")]
     UnknownAgency,
+    #[error("agency `{agency}` accepts only pinned certificates, and this is not one of them")]
+    CertificateNotPinned { agency: String },
+    #[error("agency `{agency}` has clearance `{}`, below service `{service}`'s classification `{}`", clearance.as_str(), classification.as_str())]
+    ClearanceInsufficient {
+        agency: String,
+        clearance: Classification,
+        service: String,
+        classification: Classification,
+    },
+    #[error("agency `{agency}` has no data-sharing agreement for service `{service}`")]
+    NoAgreement { agency: String, service: String },
+    #[error("`{agreement}` is not an agreement of agency `{agency}` for service `{service}`")]
+    AgreementNotYours {
+        agreement: String,
+        agency: String,
+        service: String,
+    },
+    #[error("no agreement of yours for service `{service}` covers operation `{operation}`")]
+    OperationNotCovered { service: String, operation: String },
+    #[error("agreement `{agreement}` is in force from {valid_from}")]
+    AgreementNotYetValid { agreement: String, valid_from: Date },
+    #[error("agreement `{agreement}` ended on {valid_until}")]
+    AgreementExpired {
+        agreement: String,
+        valid_until: Date,
+    },
+    #[error("several of your agreements cover this request ({}); name one with the SPL-Agreement header", candidates.join(", "))]
+    AgreementChoiceRequired { candidates: Vec<String> },
+    #[error("the quota of agreement `{agreement}` ({} per {}) is used up; retry in {} s", rate.count, window(rate.per), retry_seconds(*retry_after))]
+    QuotaExceeded {
+        agreement: String,
+        rate: Rate,
+        retry_after: Duration,
+    },
     #[error("the request path was refused: {0}")]
     BadPath(#[from] PathRejected),
     #[error("no service is published under this path")]
@@ -84,10 +119,19 @@ struct Problem<'a> {
 impl Reject {
     pub fn status(&self) -> StatusCode {
         match self {
-            Reject::BadPath(_) | Reject::BodyRead(_) | Reject::BadHeader(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            Reject::UnknownAgency => StatusCode::FORBIDDEN,
+            Reject::BadPath(_)
+            | Reject::BodyRead(_)
+            | Reject::BadHeader(_)
+            | Reject::AgreementChoiceRequired { .. } => StatusCode::BAD_REQUEST,
+            Reject::UnknownAgency
+            | Reject::CertificateNotPinned { .. }
+            | Reject::ClearanceInsufficient { .. }
+            | Reject::NoAgreement { .. }
+            | Reject::AgreementNotYours { .. }
+            | Reject::OperationNotCovered { .. }
+            | Reject::AgreementNotYetValid { .. }
+            | Reject::AgreementExpired { .. } => StatusCode::FORBIDDEN,
+            Reject::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Reject::NoService | Reject::NoOperation { .. } => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Reject::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -101,6 +145,15 @@ impl Reject {
     pub fn slug(&self) -> &'static str {
         match self {
             Reject::UnknownAgency => "unknown-agency",
+            Reject::CertificateNotPinned { .. } => "certificate-not-pinned",
+            Reject::ClearanceInsufficient { .. } => "clearance-insufficient",
+            // A foreign agreement id gets the same answer as having none: nothing to learn.
+            Reject::NoAgreement { .. } | Reject::AgreementNotYours { .. } => "no-agreement",
+            Reject::OperationNotCovered { .. } => "operation-not-covered",
+            Reject::AgreementNotYetValid { .. } => "agreement-not-yet-valid",
+            Reject::AgreementExpired { .. } => "agreement-expired",
+            Reject::AgreementChoiceRequired { .. } => "agreement-choice-required",
+            Reject::QuotaExceeded { .. } => "quota-exceeded",
             Reject::BadPath(_) => "malformed-path",
             Reject::NoService => "no-route",
             Reject::NoOperation { .. } => "no-operation",
@@ -118,6 +171,16 @@ impl Reject {
     pub fn title(&self) -> &'static str {
         match self {
             Reject::UnknownAgency => "Caller is not a registered agency",
+            Reject::CertificateNotPinned { .. } => "Certificate not pinned for this agency",
+            Reject::ClearanceInsufficient { .. } => "Clearance below the service's classification",
+            Reject::NoAgreement { .. } | Reject::AgreementNotYours { .. } => {
+                "No data-sharing agreement"
+            }
+            Reject::OperationNotCovered { .. } => "Operation not covered by the agreement",
+            Reject::AgreementNotYetValid { .. } => "Agreement not yet in force",
+            Reject::AgreementExpired { .. } => "Agreement expired",
+            Reject::AgreementChoiceRequired { .. } => "Agreement choice required",
+            Reject::QuotaExceeded { .. } => "Quota exceeded",
             Reject::BadPath(_) => "Malformed request path",
             Reject::NoService => "No such service",
             Reject::NoOperation { .. } => "No such operation",
@@ -161,6 +224,18 @@ impl Reject {
             CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Reject::QuotaExceeded {
+            agreement,
+            rate,
+            retry_after,
+        } = self
+        {
+            let seconds = retry_seconds(*retry_after);
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+            for (name, value) in rate_limit_headers(agreement, *rate, 0, seconds) {
+                headers.insert(name, value);
+            }
+        }
         if let Reject::MethodNotAllowed { allow, .. } = self {
             let list = allow
                 .iter()
@@ -172,6 +247,46 @@ impl Reject {
             }
         }
         response
+    }
+}
+
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+/// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-10), the policy
+/// named after the agreement: `"PKS-1";q=20;w=1` and `"PKS-1";r=0;t=1`. Agreement ids are
+/// validated to be printable ASCII without quotes or backslashes, so they are valid sf-strings.
+pub fn rate_limit_headers(
+    agreement: &str,
+    rate: Rate,
+    remaining: u32,
+    reset_seconds: u64,
+) -> [(HeaderName, HeaderValue); 2] {
+    let policy = format!("\"{agreement}\";q={};w={}", rate.count, rate.per.as_secs());
+    let limit = format!("\"{agreement}\";r={remaining};t={reset_seconds}");
+    [
+        (
+            RATELIMIT_POLICY,
+            HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("")),
+        ),
+        (
+            RATELIMIT,
+            HeaderValue::from_str(&limit).unwrap_or(HeaderValue::from_static("")),
+        ),
+    ]
+}
+
+/// Whole seconds, rounded up, and at least 1: a client told "0" would retry at once.
+pub fn retry_seconds(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
+fn window(per: Duration) -> &'static str {
+    match per.as_secs() {
+        1 => "second",
+        60 => "minute",
+        3600 => "hour",
+        _ => "day",
     }
 }
 

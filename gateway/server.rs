@@ -15,7 +15,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::caller::Caller;
+use crate::caller::{Caller, Resolved};
 use crate::pipeline::Gateway;
 
 /// Serves `listener` until `shutdown` resolves, then drains: in-flight requests get up to the
@@ -105,8 +105,15 @@ impl Connection {
         let snapshot = self.gateway.snapshot();
         let identity = snapshot.identity.extract(cert);
         let caller = Arc::new(Caller::resolve(snapshot, remote, identity));
-        if caller.agency.is_none() {
-            tracing::info!(%remote, names = ?caller.identity.names, "certificate names no agency");
+        match caller.agency {
+            Resolved::Agency(_) => {}
+            Resolved::Unknown => {
+                tracing::info!(%remote, names = ?caller.identity.names, "certificate names no agency")
+            }
+            Resolved::NotPinned(_) => tracing::warn!(
+                %remote, names = ?caller.identity.names, fingerprint = %caller.identity.fingerprint,
+                "certificate is not among the agency's pinned certificates"
+            ),
         }
 
         let gateway = self.gateway.clone();

@@ -115,7 +115,7 @@ fn bad_durations_sizes_and_rates() {
     assert_error(&e, "services[0].timeout", "no unit");
     assert_error(&e, "gateway.max_request_body", "unknown unit");
     assert_error(&e, "cache.max_size", "not a size");
-    assert_error(&e, "agreements[0].rate", "fortnight");
+    assert_error(&e, "agreements[1].rate", "fortnight");
 }
 
 #[test]
@@ -139,7 +139,7 @@ fn duplicate_ids() {
         "services[0].operations[1].id",
         "duplicate operation id `get-penduduk`",
     );
-    assert_error(&e, "agreements[1].id", "duplicate agreement id `PKS-1`");
+    assert_error(&e, "agreements[2].id", "duplicate agreement id `PKS-1`");
 }
 
 #[test]
@@ -189,20 +189,20 @@ fn references_to_unknown_agencies_services_and_operations() {
     );
     assert_error(
         &e,
-        "agreements[0].consumer",
+        "agreements[1].consumer",
         "`dinsos` is not a known agency",
     );
     assert_error(
         &e,
-        "agreements[0].operations[1]",
+        "agreements[1].operations[1]",
         "`hapus-faskes` is not a known operation of service `dinkes-faskes`",
     );
     assert_error(
         &e,
-        "agreements[1].service",
+        "agreements[2].service",
         "`pajak` is not a known service",
     );
-    assert_error(&e, "agreements[1].valid_until", "before valid_from");
+    assert_error(&e, "agreements[2].valid_until", "before valid_from");
 }
 
 #[test]

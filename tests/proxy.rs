@@ -204,9 +204,9 @@ async fn traversal_and_encoding_tricks_reach_nothing_undeclared() {
 async fn client_sent_spl_headers_never_reach_the_upstream() {
     let (gw, recorder) = gateway_with_recorder().await;
     for version in [Version::HTTP_11, Version::HTTP_2] {
-        let request = Request::get("/dinkes/faskes")
+        let request = Request::get("/dukcapil/penduduk/penduduk/1")
             .header("SPL-Consumer", "dukcapil")
-            .header("spl-agreement", "PKS-FORGED")
+            .header("spl-agreement", "PKS-TEST-1")
             .header("SPL-Purpose", "forged")
             .header("spl-exchange-id", "forged")
             .header("forwarded", "for=10.0.0.1")
@@ -224,8 +224,21 @@ async fn client_sent_spl_headers_never_reach_the_upstream() {
                 .collect::<Vec<_>>(),
             ["dinkes"]
         );
-        assert!(seen.headers.get("spl-agreement").is_none());
-        assert!(seen.headers.get("spl-purpose").is_none());
+        // The agreement the caller chose is confirmed by the gateway, with its own purpose.
+        assert_eq!(
+            seen.headers
+                .get_all("spl-agreement")
+                .iter()
+                .collect::<Vec<_>>(),
+            ["PKS-TEST-1"]
+        );
+        assert_eq!(
+            seen.headers
+                .get_all("spl-purpose")
+                .iter()
+                .collect::<Vec<_>>(),
+            ["Pengujian gateway"]
+        );
         assert_ne!(seen.headers["spl-exchange-id"], "forged");
         assert_eq!(seen.headers.get_all("forwarded").iter().count(), 1);
         assert!(!seen.headers["forwarded"]
@@ -235,6 +248,18 @@ async fn client_sent_spl_headers_never_reach_the_upstream() {
         assert!(seen.headers.get("x-forwarded-for").is_none());
         assert_eq!(seen.headers["x-application"], "kept");
     }
+    // A forged agreement id is refused, never forwarded.
+    let before = recorder.count();
+    let forged = Request::get("/dukcapil/penduduk/penduduk/1")
+        .header("spl-agreement", "PKS-FORGED")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    client(&gw, Version::HTTP_11)
+        .send(forged)
+        .await
+        .unwrap()
+        .problem(403, "no-agreement");
+    assert_eq!(recorder.count(), before);
 }
 
 #[tokio::test]

@@ -76,6 +76,9 @@ pub struct AgencyEntry {
     pub clearance: Option<String>,
     #[serde(default)]
     pub identities: Vec<String>,
+    /// SHA-256 fingerprints of the only certificates accepted for this agency.
+    #[serde(default)]
+    pub pin_sha256: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

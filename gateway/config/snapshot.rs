@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub certificates: Vec<CertInfo>,
     /// Identity value → index into `agencies`.
     pub(super) identities: HashMap<String, usize>,
+    /// (consumer, service) → indexes into `agreements`: authorization never scans.
+    pub(super) agreement_index: HashMap<(usize, usize), Vec<usize>>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +90,9 @@ pub struct Agency {
     pub name: String,
     pub clearance: Classification,
     pub identities: Vec<String>,
+    /// Lowercase hex SHA-256 fingerprints of the certificates accepted for this agency; empty
+    /// means any certificate from a trusted CA that names it.
+    pub pins: Vec<String>,
 }
 
 pub struct Service {
@@ -164,6 +169,13 @@ impl Snapshot {
             }
         }
         found
+    }
+
+    /// The agreements a consumer holds for a service, in file order.
+    pub fn agreements_for(&self, consumer: usize, service: usize) -> &[usize] {
+        self.agreement_index
+            .get(&(consumer, service))
+            .map_or(&[], Vec::as_slice)
     }
 
     pub fn operation_count(&self) -> usize {

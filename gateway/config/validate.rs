@@ -256,6 +256,13 @@ pub fn validate(
     }
 
     errors.into_result(source.to_path_buf())?;
+    let mut agreement_index: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
+    for (i, a) in agreements.iter().enumerate() {
+        agreement_index
+            .entry((a.consumer, a.service))
+            .or_default()
+            .push(i);
+    }
     // Every `None` above recorded an error, so reaching here means every value is present.
     let missing = || {
         ConfigErrors::single(
@@ -290,6 +297,7 @@ pub fn validate(
         routes,
         certificates,
         identities,
+        agreement_index,
     })
 }
 
@@ -337,11 +345,16 @@ fn agency(errors: &mut Errors, at: &str, a: &AgencyEntry) -> Option<Agency> {
             errors.push(format!("{at}.identities[{j}]"), "must not be empty");
         }
     }
+    let mut pins = Vec::new();
+    for (j, pin) in a.pin_sha256.iter().enumerate() {
+        pins.extend(errors.check(format!("{at}.pin_sha256[{j}]"), parse_pin(pin)));
+    }
     Some(Agency {
         code: a.code.clone(),
         name: a.name.clone(),
         clearance: clearance?,
         identities: a.identities.clone(),
+        pins,
     })
     .filter(|_| code_ok)
 }
@@ -681,6 +694,23 @@ fn opt<T>(
     }
 }
 
+/// A certificate fingerprint as `openssl x509 -noout -fingerprint -sha256` prints it (colons,
+/// upper case) or as plain hex; stored as lowercase hex without colons.
+fn parse_pin(text: &str) -> Result<String, String> {
+    let hex: String = text
+        .chars()
+        .filter(|&c| c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hex)
+    } else {
+        Err(format!(
+            "`{text}` is not a SHA-256 fingerprint (64 hex digits, colons allowed)"
+        ))
+    }
+}
+
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     text.parse()
         .map_err(|_| format!("`{text}` is not an address:port such as \"0.0.0.0:8443\""))
@@ -716,12 +746,12 @@ fn check_agreement_id(id: &str) -> Result<(), String> {
         && id.len() <= 128
         && id
             .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b',' && b != b'"');
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b',' | b'"' | b'\\'));
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "`{id}` is not a valid agreement id: printable ASCII without spaces, commas or quotes"
+            "`{id}` is not a valid agreement id: printable ASCII without spaces, commas, quotes or backslashes"
         ))
     }
 }

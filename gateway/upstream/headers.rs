@@ -18,6 +18,8 @@ use http::HeaderMap;
 use crate::exchange::Exchange;
 
 pub const SPL_CONSUMER: HeaderName = HeaderName::from_static("spl-consumer");
+pub const SPL_AGREEMENT: HeaderName = HeaderName::from_static("spl-agreement");
+pub const SPL_PURPOSE: HeaderName = HeaderName::from_static("spl-purpose");
 pub const SPL_EXCHANGE_ID: HeaderName = HeaderName::from_static("spl-exchange-id");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -26,6 +28,8 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// Who and what the upstream is told about the exchange.
 pub struct Forwarding<'a> {
     pub consumer: &'a str,
+    /// The agreement the request is forwarded under, if any: (id, purpose).
+    pub agreement: Option<(&'a str, &'a str)>,
     pub exchange: &'a Exchange,
     pub client: SocketAddr,
     /// The host the caller addressed (`Host` or `:authority`).
@@ -47,6 +51,10 @@ pub fn to_upstream(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
     });
 
     insert(headers, SPL_CONSUMER, fwd.consumer);
+    if let Some((id, purpose)) = fwd.agreement {
+        insert(headers, SPL_AGREEMENT, id);
+        insert(headers, SPL_PURPOSE, &encode_purpose(purpose));
+    }
     insert(headers, SPL_EXCHANGE_ID, &fwd.exchange.id);
     let mut forwarded = format!("for=\"{}\";proto=https", fwd.client);
     if let Some(host) = fwd
@@ -107,6 +115,20 @@ fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
     }
 }
 
+/// A purpose is free text (often Indonesian with punctuation); header values must be visible
+/// ASCII, so other bytes and `%` itself are percent-encoded as UTF-8 (as RFC 8187 does).
+fn encode_purpose(purpose: &str) -> String {
+    let mut out = String::with_capacity(purpose.len());
+    for &b in purpose.as_bytes() {
+        if (b' '..=b'~').contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     // Every value inserted here is built from validated config, a socket address, or hex.
     if let Ok(value) = HeaderValue::from_str(value) {
@@ -145,6 +167,7 @@ mod tests {
             &mut h,
             &Forwarding {
                 consumer: "dinkes",
+                agreement: Some(("PKS-2025-014", "Verifikasi peserta JKN — 100%")),
                 exchange: &exchange,
                 client: "127.0.0.1:5000".parse().unwrap(),
                 host: Some("spl.example"),
@@ -152,7 +175,11 @@ mod tests {
         );
         assert_eq!(h["spl-consumer"], "dinkes");
         assert_eq!(h["spl-exchange-id"], exchange.id.as_str());
-        assert!(h.get("spl-agreement").is_none());
+        assert_eq!(
+            h.get_all("spl-agreement").iter().collect::<Vec<_>>(),
+            ["PKS-2025-014"]
+        );
+        assert_eq!(h["spl-purpose"], "Verifikasi peserta JKN %E2%80%94 100%25");
         assert!(h.get("x-forwarded-for").is_none());
         assert!(h.get("x-secret").is_none());
         assert!(h.get("keep-alive").is_none());

@@ -3,5 +3,7 @@
 mod headers;
 mod pool;
 
-pub use headers::{to_caller, to_upstream, Forwarding, SPL_CONSUMER, SPL_EXCHANGE_ID};
+pub use headers::{
+    to_caller, to_upstream, Forwarding, SPL_AGREEMENT, SPL_CONSUMER, SPL_EXCHANGE_ID, SPL_PURPOSE,
+};
 pub use pool::Pool;

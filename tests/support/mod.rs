@@ -81,7 +81,8 @@ impl TestPki {
     }
 }
 
-/// A configuration for the test gateway: two agencies, one service with a few operations.
+/// A configuration for the test gateway: two agencies, two services (one `terbatas` that
+/// `dinkes` may call under agreement `PKS-TEST-1`, one `terbuka`), and `extra` appended.
 pub fn config_text(upstream: &str, timeout: &str, extra: &str) -> String {
     format!(
         r#"
@@ -140,6 +141,14 @@ upstream_ca = "ca.crt"
   id = "list-faskes"
   method = "GET"
   path = "/faskes"
+
+[[agreements]]
+id = "PKS-TEST-1"
+consumer = "dinkes"
+service = "dukcapil-penduduk"
+purpose = "Pengujian gateway"
+valid_from = 2020-01-01
+valid_until = 2099-12-31
 {extra}
 "#
     )
