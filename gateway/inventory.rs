@@ -1,20 +1,103 @@
-//! The summary `penghubung check` prints: what the configuration publishes to whom, and every
-//! certificate it depends on with its expiry.
+//! What `penghubung check` and `penghubung certs` print: what the configuration publishes to
+//! whom, and every certificate and CRL the gateway depends on with the days it has left.
 
 use std::fmt::Write as _;
 
 use time::OffsetDateTime;
 
 use crate::config::Snapshot;
+use crate::tls::{CertInfo, CertKind};
 
-/// Certificates expiring within this many days are flagged.
-pub const EXPIRY_WARNING_DAYS: i64 = 30;
+/// Certificates expiring within this many days are flagged unless told otherwise.
+pub const DEFAULT_WARN_DAYS: i64 = 30;
 
-/// A human-readable summary of a valid snapshot.
-pub fn summary(snapshot: &Snapshot, now: OffsetDateTime) -> String {
+/// How the certificates stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Health {
+    /// Certificates past notAfter and CRLs past nextUpdate.
+    pub expired: usize,
+    /// Within the warning threshold.
+    pub expiring: usize,
+}
+
+/// The certificate inventory as a table, and how it stands at `now`.
+pub fn certificates(snapshot: &Snapshot, now: OffsetDateTime, warn_days: i64) -> (String, Health) {
+    let mut out = String::new();
+    let mut health = Health::default();
+    // Writing to a String cannot fail; the results are ignored for that reason.
+    let _ = writeln!(out, "certificates (warning under {warn_days} days):");
+    for c in &snapshot.certificates {
+        let (line, state) = describe(c, now, warn_days);
+        match state {
+            State::Expired => health.expired += 1,
+            State::Expiring => health.expiring += 1,
+            State::Fine => {}
+        }
+        let _ = writeln!(
+            out,
+            "  {:<28} {}\n  {:<28} {line}  [{}]",
+            c.used_as, c.subject, "", c.file
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} checked: {} expired, {} expiring within {warn_days} days",
+        snapshot.certificates.len(),
+        health.expired,
+        health.expiring
+    );
+    (out, health)
+}
+
+enum State {
+    Fine,
+    Expiring,
+    Expired,
+}
+
+fn describe(c: &CertInfo, now: OffsetDateTime, warn_days: i64) -> (String, State) {
+    let what = match c.kind {
+        CertKind::Certificate => "expires",
+        CertKind::Crl => "next update due",
+    };
+    let Some(not_after) = c.not_after else {
+        return (
+            "no nextUpdate: the CRL never goes stale".to_owned(),
+            State::Fine,
+        );
+    };
+    let seconds = not_after - now.unix_timestamp();
+    let days = seconds.div_euclid(86_400);
+    let date = OffsetDateTime::from_unix_timestamp(not_after)
+        .map(|t| t.date().to_string())
+        .unwrap_or_else(|_| not_after.to_string());
+    if seconds < 0 {
+        let stale = match c.kind {
+            CertKind::Certificate => "EXPIRED",
+            CertKind::Crl => "STALE: publish a new CRL",
+        };
+        (
+            format!("{what} {date} ({} days ago)  {stale}", -days),
+            State::Expired,
+        )
+    } else if days < warn_days {
+        let act = match c.kind {
+            CertKind::Certificate => "renew soon",
+            CertKind::Crl => "publish a new CRL soon",
+        };
+        (
+            format!("{what} {date} ({days} days)  WARNING: {act}"),
+            State::Expiring,
+        )
+    } else {
+        (format!("{what} {date} ({days} days)"), State::Fine)
+    }
+}
+
+/// A human-readable summary of a valid snapshot, the certificate inventory included.
+pub fn summary(snapshot: &Snapshot, now: OffsetDateTime, warn_days: i64) -> (String, Health) {
     let mut out = String::new();
     let g = &snapshot.gateway;
-    // Writing to a String cannot fail; results are ignored below for that reason.
     let _ = writeln!(out, "{}: valid", snapshot.source.display());
     let _ = writeln!(
         out,
@@ -33,7 +116,7 @@ pub fn summary(snapshot: &Snapshot, now: OffsetDateTime) -> String {
     for a in &snapshot.agencies {
         let _ = writeln!(
             out,
-            "  {:<16} {:<32} clearance {:<15} identities: {}",
+            "  {:<16} {:<32} clearance {:<15} identities: {}{}",
             a.code,
             a.name,
             a.clearance.as_str(),
@@ -41,6 +124,11 @@ pub fn summary(snapshot: &Snapshot, now: OffsetDateTime) -> String {
                 "(none: cannot call)".to_owned()
             } else {
                 a.identities.join(", ")
+            },
+            if a.pins.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} pinned)", a.pins.len())
             }
         );
     }
@@ -72,7 +160,7 @@ pub fn summary(snapshot: &Snapshot, now: OffsetDateTime) -> String {
         let service = &snapshot.services[a.service];
         let _ = writeln!(
             out,
-            "  {:<16} {} → {} ({}), {} to {}: {}",
+            "  {:<16} {} → {} ({}), {} to {}{}: {}",
             a.id,
             snapshot.agencies[a.consumer].code,
             service.id,
@@ -86,29 +174,14 @@ pub fn summary(snapshot: &Snapshot, now: OffsetDateTime) -> String {
             },
             a.valid_from,
             a.valid_until,
+            a.rate
+                .map_or(String::new(), |r| format!(", {} per {:?}", r.count, r.per)),
             a.purpose
         );
     }
-    let _ = writeln!(out, "\ncertificates:");
-    for c in &snapshot.certificates {
-        let days = (c.not_after - now.unix_timestamp()).div_euclid(86_400);
-        let expiry = OffsetDateTime::from_unix_timestamp(c.not_after)
-            .map(|t| t.date().to_string())
-            .unwrap_or_else(|_| c.not_after.to_string());
-        let flag = if days < 0 {
-            "  EXPIRED"
-        } else if days < EXPIRY_WARNING_DAYS {
-            "  WARNING: expires soon"
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            out,
-            "  {:<28} {}\n  {:<28} expires {expiry} ({days} days){flag}  [{}]",
-            c.used_as, c.subject, "", c.file
-        );
-    }
-    out
+    let (certs, health) = certificates(snapshot, now, warn_days);
+    let _ = write!(out, "\n{certs}");
+    (out, health)
 }
 
 fn count(n: usize, one: &str, many: &str) -> String {

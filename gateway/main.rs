@@ -26,10 +26,23 @@ enum Command {
         #[arg(long, short, env = "PENGHUBUNG_CONFIG")]
         config: PathBuf,
     },
-    /// Validate a configuration file without serving and print what it publishes.
+    /// Validate a configuration file without serving and print what it publishes and its
+    /// certificates. Exits 1 when the file is invalid or a certificate has expired.
     Check {
         #[arg(long, short, env = "PENGHUBUNG_CONFIG")]
         config: PathBuf,
+        /// Flag certificates expiring within this many days.
+        #[arg(long, default_value_t = inventory::DEFAULT_WARN_DAYS)]
+        warn_days: i64,
+    },
+    /// List every certificate and CRL the gateway depends on with days to expiry. Exits 1 when
+    /// one has expired (or a CRL is past its next update).
+    Certs {
+        #[arg(long, short, env = "PENGHUBUNG_CONFIG")]
+        config: PathBuf,
+        /// Flag certificates expiring within this many days.
+        #[arg(long, default_value_t = inventory::DEFAULT_WARN_DAYS)]
+        warn_days: i64,
     },
     /// Development PKI.
     Pki {
@@ -95,15 +108,23 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             serve(snapshot, listener).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => {
+        Command::Check { config, warn_days } => {
             let Some(snapshot) = load(&config) else {
                 return Ok(ExitCode::FAILURE);
             };
-            print!(
-                "{}",
-                inventory::summary(&snapshot, time::OffsetDateTime::now_utc())
-            );
-            Ok(ExitCode::SUCCESS)
+            let (text, health) =
+                inventory::summary(&snapshot, time::OffsetDateTime::now_utc(), warn_days);
+            print!("{text}");
+            Ok(exit_for(health))
+        }
+        Command::Certs { config, warn_days } => {
+            let Some(snapshot) = load(&config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let (text, health) =
+                inventory::certificates(&snapshot, time::OffsetDateTime::now_utc(), warn_days);
+            print!("{text}");
+            Ok(exit_for(health))
         }
         Command::Pki {
             command:
@@ -151,6 +172,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             serve(snapshot, listener).await?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Expired certificates fail the command; expiring ones only warn.
+fn exit_for(health: inventory::Health) -> ExitCode {
+    if health.expired > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

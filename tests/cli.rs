@@ -162,3 +162,78 @@ fn demo_curl_commands_work_when_pasted() {
     sigterm(&guard.0);
     assert!(wait_exit(&mut guard, Duration::from_secs(15)).success());
 }
+
+#[test]
+fn certs_lists_every_certificate_warns_and_fails_on_an_expired_one() {
+    use time::{Duration as Span, OffsetDateTime};
+    let pki = TestPki::new();
+    let now = OffsetDateTime::now_utc();
+    let soon = pki
+        .ca
+        .issue_client_valid("soon.test", now - Span::days(300), now + Span::days(10))
+        .unwrap();
+    let gone = pki
+        .ca
+        .issue_client_valid("gone.test", now - Span::days(400), now - Span::days(2))
+        .unwrap();
+    std::fs::write(pki.path().join("soon.crt"), &soon.cert_pem).unwrap();
+    std::fs::write(pki.path().join("gone.crt"), &gone.cert_pem).unwrap();
+    let base = config_text("https://127.0.0.1:9", "5s", "");
+    let with_soon = base.replace(
+        "client_ca = [\"ca.crt\"]",
+        "client_ca = [\"ca.crt\", \"soon.crt\"]",
+    );
+    let run = |text: &str, args: &[&str]| {
+        let file = support::write_config(pki.path(), text);
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+
+    let (status, out) = run(&with_soon, &["certs"]);
+    assert!(status.success(), "{out}");
+    for expected in [
+        "tls.cert",
+        "tls.client_ca[0]",
+        "tls.client_ca[1]",
+        "services[0].upstream_ca",
+        "tls.crl[0]",
+    ] {
+        assert!(out.contains(expected), "{expected} missing:\n{out}");
+    }
+    assert!(
+        out.contains("CN=soon.test") && out.contains("(10 days)  WARNING"),
+        "{out}"
+    );
+    assert!(
+        out.contains("CRL of CN=Test Regency CA") && out.contains("next update due"),
+        "{out}"
+    );
+    assert!(out.contains("0 expired"), "{out}");
+    // A higher threshold flags more; check shows the same inventory.
+    let (_, out) = run(&with_soon, &["certs", "--warn-days", "400"]);
+    assert!(out.contains("0 expired, 3 expiring"), "{out}");
+    let (status, out) = run(&with_soon, &["check"]);
+    assert!(
+        status.success() && out.contains("certificates (warning under 30 days)"),
+        "{out}"
+    );
+
+    // An expired upstream CA: listed as EXPIRED, and both commands exit 1.
+    let with_gone = with_soon.replacen("upstream_ca = \"ca.crt\"", "upstream_ca = \"gone.crt\"", 1);
+    let (status, out) = run(&with_gone, &["certs"]);
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("CN=gone.test") && out.contains("EXPIRED") && out.contains("1 expired"),
+        "{out}"
+    );
+    let (status, _) = run(&with_gone, &["check"]);
+    assert!(!status.success());
+}

@@ -142,8 +142,13 @@ pub fn validate(
     }
     let mut crls = Some(Vec::new());
     for (i, crl) in t.crl.iter().enumerate() {
-        match errors.check(format!("tls.crl[{i}]"), tls::load_crls(&resolve(crl))) {
+        let path = format!("tls.crl[{i}]");
+        match errors.check(&path, tls::load_crls(&resolve(crl))) {
             Some(list) => {
+                certificates.extend(
+                    list.iter()
+                        .filter_map(|c| tls::crl_info(&path, &resolve(crl), c)),
+                );
                 if let Some(all) = &mut crls {
                     all.extend(list);
                 }

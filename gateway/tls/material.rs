@@ -5,18 +5,27 @@ use std::path::Path;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
-use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::prelude::{CertificateRevocationList, FromDer, X509Certificate};
 
-/// What an operator needs to know about one certificate.
+/// What an operator needs to know about one certificate or CRL the gateway depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {
-    /// Which configuration entry uses it (`tls.cert`, `services[0].upstream_ca`).
+    pub kind: CertKind,
+    /// Which configuration entry uses it (`tls.cert`, `services[0].upstream_ca`, `tls.crl[0]`).
     pub used_as: String,
     pub file: String,
+    /// The certificate's subject; for a CRL, its issuer.
     pub subject: String,
     pub issuer: String,
-    /// Seconds since the Unix epoch.
-    pub not_after: i64,
+    /// When it stops being usable, in seconds since the Unix epoch: a certificate's notAfter, a
+    /// CRL's nextUpdate. `None` for a CRL without nextUpdate.
+    pub not_after: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertKind {
+    Certificate,
+    Crl,
 }
 
 /// Reads every certificate in a PEM file; an empty file is an error.
@@ -62,11 +71,30 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
 pub fn cert_info(used_as: &str, file: &Path, cert: &CertificateDer<'_>) -> Option<CertInfo> {
     let (_, parsed) = X509Certificate::from_der(cert).ok()?;
     Some(CertInfo {
+        kind: CertKind::Certificate,
         used_as: used_as.to_owned(),
         file: file.display().to_string(),
         subject: parsed.subject().to_string(),
         issuer: parsed.issuer().to_string(),
-        not_after: parsed.validity().not_after.timestamp(),
+        not_after: Some(parsed.validity().not_after.timestamp()),
+    })
+}
+
+/// Issuer and nextUpdate of a CRL that [`load_crls`] accepted.
+pub fn crl_info(
+    used_as: &str,
+    file: &Path,
+    crl: &CertificateRevocationListDer<'_>,
+) -> Option<CertInfo> {
+    let (_, parsed) = CertificateRevocationList::from_der(crl).ok()?;
+    let issuer = parsed.issuer().to_string();
+    Some(CertInfo {
+        kind: CertKind::Crl,
+        used_as: used_as.to_owned(),
+        file: file.display().to_string(),
+        subject: format!("CRL of {issuer}"),
+        issuer,
+        not_after: parsed.next_update().map(|t| t.timestamp()),
     })
 }
 

@@ -7,5 +7,5 @@ mod server;
 
 pub use client::upstream_config;
 pub use identity::{hex, IdentityField, PeerIdentity};
-pub use material::{cert_info, load_certs, load_crls, load_key, CertInfo};
+pub use material::{cert_info, crl_info, load_certs, load_crls, load_key, CertInfo, CertKind};
 pub use server::server_config;
