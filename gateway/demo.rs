@@ -227,7 +227,7 @@ pub fn curl_commands(demo: &Demo) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# Dinkes looks up a resident in Dukcapil's population service:"
+        "# Dinkes looks up a resident in Dukcapil's population service, under agreement PKS-DEMO-001:"
     );
     let _ = writeln!(
         out,
@@ -251,7 +251,16 @@ pub fn curl_commands(demo: &Demo) -> String {
     );
     let _ = writeln!(
         out,
-        "\n# Refusals are problem documents: an undeclared operation, and no client certificate:"
+        "\n# Bappeda has no agreement and only `terbuka` clearance: refused with a problem document:"
+    );
+    let _ = writeln!(
+        out,
+        "{} https://localhost:{port}/dukcapil/penduduk/penduduk/7208014101900001",
+        curl("bappeda")
+    );
+    let _ = writeln!(
+        out,
+        "\n# An undeclared operation, and a call without a client certificate:"
     );
     let _ = writeln!(
         out,

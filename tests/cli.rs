@@ -132,7 +132,7 @@ fn demo_curl_commands_work_when_pasted() {
     );
     let mut guard = Guard(child);
     let commands: Vec<&String> = lines.iter().filter(|l| l.starts_with("curl ")).collect();
-    assert_eq!(commands.len(), 5, "printed:\n{}", lines.join("\n"));
+    assert_eq!(commands.len(), 6, "printed:\n{}", lines.join("\n"));
     let run = |cmd: &str| {
         let out = Command::new("sh")
             .arg("-c")
@@ -153,12 +153,17 @@ fn demo_curl_commands_work_when_pasted() {
     );
     assert!(run(commands[1]).contains("\"cocok\":true"));
     assert!(run(commands[2]).contains("Puskesmas Contoh Parigi"));
-    let refusal = run(commands[3]);
+    let refused = run(commands[3]);
+    assert!(
+        refused.contains("urn:penghubung:problem:clearance-insufficient"),
+        "{refused}"
+    );
+    let refusal = run(commands[4]);
     assert!(
         refusal.contains("404") && refusal.contains("urn:penghubung:problem:no-operation"),
         "{refusal}"
     );
-    assert!(run(commands[4]).contains("refused at the TLS handshake"));
+    assert!(run(commands[5]).contains("refused at the TLS handshake"));
     sigterm(&guard.0);
     assert!(wait_exit(&mut guard, Duration::from_secs(15)).success());
 }
