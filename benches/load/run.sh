@@ -21,7 +21,8 @@
 #   KEYTYPE [ec]  ec = ECDSA P-256 certs, rsa = RSA-2048 certs
 #   PENGHUBUNG_BIN [target/release/penghubung] (rebuilt with cargo build --release first)
 #   URLPATH [/bench/item]  the path every peer is asked for; Penghubung routes it to a declared
-#              operation (prefix /bench, operation GET|POST /item)
+#              operation (prefix /bench, operation GET|POST /item) of a `terbatas` service,
+#              authorized under an agreement with a (never reached) quota
 #   TAG  free text recorded in the results file
 #   QUIET_PCT [15] QUIET_MAX [600]      wait (max s) before each run for total busy <= QUIET_PCT
 #   OTHER_MAX [10] STEAL_MAX [10] RETRIES [2]   redo runs disturbed by foreign CPU / VM steal
@@ -237,12 +238,14 @@ client_ca = ["$W/ca.crt"]
 [[agencies]]
 code = "bench"
 name = "Bench client"
+clearance = "terbatas"
 identities = ["bench-client"]
 
+# A terbatas service: every request is authorized under an agreement, and charged to its quota.
 [[services]]
 id = "bench"
 owner = "bench"
-classification = "terbuka"
+classification = "terbatas"
 prefix = "/bench"
 upstreams = ["https://127.0.0.1:$UP_MTLS"]
 upstream_ca = "$W/ca.crt"
@@ -257,6 +260,15 @@ timeout = "10s"
   id = "post-item"
   method = "POST"
   path = "/item"
+
+[[agreements]]
+id = "PKS-BENCH"
+consumer = "bench"
+service = "bench"
+purpose = "Load test"
+valid_from = 2020-01-01
+valid_until = 2099-12-31
+rate = "10000000/s"
 EOF
     RUST_LOG=warn "${PFX[@]}" "$PENGHUBUNG_BIN" serve --config "$W/penghubung/bench.toml" > "$W/penghubung/out.log" 2>&1 &
     ;;
