@@ -154,6 +154,18 @@ valid_until = 2099-12-31
     )
 }
 
+/// The TLS configuration of a test upstream: the `upstream` certificate, and client
+/// certificates required from `ca` (the gateway presents its own).
+pub fn upstream_tls(pki: &TestPki) -> Arc<rustls::ServerConfig> {
+    penghubung::tls::server_config(
+        vec![pki.upstream.cert.clone()],
+        pki.upstream.key.clone_key(),
+        vec![pki.ca.cert()],
+        Vec::new(),
+    )
+    .unwrap()
+}
+
 /// What the recording upstream saw.
 #[derive(Clone, Default)]
 pub struct Recorder {
@@ -175,13 +187,7 @@ pub async fn recording_upstream(pki: &TestPki) -> (String, Recorder) {
     let addr = listener.local_addr().unwrap();
     let recorder = Recorder::default();
     let seen = recorder.seen.clone();
-    let tls = penghubung::tls::server_config(
-        vec![pki.upstream.cert.clone()],
-        pki.upstream.key.clone_key(),
-        vec![pki.ca.cert()],
-        Vec::new(),
-    )
-    .unwrap();
+    let tls = upstream_tls(pki);
     let handler: demo::Handler = Arc::new(move |s: Seen| {
         let echo = json!({"method": s.method.as_str(), "path": s.path_and_query, "body_len": s.body.len()});
         seen.lock().unwrap().push(s);
@@ -216,13 +222,7 @@ pub async fn impostor_upstream(pki: &TestPki) -> (String, Recorder) {
 pub async fn silent_upstream(pki: &TestPki) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let tls = penghubung::tls::server_config(
-        vec![pki.upstream.cert.clone()],
-        pki.upstream.key.clone_key(),
-        vec![pki.ca.cert()],
-        Vec::new(),
-    )
-    .unwrap();
+    let tls = upstream_tls(pki);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     tokio::spawn(async move {
         let mut held = Vec::new();
@@ -246,13 +246,7 @@ pub async fn held_upstream(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let tls = penghubung::tls::server_config(
-        vec![pki.upstream.cert.clone()],
-        pki.upstream.key.clone_key(),
-        vec![pki.ca.cert()],
-        Vec::new(),
-    )
-    .unwrap();
+    let tls = upstream_tls(pki);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let received = Arc::new(tokio::sync::Notify::new());
     let release = Arc::new(tokio::sync::Notify::new());
