@@ -50,9 +50,11 @@ pub mod pki;
 pub mod quota;
 pub mod reject;
 pub mod route;
+pub mod schema;
 pub mod server;
 pub mod tls;
 pub mod upstream;
+pub mod validate;
 
 /// The version string: crate version and the commit it was built from.
 pub const VERSION: &str = concat!(

@@ -18,6 +18,7 @@ use crate::quota::{Decision, Quotas};
 use crate::reject::{rate_limit_headers, retry_seconds, Reject, Severity};
 use crate::route::{self, Miss};
 use crate::upstream::{self, Forwarding, Pool, SPL_AGREEMENT, SPL_EXCHANGE_ID};
+use crate::validate;
 
 /// The gateway as a value: a snapshot and the handles the pipeline calls. Tests drive it
 /// without sockets where they can; the server drives it from connections.
@@ -73,8 +74,9 @@ impl Gateway {
     }
 }
 
-/// accept → TLS + identity (per connection: `caller`) → route → authorize → quota → read body
-/// → (validate, cache: later stages) → upstream → respond.
+/// accept → TLS + identity (per connection: `caller`) → route → authorize → quota → validate
+/// parameters → read body → validate request → (cache: later) → upstream → validate response →
+/// respond.
 async fn run<B>(
     gw: &Gateway,
     caller: &Caller,
@@ -154,6 +156,10 @@ where
         }
     }
 
+    // Validate parameters: before the body is even read.
+    let operation = &service.operations[matched.operation];
+    validate::params(operation, &matched.params, request.uri().query())?;
+
     // Body: bounded, and read completely before any upstream contact.
     let (mut parts, body) = request.into_parts();
     let declared = parts
@@ -162,6 +168,9 @@ where
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let body = read_limited(body, declared, service.max_request_body).await?;
+
+    // Validate the request body against the operation's schema.
+    validate::request(operation, &parts.headers, &body)?;
 
     // Upstream: rewrite headers, forward, and pass the response back.
     let host = parts
@@ -195,6 +204,12 @@ where
 
     let (mut parts, body) = response.into_parts();
     upstream::to_caller(&mut parts.headers);
+    let response = Response::from_parts(parts, body.boxed());
+
+    // Validate the response before the caller sees it.
+    let (mut parts, body) = validate::response(service, operation, response)
+        .await?
+        .into_parts();
     if let Some(headers) = quota_headers {
         for (name, value) in headers {
             parts.headers.insert(name, value);
@@ -204,12 +219,12 @@ where
         exchange_id = %exchange.id,
         consumer = %agency.code,
         service = %service.id,
-        operation = %service.operations[matched.operation].id,
+        operation = %operation.id,
         agreement = agreement.map_or("", |(_, a)| a.id.as_str()),
         status = parts.status.as_u16(),
         "forwarded"
     );
-    Ok(Response::from_parts(parts, body.boxed()))
+    Ok(Response::from_parts(parts, body))
 }
 
 fn miss_to_reject(snapshot: &Snapshot, miss: Miss, method: &http::Method) -> Reject {

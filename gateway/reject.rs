@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::body::{full, Body};
 use crate::config::{Classification, Date, Rate};
 use crate::route::PathRejected;
+use crate::schema::Violation;
 
 /// The base of every problem `type`; the slug after it is stable and documented in
 /// `docs/problems.md`.
@@ -69,6 +70,21 @@ pub enum Reject {
         method: Method,
         allow: Vec<Method>,
     },
+    #[error("the request body is not well-formed JSON: {detail}")]
+    MalformedJson { detail: String },
+    #[error("this operation takes application/json, not {}", found.as_deref().unwrap_or("a body without Content-Type"))]
+    UnsupportedMediaType { found: Option<String> },
+    #[error("the request body breaks schema `{schema}` ({} violation{})", violations.len(), if violations.len() == 1 { "" } else { "s" })]
+    RequestSchemaViolation {
+        schema: String,
+        violations: Vec<Violation>,
+    },
+    #[error("{location} parameter `{name}` breaks its schema: {}", violations.first().map_or("", |v| v.message.as_str()))]
+    InvalidParameter {
+        name: String,
+        location: &'static str,
+        violations: Vec<Violation>,
+    },
     #[error("the request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("the request body could not be read")]
@@ -88,6 +104,18 @@ pub enum Reject {
         service: String,
         #[source]
         source: hyper_util::client::legacy::Error,
+    },
+    #[error("the response of service `{service}` breaks schema `{schema}` ({} violation{}); it was not forwarded", violations.len(), if violations.len() == 1 { "" } else { "s" })]
+    UpstreamSchemaViolation {
+        service: String,
+        schema: String,
+        violations: Vec<Violation>,
+    },
+    #[error("the upstream of service `{service}` broke off its response")]
+    UpstreamBodyRead {
+        service: String,
+        #[source]
+        source: hyper::Error,
     },
     #[error("the upstream of service `{service}` broke the HTTP protocol")]
     UpstreamProtocol {
@@ -112,6 +140,8 @@ struct Problem<'a> {
     status: u16,
     detail: String,
     exchange_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    violations: Option<&'a [Violation]>,
 }
 
 // === impl Reject ===
@@ -122,7 +152,12 @@ impl Reject {
             Reject::BadPath(_)
             | Reject::BodyRead(_)
             | Reject::BadHeader(_)
-            | Reject::AgreementChoiceRequired { .. } => StatusCode::BAD_REQUEST,
+            | Reject::AgreementChoiceRequired { .. }
+            | Reject::MalformedJson { .. } => StatusCode::BAD_REQUEST,
+            Reject::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Reject::RequestSchemaViolation { .. } | Reject::InvalidParameter { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Reject::UnknownAgency
             | Reject::CertificateNotPinned { .. }
             | Reject::ClearanceInsufficient { .. }
@@ -135,7 +170,10 @@ impl Reject {
             Reject::NoService | Reject::NoOperation { .. } => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Reject::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Reject::UpstreamTls { .. } | Reject::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
+            Reject::UpstreamTls { .. }
+            | Reject::UpstreamProtocol { .. }
+            | Reject::UpstreamBodyRead { .. }
+            | Reject::UpstreamSchemaViolation { .. } => StatusCode::BAD_GATEWAY,
             Reject::UpstreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Reject::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -154,6 +192,11 @@ impl Reject {
             Reject::AgreementExpired { .. } => "agreement-expired",
             Reject::AgreementChoiceRequired { .. } => "agreement-choice-required",
             Reject::QuotaExceeded { .. } => "quota-exceeded",
+            Reject::MalformedJson { .. } => "malformed-json",
+            Reject::UnsupportedMediaType { .. } => "unsupported-media-type",
+            Reject::RequestSchemaViolation { .. } => "request-schema-violation",
+            Reject::InvalidParameter { .. } => "invalid-parameter",
+            Reject::UpstreamSchemaViolation { .. } => "upstream-schema-violation",
             Reject::BadPath(_) => "malformed-path",
             Reject::NoService => "no-route",
             Reject::NoOperation { .. } => "no-operation",
@@ -164,7 +207,9 @@ impl Reject {
             Reject::UpstreamUnavailable { .. } => "upstream-unavailable",
             Reject::UpstreamTimeout { .. } => "upstream-timeout",
             Reject::UpstreamTls { .. } => "upstream-tls",
-            Reject::UpstreamProtocol { .. } => "upstream-protocol-error",
+            Reject::UpstreamProtocol { .. } | Reject::UpstreamBodyRead { .. } => {
+                "upstream-protocol-error"
+            }
         }
     }
 
@@ -181,6 +226,11 @@ impl Reject {
             Reject::AgreementExpired { .. } => "Agreement expired",
             Reject::AgreementChoiceRequired { .. } => "Agreement choice required",
             Reject::QuotaExceeded { .. } => "Quota exceeded",
+            Reject::MalformedJson { .. } => "Malformed JSON",
+            Reject::UnsupportedMediaType { .. } => "Unsupported media type",
+            Reject::RequestSchemaViolation { .. } => "Request breaks its schema",
+            Reject::InvalidParameter { .. } => "Invalid parameter",
+            Reject::UpstreamSchemaViolation { .. } => "Upstream response breaks its schema",
             Reject::BadPath(_) => "Malformed request path",
             Reject::NoService => "No such service",
             Reject::NoOperation { .. } => "No such operation",
@@ -191,7 +241,9 @@ impl Reject {
             Reject::UpstreamUnavailable { .. } => "Upstream unavailable",
             Reject::UpstreamTimeout { .. } => "Upstream timeout",
             Reject::UpstreamTls { .. } => "Upstream failed TLS verification",
-            Reject::UpstreamProtocol { .. } => "Upstream protocol error",
+            Reject::UpstreamProtocol { .. } | Reject::UpstreamBodyRead { .. } => {
+                "Upstream protocol error"
+            }
         }
     }
 
@@ -200,8 +252,20 @@ impl Reject {
             Reject::UpstreamUnavailable { .. }
             | Reject::UpstreamTimeout { .. }
             | Reject::UpstreamTls { .. }
-            | Reject::UpstreamProtocol { .. } => Severity::Upstream,
+            | Reject::UpstreamProtocol { .. }
+            | Reject::UpstreamBodyRead { .. }
+            | Reject::UpstreamSchemaViolation { .. } => Severity::Upstream,
             _ => Severity::Caller,
+        }
+    }
+
+    /// The schema violations behind a 422 or a 502 `upstream-schema-violation`.
+    pub fn violations(&self) -> Option<&[Violation]> {
+        match self {
+            Reject::RequestSchemaViolation { violations, .. }
+            | Reject::InvalidParameter { violations, .. }
+            | Reject::UpstreamSchemaViolation { violations, .. } => Some(violations),
+            _ => None,
         }
     }
 
@@ -214,6 +278,7 @@ impl Reject {
             status: status.as_u16(),
             detail: self.to_string(),
             exchange_id,
+            violations: self.violations(),
         };
         // Serialising a struct of strings and a number cannot fail.
         let json = serde_json::to_vec(&problem).unwrap_or_default();

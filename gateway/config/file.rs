@@ -107,6 +107,12 @@ pub struct OperationEntry {
     pub cache_ttl: Option<String>,
     #[serde(default)]
     pub audit_redact: Vec<String>,
+    /// Path or query parameter → schema name (`[services.operations.params] nik = "..."`).
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
+    /// `"enforce"` (default): a response that breaks `response_schema` becomes a 502;
+    /// `"monitor"`: it is forwarded and logged.
+    pub schema_mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

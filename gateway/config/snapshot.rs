@@ -11,6 +11,7 @@ use http::{Method, Uri};
 
 use super::units::Rate;
 use crate::route::{RouteTable, Template};
+use crate::schema::Schema;
 use crate::tls::{CertInfo, IdentityField};
 
 pub struct Snapshot {
@@ -117,17 +118,42 @@ pub struct Upstream {
     pub base_path: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Operation {
     pub id: String,
     pub method: Method,
     /// The template as written, e.g. `/penduduk/{nik}`; audit records name it.
     pub path: String,
     pub template: Template,
-    pub request_schema: Option<PathBuf>,
-    pub response_schema: Option<PathBuf>,
+    pub request_schema: Option<Arc<Schema>>,
+    pub response_schema: Option<Arc<Schema>>,
+    /// Schemas for path and query parameters, validated before any upstream contact.
+    pub params: Vec<ParamSchema>,
+    pub schema_mode: SchemaMode,
     pub cache_ttl: Option<Duration>,
     pub audit_redact: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct ParamSchema {
+    pub name: String,
+    pub location: ParamIn,
+    pub schema: Arc<Schema>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamIn {
+    Path,
+    Query,
+}
+
+/// What happens to a response that breaks its schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaMode {
+    /// The caller gets 502 `upstream-schema-violation` instead.
+    Enforce,
+    /// It is forwarded, and logged.
+    Monitor,
 }
 
 #[derive(Debug, Clone)]

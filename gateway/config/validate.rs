@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Uri};
@@ -17,10 +18,12 @@ use super::file::{
 };
 use super::snapshot::{
     Agency, Agreement, AuditSettings, CacheSettings, Classification, Date, Durability,
-    GatewaySettings, Operation, Service, Snapshot, TimeZone, Upstream,
+    GatewaySettings, Operation, ParamIn, ParamSchema, SchemaMode, Service, Snapshot, TimeZone,
+    Upstream,
 };
 use super::units::{parse_duration, parse_rate, parse_size};
 use crate::route::{normalize, RouteTable, Template};
+use crate::schema::{Registry, Schema};
 use crate::tls::{self, CertInfo, IdentityField};
 
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
@@ -208,6 +211,10 @@ pub fn validate(
     }
 
     // [[services]]
+    let mut schemas = Schemas {
+        dir: &schemas_dir,
+        registry: None,
+    };
     let mut services = Vec::new();
     let mut service_index = Index::default();
     let mut routes = RouteTable::default();
@@ -222,14 +229,13 @@ pub fn validate(
         }
         let ctx = ServiceContext {
             agency_index: &agency_index,
-            schemas_dir: &schemas_dir,
             gateway_chain: chain.as_ref(),
             gateway_key: key.as_ref(),
             default_body: max_request_body.unwrap_or(DEFAULT_MAX_REQUEST_BODY),
             resolve: &resolve,
         };
         let index = services.len();
-        if let Some(service) = service(&mut errors, &at, s, &ctx, &mut certificates) {
+        if let Some(service) = service(&mut errors, &at, s, &ctx, &mut schemas, &mut certificates) {
             register_routes(&mut errors, &at, index, s, &service, &mut routes);
             service_index.valid.insert(s.id.as_str(), index);
             services.push(service);
@@ -325,9 +331,25 @@ impl Index<'_> {
     }
 }
 
+/// The schema registry, opened on first use so that a configuration without schemas needs no
+/// schemas directory.
+struct Schemas<'a> {
+    dir: &'a Path,
+    registry: Option<Result<Registry, String>>,
+}
+
+impl Schemas<'_> {
+    fn get(&mut self, name: &str) -> Result<Arc<Schema>, String> {
+        let dir = self.dir;
+        match self.registry.get_or_insert_with(|| Registry::new(dir)) {
+            Ok(registry) => registry.get(name),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
 struct ServiceContext<'a> {
     agency_index: &'a Index<'a>,
-    schemas_dir: &'a Path,
     gateway_chain: Option<&'a Vec<rustls_pki_types::CertificateDer<'static>>>,
     gateway_key: Option<&'a rustls_pki_types::PrivateKeyDer<'static>>,
     default_body: u64,
@@ -369,6 +391,7 @@ fn service(
     at: &str,
     s: &ServiceEntry,
     ctx: &ServiceContext<'_>,
+    schemas: &mut Schemas<'_>,
     certificates: &mut Vec<CertInfo>,
 ) -> Option<Service> {
     let id_ok = errors.check(format!("{at}.id"), check_id(&s.id)).is_some();
@@ -449,7 +472,7 @@ fn service(
             );
             continue;
         }
-        operations.extend(operation(errors, &at, o, ctx.schemas_dir));
+        operations.extend(operation(errors, &at, o, schemas));
     }
     if s.operations.is_empty() {
         errors.push(
@@ -476,23 +499,51 @@ fn operation(
     errors: &mut Errors,
     at: &str,
     o: &OperationEntry,
-    schemas_dir: &Path,
+    schemas: &mut Schemas<'_>,
 ) -> Option<Operation> {
     let id_ok = errors.check(format!("{at}.id"), check_id(&o.id)).is_some();
     let method = errors.check(format!("{at}.method"), parse_method(&o.method));
     let template = errors.check(format!("{at}.path"), Template::parse(&o.path));
-    let mut schema = |key: &str, name: &Option<String>| -> Option<Option<PathBuf>> {
+    let mut schema = |errors: &mut Errors, key: &str, name: &Option<String>| {
         let Some(name) = name else { return Some(None) };
-        let file = schemas_dir.join(name);
-        let found = if file.is_file() {
-            Ok(Some(file))
-        } else {
-            Err(format!("schema `{name}` not found at {}", file.display()))
-        };
-        errors.check(format!("{at}.{key}"), found)
+        errors
+            .check(format!("{at}.{key}"), schemas.get(name))
+            .map(Some)
     };
-    let request_schema = schema("request_schema", &o.request_schema);
-    let response_schema = schema("response_schema", &o.response_schema);
+    let request_schema = schema(errors, "request_schema", &o.request_schema);
+    let response_schema = schema(errors, "response_schema", &o.response_schema);
+    let mut params = Some(Vec::new());
+    for (name, schema_name) in &o.params {
+        let compiled = schema(
+            errors,
+            &format!("params.{name}"),
+            &Some(schema_name.clone()),
+        )
+        .flatten();
+        let location = match &template {
+            Some(t) if t.params().any(|p| p == name) => ParamIn::Path,
+            _ => ParamIn::Query,
+        };
+        match (compiled, &mut params) {
+            (Some(s), Some(list)) => list.push(ParamSchema {
+                name: name.clone(),
+                location,
+                schema: s,
+            }),
+            _ => params = None,
+        }
+    }
+    let schema_mode = match o.schema_mode.as_deref() {
+        None | Some("enforce") => Some(SchemaMode::Enforce),
+        Some("monitor") => Some(SchemaMode::Monitor),
+        Some(other) => {
+            errors.push(
+                format!("{at}.schema_mode"),
+                format!("`{other}` is not a schema mode; use \"enforce\" or \"monitor\""),
+            );
+            None
+        }
+    };
     let cache_ttl = opt(
         errors,
         &format!("{at}.cache_ttl"),
@@ -514,6 +565,8 @@ fn operation(
         template: template?,
         request_schema: request_schema?,
         response_schema: response_schema?,
+        params: params?,
+        schema_mode: schema_mode?,
         cache_ttl: cache_ttl?,
         audit_redact: o.audit_redact.clone(),
     };

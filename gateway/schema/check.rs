@@ -1,0 +1,36 @@
+//! Validating a value against a compiled schema, as the problem documents report it.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::registry::Schema;
+
+/// At most this many violations are reported; the rest are counted.
+pub const MAX_VIOLATIONS: usize = 20;
+
+/// One way a value broke its schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// JSON pointer to the offending value (`""` for the whole value).
+    pub pointer: String,
+    /// The schema keyword that failed (`pattern`, `required`, ...).
+    pub keyword: String,
+    pub message: String,
+}
+
+/// The first [`MAX_VIOLATIONS`] violations of `value`; empty when it is valid.
+pub fn violations(schema: &Schema, value: &Value) -> Vec<Violation> {
+    if schema.validator.is_valid(value) {
+        return Vec::new();
+    }
+    schema
+        .validator
+        .iter_errors(value)
+        .take(MAX_VIOLATIONS)
+        .map(|e| Violation {
+            pointer: e.instance_path().as_str().to_owned(),
+            keyword: e.kind().keyword().to_owned(),
+            message: e.to_string(),
+        })
+        .collect()
+}
