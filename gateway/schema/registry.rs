@@ -72,7 +72,9 @@ impl Registry {
             .should_validate_formats(true)
             .build(&value)
             .map_err(|e| {
-                let pointer = e.schema_path().as_str();
+                // A schema that breaks the meta-schema is the "instance" here: the instance
+                // path is the pointer into the operator's file.
+                let pointer = e.instance_path().as_str();
                 let pointer = if pointer.is_empty() { "/" } else { pointer };
                 format!("{}: at {pointer}: {e}", file.display())
             })?;

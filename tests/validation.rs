@@ -1,0 +1,257 @@
+//! Schema validation in the pipeline: parameters and request bodies refused before any
+//! upstream contact (415, 400, 422 with violations), responses checked before the caller sees
+//! them (502 under enforce, forwarded under monitor).
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use penghubung::caller::Caller;
+use penghubung::config::load_str;
+use penghubung::pipeline::Gateway;
+use penghubung::tls::IdentityField;
+use serde_json::Value;
+use support::{recording_upstream, Recorder, TestPki};
+
+struct Harness {
+    gateway: Gateway,
+    caller: Caller,
+    recorder: Recorder,
+    _schemas: tempfile::TempDir,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        let pki = TestPki::new();
+        let (upstream, recorder) = recording_upstream(&pki).await;
+        let schemas = tempfile::tempdir().unwrap();
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas"),
+            schemas.path(),
+        );
+        // The recording upstream answers {"method", "path", "body_len"}.
+        std::fs::write(
+            schemas.path().join("echo.json"),
+            r#"{"type": "object", "required": ["method", "path"], "properties": {"method": {"enum": ["GET", "POST"]}}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            schemas.path().join("needs-nik.json"),
+            r#"{"type": "object", "required": ["nik"]}"#,
+        )
+        .unwrap();
+        let ops = r#"
+[[services]]
+id = "kependudukan"
+owner = "dukcapil"
+classification = "terbuka"
+prefix = "/kependudukan"
+upstreams = ["UPSTREAM"]
+upstream_ca = "ca.crt"
+
+  [[services.operations]]
+  id = "get-penduduk"
+  method = "GET"
+  path = "/penduduk/{nik}"
+  response_schema = "echo.json"
+  [services.operations.params]
+  nik = "common/nik.v1.json"
+  tanggal = "common/tanggal.v1.json"
+
+  [[services.operations]]
+  id = "verifikasi"
+  method = "POST"
+  path = "/verifikasi"
+  request_schema = "dukcapil/verifikasi-request.v1.json"
+
+  [[services.operations]]
+  id = "strict"
+  method = "GET"
+  path = "/strict"
+  response_schema = "needs-nik.json"
+
+  [[services.operations]]
+  id = "lenient"
+  method = "GET"
+  path = "/lenient"
+  response_schema = "needs-nik.json"
+  schema_mode = "monitor"
+"#
+        .replace("UPSTREAM", &upstream);
+        let text = support::config_text(&upstream, "5s", &ops).replacen(
+            "max_request_body = \"1KiB\"",
+            &format!(
+                "max_request_body = \"1KiB\"\nschemas_dir = \"{}\"",
+                schemas.path().display()
+            ),
+            1,
+        );
+        let snapshot = load_str(&text, &pki.path().join("v.toml"), pki.path())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let gateway = Gateway::new(Arc::new(snapshot));
+        let identity = IdentityField::SubjectCn.extract(&pki.dinkes.cert);
+        let caller = Caller::resolve(
+            gateway.snapshot(),
+            "127.0.0.1:40000".parse().unwrap(),
+            identity,
+        );
+        Harness {
+            gateway,
+            caller,
+            recorder,
+            _schemas: schemas,
+        }
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>) -> (StatusCode, Value) {
+        let response = self.gateway.handle(&self.caller, request).await;
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, content_type: Option<&str>, body: &str) -> (StatusCode, Value) {
+        let mut request = Request::post("/kependudukan/verifikasi");
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        self.send(
+            request
+                .body(Full::new(Bytes::from(body.to_owned())))
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn get(&self, target: &str) -> (StatusCode, Value) {
+        self.send(Request::get(target).body(Full::new(Bytes::new())).unwrap())
+            .await
+    }
+}
+
+fn slug(doc: &Value) -> &str {
+    doc["type"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("urn:penghubung:problem:")
+}
+
+#[tokio::test]
+async fn invalid_requests_never_reach_the_upstream() {
+    let h = Harness::new().await;
+    let valid = r#"{"nik": "7208014101900001", "nama": "WARGA CONTOH SATU"}"#;
+
+    let (status, doc) = h.post(Some("text/plain"), valid).await;
+    assert_eq!(
+        (status.as_u16(), slug(&doc)),
+        (415, "unsupported-media-type")
+    );
+    let (status, doc) = h.post(None, valid).await;
+    assert_eq!(
+        (status.as_u16(), slug(&doc)),
+        (415, "unsupported-media-type")
+    );
+
+    let (status, doc) = h
+        .post(Some("application/json"), r#"{"nik": "72080141"#)
+        .await;
+    assert_eq!((status.as_u16(), slug(&doc)), (400, "malformed-json"));
+    assert!(doc["detail"].as_str().unwrap().contains("line 1"), "{doc}");
+
+    let (status, doc) = h
+        .post(
+            Some("application/json"),
+            r#"{"nik": "7208014001900001", "alamat": "x"}"#,
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), slug(&doc)),
+        (422, "request-schema-violation")
+    );
+    let violations = doc["violations"].as_array().unwrap();
+    let find = |pointer: &str, keyword: &str| {
+        violations
+            .iter()
+            .any(|v| v["pointer"] == pointer && v["keyword"] == keyword && v["message"].is_string())
+    };
+    assert!(find("/nik", "pattern"), "{doc}");
+    assert!(find("", "required"), "{doc}");
+    assert!(find("", "additionalProperties"), "{doc}");
+
+    // Path and query parameters are checked before the body is read.
+    let (status, doc) = h.get("/kependudukan/penduduk/7208014001900001").await;
+    assert_eq!((status.as_u16(), slug(&doc)), (422, "invalid-parameter"));
+    assert!(
+        doc["detail"]
+            .as_str()
+            .unwrap()
+            .contains("path parameter `nik`"),
+        "{doc}"
+    );
+    assert_eq!(doc["violations"][0]["keyword"], "pattern");
+    let (status, doc) = h
+        .get("/kependudukan/penduduk/7208014101900001?tanggal=2025-02-30")
+        .await;
+    assert_eq!((status.as_u16(), slug(&doc)), (422, "invalid-parameter"));
+    assert!(
+        doc["detail"]
+            .as_str()
+            .unwrap()
+            .contains("query parameter `tanggal`"),
+        "{doc}"
+    );
+
+    assert_eq!(
+        h.recorder.count(),
+        0,
+        "an invalid request reached the upstream"
+    );
+
+    // The same requests, valid, are forwarded.
+    let (status, _) = h.post(Some("application/json; charset=utf-8"), valid).await;
+    assert_eq!(status, 200);
+    let (status, _) = h
+        .get("/kependudukan/penduduk/7208014101900001?tanggal=2025-03-01")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(h.recorder.count(), 2);
+}
+
+#[tokio::test]
+async fn responses_that_break_their_schema_are_refused_under_enforce_and_forwarded_under_monitor() {
+    let h = Harness::new().await;
+    // The echo conforms to echo.json.
+    let (status, doc) = h.get("/kependudukan/penduduk/7208014101900001").await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["method"], "GET");
+    // It lacks `nik`: under enforce the caller gets 502 with the violation, not the body.
+    let (status, doc) = h.get("/kependudukan/strict").await;
+    assert_eq!(
+        (status.as_u16(), slug(&doc)),
+        (502, "upstream-schema-violation")
+    );
+    assert_eq!(doc["violations"][0]["keyword"], "required");
+    assert!(doc.get("method").is_none());
+    // Under monitor the same response is forwarded.
+    let (status, doc) = h.get("/kependudukan/lenient").await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["path"], "/lenient");
+    assert_eq!(h.recorder.count(), 3);
+}
