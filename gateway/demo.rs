@@ -99,6 +99,34 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
     response
 }
 
+/// The schemas the demo's operations use, written into `<dir>/schemas`.
+const SCHEMAS: [(&str, &str); 6] = [
+    (
+        "common/nik.v1.json",
+        include_str!("../schemas/common/nik.v1.json"),
+    ),
+    (
+        "common/tanggal.v1.json",
+        include_str!("../schemas/common/tanggal.v1.json"),
+    ),
+    (
+        "common/daftar.v1.json",
+        include_str!("../schemas/common/daftar.v1.json"),
+    ),
+    (
+        "dukcapil/penduduk.v1.json",
+        include_str!("../schemas/dukcapil/penduduk.v1.json"),
+    ),
+    (
+        "dukcapil/verifikasi-request.v1.json",
+        include_str!("../schemas/dukcapil/verifikasi-request.v1.json"),
+    ),
+    (
+        "dinkes/faskes-daftar.v1.json",
+        include_str!("../schemas/dinkes/faskes-daftar.v1.json"),
+    ),
+];
+
 /// Fake residents of Parigi Moutong (regency code 72.08); NIKs follow the real structure but
 /// the people do not exist.
 const RESIDENTS: [(&str, &str, &str, &str); 3] = [
@@ -159,7 +187,11 @@ pub fn dinkes_handler() -> Handler {
         match (seen.method.as_str(), seen.path_and_query.split('?').next()) {
             ("GET", Some("/faskes")) => json_response(
                 StatusCode::OK,
-                &json!({"data": items, "catatan": "data fiktif untuk demo"}),
+                &json!({
+                    "data": items,
+                    "meta": {"halaman": 1, "per_halaman": 20, "total": 3},
+                    "catatan": "data fiktif untuk demo",
+                }),
             ),
             _ => json_response(StatusCode::NOT_FOUND, &json!({"pesan": "tidak ada"})),
         }
@@ -205,6 +237,13 @@ pub async fn prepare(
         }
     };
 
+    for (name, text) in SCHEMAS {
+        let path = dir.join("schemas").join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, text)?;
+    }
     let config = dir.join("penghubung.toml");
     std::fs::write(&config, demo_config(listen, dukcapil_addr, dinkes_addr))?;
     Ok((
@@ -238,6 +277,15 @@ pub fn curl_commands(demo: &Demo) -> String {
     let _ = writeln!(
         out,
         "{} -H 'content-type: application/json' -d '{{\"nik\":\"7208020203850002\",\"nama\":\"WARGA CONTOH DUA\"}}' https://localhost:{port}/dukcapil/penduduk/verifikasi",
+        curl("dinkes")
+    );
+    let _ = writeln!(
+        out,
+        "\n# A request that breaks its schema (a NIK with day 40) never reaches the service: 422:"
+    );
+    let _ = writeln!(
+        out,
+        "{} -H 'content-type: application/json' -d '{{\"nik\":\"7208014001900001\"}}' https://localhost:{port}/dukcapil/penduduk/verifikasi",
         curl("dinkes")
     );
     let _ = writeln!(
@@ -323,13 +371,17 @@ timeout = "5s"
   id = "get-penduduk"
   method = "GET"
   path = "/penduduk/{{nik}}"
+  response_schema = "dukcapil/penduduk.v1.json"
   cache_ttl = "60s"
   audit_redact = ["nik"]
+  [services.operations.params]
+  nik = "common/nik.v1.json"
 
   [[services.operations]]
   id = "verifikasi"
   method = "POST"
   path = "/verifikasi"
+  request_schema = "dukcapil/verifikasi-request.v1.json"
 
 [[services]]
 id = "dinkes-faskes"
@@ -344,6 +396,7 @@ timeout = "5s"
   id = "list-faskes"
   method = "GET"
   path = "/faskes"
+  response_schema = "dinkes/faskes-daftar.v1.json"
 
 [[agreements]]
 id = "PKS-DEMO-001"

@@ -132,7 +132,7 @@ fn demo_curl_commands_work_when_pasted() {
     );
     let mut guard = Guard(child);
     let commands: Vec<&String> = lines.iter().filter(|l| l.starts_with("curl ")).collect();
-    assert_eq!(commands.len(), 6, "printed:\n{}", lines.join("\n"));
+    assert_eq!(commands.len(), 7, "printed:\n{}", lines.join("\n"));
     let run = |cmd: &str| {
         let out = Command::new("sh")
             .arg("-c")
@@ -152,6 +152,13 @@ fn demo_curl_commands_work_when_pasted() {
         run(commands[0])
     );
     assert!(run(commands[1]).contains("\"cocok\":true"));
+    let invalid = run(commands[2]);
+    assert!(
+        invalid.contains("urn:penghubung:problem:request-schema-violation")
+            && invalid.contains("\"pointer\":\"/nik\""),
+        "{invalid}"
+    );
+    let commands = [&commands[..2], &commands[3..]].concat();
     assert!(run(commands[2]).contains("Puskesmas Contoh Parigi"));
     let refused = run(commands[3]);
     assert!(
