@@ -40,11 +40,13 @@
 pub mod authorize;
 pub mod body;
 pub mod caller;
+pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod exchange;
 pub mod inventory;
+pub mod openapi;
 pub mod pipeline;
 pub mod pki;
 pub mod quota;

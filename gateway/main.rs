@@ -44,6 +44,15 @@ enum Command {
         #[arg(long, default_value_t = inventory::DEFAULT_WARN_DAYS)]
         warn_days: i64,
     },
+    /// Print the OpenAPI 3.1 document of a service, as `/.well-known/spl/openapi/<id>.json`
+    /// serves it.
+    Openapi {
+        #[arg(long, short, env = "PENGHUBUNG_CONFIG")]
+        config: PathBuf,
+        /// The service id.
+        #[arg(long)]
+        service: String,
+    },
     /// Development PKI.
     Pki {
         #[command(subcommand)]
@@ -116,6 +125,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 inventory::summary(&snapshot, time::OffsetDateTime::now_utc(), warn_days);
             print!("{text}");
             Ok(exit_for(health))
+        }
+        Command::Openapi { config, service } => {
+            let Some(snapshot) = load(&config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let Some(index) = snapshot.services.iter().position(|s| s.id == service) else {
+                let known: Vec<&str> = snapshot.services.iter().map(|s| s.id.as_str()).collect();
+                eprintln!(
+                    "penghubung: no service `{service}` in {} (known: {})",
+                    config.display(),
+                    known.join(", ")
+                );
+                return Ok(ExitCode::FAILURE);
+            };
+            let mut stdout = std::io::stdout();
+            stdout.write_all(&snapshot.openapi[index])?;
+            stdout.write_all(b"\n")?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Certs { config, warn_days } => {
             let Some(snapshot) = load(&config) else {

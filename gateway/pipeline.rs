@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full};
 use crate::authorize::{authorize, Ask, Grant};
 use crate::body::{read_limited, Body};
 use crate::caller::{Caller, Resolved};
+use crate::catalog;
 use crate::clock::Clock;
 use crate::config::Snapshot;
 use crate::exchange::Exchange;
@@ -101,8 +102,13 @@ where
     };
     let agency = &snapshot.agencies[consumer];
 
-    // Route: normalise, then service by prefix and operation by template and method.
+    // Route: normalise, then the gateway's own documents, or a service by prefix and an
+    // operation by template and method.
     let path = route::normalize(request.uri().path())?;
+    let today = gw.clock.today(snapshot.gateway.timezone);
+    if catalog::is_catalog_path(&path) {
+        return catalog::serve(snapshot, consumer, today, request.method(), &path);
+    }
     let matched = snapshot
         .routes
         .lookup(request.method(), &path)
@@ -125,7 +131,7 @@ where
             service: matched.service,
             operation: matched.operation,
             chosen,
-            today: gw.clock.today(snapshot.gateway.timezone),
+            today,
         },
     )?;
     let agreement = match grant {

@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub(super) identities: HashMap<String, usize>,
     /// (consumer, service) → indexes into `agreements`: authorization never scans.
     pub(super) agreement_index: HashMap<(usize, usize), Vec<usize>>,
+    /// The OpenAPI 3.1 document of each service (same order as `services`), serialised.
+    pub openapi: Vec<bytes::Bytes>,
 }
 
 #[derive(Debug, Clone)]

@@ -266,6 +266,29 @@ pub fn validate(
         }
     }
 
+    // OpenAPI documents, one per service, built now so that serving them reads no file.
+    let schemas_root = match &schemas.registry {
+        Some(Ok(registry)) => registry.root().to_path_buf(),
+        _ => schemas_dir.clone(),
+    };
+    let mut openapi = Vec::new();
+    for (i, service) in services.iter().enumerate() {
+        let ctx = crate::openapi::Context {
+            gateway_id: &g.id,
+            owner: agencies.get(service.owner).map_or("", |a| a.code.as_str()),
+            schemas_root: &schemas_root,
+        };
+        match crate::openapi::document(&ctx, service) {
+            Ok(doc) => openapi.push(bytes::Bytes::from(
+                serde_json::to_vec_pretty(&doc).unwrap_or_default(),
+            )),
+            Err(e) => errors.push(
+                format!("services[{i}]"),
+                format!("cannot build its OpenAPI document: {e}"),
+            ),
+        }
+    }
+
     errors.into_result(source.to_path_buf())?;
     let mut agreement_index: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
     for (i, a) in agreements.iter().enumerate() {
@@ -309,6 +332,7 @@ pub fn validate(
         certificates,
         identities,
         agreement_index,
+        openapi,
     })
 }
 
@@ -825,6 +849,11 @@ fn check_prefix(prefix: &str) -> Result<String, String> {
     if canonical != prefix {
         return Err(format!(
             "`{prefix}` is not in canonical form; write `{canonical}`"
+        ));
+    }
+    if normal.segments()[0] == ".well-known" {
+        return Err(format!(
+            "`{prefix}`: /.well-known/ is reserved for the gateway's own documents"
         ));
     }
     if prefix.contains(['{', '}']) {

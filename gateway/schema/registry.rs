@@ -16,6 +16,8 @@ use serde_json::Value;
 pub struct Schema {
     /// The name operations use, relative to the schemas directory.
     pub name: String,
+    /// The file it was read from (canonical).
+    pub file: PathBuf,
     pub validator: Validator,
 }
 
@@ -33,6 +35,11 @@ struct LocalFiles {
 // === impl Registry ===
 
 impl Registry {
+    /// The canonical schemas directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// A registry over `dir`, which must exist.
     pub fn new(dir: &Path) -> Result<Registry, String> {
         let root = dir
@@ -80,6 +87,7 @@ impl Registry {
             })?;
         let schema = Arc::new(Schema {
             name: name.to_owned(),
+            file,
             validator,
         });
         self.compiled.insert(name.to_owned(), schema.clone());
