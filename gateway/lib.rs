@@ -37,6 +37,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod authorize;
 pub mod body;
 pub mod caller;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use penghubung::pipeline::Gateway;
-use penghubung::{config, demo, inventory, pki, server};
+use penghubung::{audit, config, demo, inventory, pki, server};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -53,6 +53,11 @@ enum Command {
         #[arg(long)]
         service: String,
     },
+    /// Read and check the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Development PKI.
     Pki {
         #[command(subcommand)]
@@ -66,6 +71,13 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of every segment in DIR (`<data_dir>/audit`); exits 1 naming the
+    /// first segment and line that does not verify.
+    Verify { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -143,6 +155,33 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             stdout.write_all(&snapshot.openapi[index])?;
             stdout.write_all(b"\n")?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { dir },
+        } => {
+            let mut records = 0u64;
+            let mut exchanges = 0u64;
+            match audit::walk(&dir, |record, _| {
+                records += 1;
+                exchanges += u64::from(record.kind == "exchange");
+            }) {
+                Ok(head) => {
+                    println!(
+                        "{}: {records} records ({exchanges} exchanges), chain intact; last record {} has hash {}",
+                        dir.display(),
+                        head.next_seq.saturating_sub(1),
+                        head.last_hash
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(broken) => {
+                    println!(
+                        "{}: {records} records verify, then: {broken}",
+                        dir.display()
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Certs { config, warn_days } => {
             let Some(snapshot) = load(&config) else {
@@ -225,7 +264,7 @@ fn load(path: &Path) -> Option<config::Snapshot> {
 async fn serve(snapshot: config::Snapshot, listener: TcpListener) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
     tracing::info!(%listen, gateway = %snapshot.gateway.id, services = snapshot.services.len(), "serving");
-    let gateway = Arc::new(Gateway::new(Arc::new(snapshot)));
+    let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).context("cannot open the audit log")?);
     server::serve(listener, gateway, shutdown_signal()).await?;
     Ok(())
 }

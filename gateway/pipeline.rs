@@ -8,8 +8,9 @@ use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 
+use crate::audit::{self, AuditLog, BodyDigest, Record, WriterOptions};
 use crate::authorize::{authorize, Ask, Grant};
-use crate::body::{read_limited, Body};
+use crate::body::{full, read_limited, Body};
 use crate::caller::{Caller, Resolved};
 use crate::catalog;
 use crate::clock::Clock;
@@ -28,23 +29,69 @@ pub struct Gateway {
     upstreams: Pool,
     quotas: Quotas,
     clock: Clock,
+    audit: Option<AuditLog>,
+}
+
+/// What the stages learned about an exchange, for its audit record.
+#[derive(Default)]
+struct Facts {
+    consumer: Option<String>,
+    service: Option<String>,
+    owner: Option<String>,
+    operation: Option<String>,
+    path_template: Option<String>,
+    target: Option<String>,
+    agreement: Option<String>,
+    purpose: Option<String>,
+    request: Option<BodyDigest>,
 }
 
 // === impl Gateway ===
 
 impl Gateway {
-    pub fn new(snapshot: Arc<Snapshot>) -> Gateway {
+    /// Builds the gateway; with `[audit]` configured, opens (and if need be recovers) the audit
+    /// log under `<data_dir>/audit` and records the start with the configuration's digest.
+    pub fn new(snapshot: Arc<Snapshot>) -> std::io::Result<Gateway> {
         Gateway::with_clock(snapshot, Clock::system())
     }
 
     /// A gateway whose calendar (agreement validity) follows `clock`.
-    pub fn with_clock(snapshot: Arc<Snapshot>, clock: Clock) -> Gateway {
-        Gateway {
+    pub fn with_clock(snapshot: Arc<Snapshot>, clock: Clock) -> std::io::Result<Gateway> {
+        let audit = match &snapshot.audit {
+            None => None,
+            Some(settings) => {
+                let id = &snapshot.gateway.id;
+                let (log, recovered) = AuditLog::open(
+                    &snapshot.gateway.data_dir.join("audit"),
+                    id,
+                    WriterOptions {
+                        durability: settings.durability,
+                        flush_interval: settings.flush_interval,
+                        segment_size: settings.segment_size,
+                        queue: 4096,
+                    },
+                )?;
+                for record in recovered {
+                    log.enqueue(record).map_err(std::io::Error::other)?;
+                }
+                let detail = format!("{} sha256:{}", snapshot.source.display(), snapshot.digest);
+                log.enqueue(audit::admin(id, "start", Some(detail)))
+                    .map_err(std::io::Error::other)?;
+                Some(log)
+            }
+        };
+        Ok(Gateway {
             upstreams: Pool::new(&snapshot),
             quotas: Quotas::new(&snapshot),
             snapshot,
             clock,
-        }
+            audit,
+        })
+    }
+
+    /// The audit log, when one is configured.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
     }
 
     pub fn snapshot(&self) -> &Arc<Snapshot> {
@@ -58,20 +105,105 @@ impl Gateway {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let started = std::time::Instant::now();
         let exchange = Exchange::begin(request.headers());
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let mut response = match run(self, caller, &exchange, request).await {
-            Ok(response) => response,
+        let mut facts = Facts::default();
+        let (mut response, outcome) = match run(self, caller, &exchange, request, &mut facts).await
+        {
+            Ok(response) => (response, "forwarded"),
             Err(reject) => {
                 log_refusal(&reject, caller, &exchange, &method, &path);
-                reject.to_response(&exchange.id)
+                (reject.to_response(&exchange.id), reject.slug())
             }
         };
+        if let Some(audit) = &self.audit {
+            let seen = Seen {
+                caller,
+                exchange: &exchange,
+                method: &method,
+                outcome,
+                started,
+            };
+            response = self.record(audit, seen, facts, response).await;
+        }
         if let Ok(id) = HeaderValue::from_str(&exchange.id) {
             response.headers_mut().insert(SPL_EXCHANGE_ID, id);
         }
         response
+    }
+}
+
+/// The exchange as the audit record describes it.
+struct Seen<'a> {
+    caller: &'a Caller,
+    exchange: &'a Exchange,
+    method: &'a http::Method,
+    outcome: &'static str,
+    started: std::time::Instant,
+}
+
+// === impl Gateway (audit) ===
+
+impl Gateway {
+    /// Records the exchange and releases the response only once the record is durable; the
+    /// response body is read whole first, for its digest. If the record cannot be made durable
+    /// the caller gets 503 instead of the response.
+    async fn record(
+        &self,
+        audit: &AuditLog,
+        seen: Seen<'_>,
+        facts: Facts,
+        response: Response<Body>,
+    ) -> Response<Body> {
+        let (parts, body) = response.into_parts();
+        let (parts, bytes, outcome) = match body.collect().await {
+            Ok(collected) => (parts, collected.to_bytes(), seen.outcome),
+            Err(e) => {
+                tracing::warn!(exchange_id = %seen.exchange.id, error = %e, "the upstream broke off its response");
+                let service = facts.service.clone().unwrap_or_default();
+                let reject = Reject::UpstreamBodyRead { service, source: e };
+                let (parts, body) = reject.to_response(&seen.exchange.id).into_parts();
+                let bytes = body
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
+                (parts, bytes, reject.slug())
+            }
+        };
+        let record = Record {
+            time: audit::timestamp(self.clock.now_millis()),
+            gateway: self.snapshot.gateway.id.clone(),
+            kind: "exchange".to_owned(),
+            outcome: outcome.to_owned(),
+            exchange_id: Some(seen.exchange.id.clone()),
+            status: Some(parts.status.as_u16()),
+            consumer: facts.consumer,
+            cert_sha256: Some(seen.caller.identity.fingerprint.clone()),
+            service: facts.service,
+            owner: facts.owner,
+            operation: facts.operation,
+            agreement: facts.agreement,
+            purpose: facts.purpose,
+            method: Some(seen.method.as_str().to_owned()),
+            path_template: facts.path_template,
+            target: facts.target,
+            request: facts.request,
+            response: Some(BodyDigest::of(&bytes)),
+            latency_us: Some(u64::try_from(seen.started.elapsed().as_micros()).unwrap_or(u64::MAX)),
+            cache: None,
+            trace_id: Some(seen.exchange.trace.trace_id.clone()),
+            ..Record::default()
+        };
+        match audit.append(record).await {
+            Ok(_) => Response::from_parts(parts, full(bytes)),
+            Err(e) => {
+                tracing::error!(exchange_id = %seen.exchange.id, error = %e, "exchange not recorded; refusing it");
+                Reject::AuditUnavailable.to_response(&seen.exchange.id)
+            }
+        }
     }
 }
 
@@ -83,12 +215,18 @@ async fn run<B>(
     caller: &Caller,
     exchange: &Exchange,
     request: Request<B>,
+    facts: &mut Facts,
 ) -> Result<Response<Body>, Reject>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let snapshot = &*gw.snapshot;
+
+    // Fail closed: nothing goes upstream while the audit log cannot record it.
+    if gw.audit.as_ref().is_some_and(|a| !a.healthy()) {
+        return Err(Reject::AuditUnavailable);
+    }
 
     // Identity: the certificate was verified at the handshake; it must also name an agency.
     let consumer = match caller.agency {
@@ -101,6 +239,7 @@ where
         Resolved::Unknown => return Err(Reject::UnknownAgency),
     };
     let agency = &snapshot.agencies[consumer];
+    facts.consumer = Some(agency.code.clone());
 
     // Route: normalise, then the gateway's own documents, or a service by prefix and an
     // operation by template and method.
@@ -114,6 +253,21 @@ where
         .lookup(request.method(), &path)
         .map_err(|miss| miss_to_reject(snapshot, miss, request.method()))?;
     let service = &snapshot.services[matched.service];
+    let operation = &service.operations[matched.operation];
+    if gw.audit.is_some() {
+        facts.service = Some(service.id.clone());
+        facts.owner = Some(snapshot.agencies[service.owner].code.clone());
+        facts.operation = Some(operation.id.clone());
+        facts.path_template = Some(operation.path.clone());
+        facts.target = Some(audit::audit_target(
+            &service.prefix,
+            &operation.template,
+            &path.segments()[matched.prefix_len..],
+            request.uri().query(),
+            &operation.audit_redact,
+            snapshot.audit.as_ref().and_then(|a| a.redactor.as_deref()),
+        ));
+    }
 
     // Authorize: classification and agreements, evaluated against today's date.
     let chosen = match request.headers().get(SPL_AGREEMENT) {
@@ -138,6 +292,10 @@ where
         Grant::Open => None,
         Grant::Agreement(i) => Some((i, &snapshot.agreements[i])),
     };
+    if let Some((_, a)) = agreement {
+        facts.agreement = Some(a.id.clone());
+        facts.purpose = Some(a.purpose.clone());
+    }
 
     // Quota: charged per agreement, before any work on the body or the upstream.
     let mut quota_headers = None;
@@ -163,7 +321,6 @@ where
     }
 
     // Validate parameters: before the body is even read.
-    let operation = &service.operations[matched.operation];
     validate::params(operation, &matched.params, request.uri().query())?;
 
     // Body: bounded, and read completely before any upstream contact.
@@ -174,6 +331,9 @@ where
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let body = read_limited(body, declared, service.max_request_body).await?;
+    if gw.audit.is_some() {
+        facts.request = Some(BodyDigest::of(&body));
+    }
 
     // Validate the request body against the operation's schema.
     validate::request(operation, &parts.headers, &body)?;

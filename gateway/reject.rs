@@ -117,6 +117,8 @@ pub enum Reject {
         #[source]
         source: hyper::Error,
     },
+    #[error("the audit log cannot record exchanges; nothing is forwarded unrecorded")]
+    AuditUnavailable,
     #[error("the upstream of service `{service}` broke the HTTP protocol")]
     UpstreamProtocol {
         service: String,
@@ -174,7 +176,9 @@ impl Reject {
             | Reject::UpstreamProtocol { .. }
             | Reject::UpstreamBodyRead { .. }
             | Reject::UpstreamSchemaViolation { .. } => StatusCode::BAD_GATEWAY,
-            Reject::UpstreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::UpstreamUnavailable { .. } | Reject::AuditUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Reject::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -205,6 +209,7 @@ impl Reject {
             Reject::BodyRead(_) => "malformed-body",
             Reject::BadHeader(_) => "malformed-header",
             Reject::UpstreamUnavailable { .. } => "upstream-unavailable",
+            Reject::AuditUnavailable => "audit-unavailable",
             Reject::UpstreamTimeout { .. } => "upstream-timeout",
             Reject::UpstreamTls { .. } => "upstream-tls",
             Reject::UpstreamProtocol { .. } | Reject::UpstreamBodyRead { .. } => {
@@ -239,6 +244,7 @@ impl Reject {
             Reject::BodyRead(_) => "Malformed request body",
             Reject::BadHeader(_) => "Malformed request header",
             Reject::UpstreamUnavailable { .. } => "Upstream unavailable",
+            Reject::AuditUnavailable => "Audit unavailable",
             Reject::UpstreamTimeout { .. } => "Upstream timeout",
             Reject::UpstreamTls { .. } => "Upstream failed TLS verification",
             Reject::UpstreamProtocol { .. } | Reject::UpstreamBodyRead { .. } => {
@@ -250,6 +256,7 @@ impl Reject {
     pub fn severity(&self) -> Severity {
         match self {
             Reject::UpstreamUnavailable { .. }
+            | Reject::AuditUnavailable
             | Reject::UpstreamTimeout { .. }
             | Reject::UpstreamTls { .. }
             | Reject::UpstreamProtocol { .. }

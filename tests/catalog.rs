@@ -66,7 +66,7 @@ async fn each_agency_sees_what_its_clearance_and_agreements_allow() {
     );
     let snapshot =
         load_str(&text, &pki.path().join("c.toml"), pki.path()).unwrap_or_else(|e| panic!("{e}"));
-    let gateway = Gateway::new(Arc::new(snapshot));
+    let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
     let caller = |cert: &penghubung::pki::Issued| {
         Caller::resolve(
             gateway.snapshot(),

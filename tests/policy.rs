@@ -142,7 +142,7 @@ impl Harness {
         let snapshot = load_str(&text, &pki.path().join("policy.toml"), pki.path())
             .unwrap_or_else(|e| panic!("{e}"));
         let clock = Clock::manual(midnight_millis(INSIDE, TimeZone::JAKARTA));
-        let gateway = Gateway::with_clock(Arc::new(snapshot), clock.clone());
+        let gateway = Gateway::with_clock(Arc::new(snapshot), clock.clone()).unwrap();
         Harness {
             gateway,
             clock,
@@ -652,7 +652,8 @@ async fn pinned_agencies_accept_only_their_certificates() {
         gateway: Gateway::with_clock(
             Arc::new(snapshot),
             Clock::manual(midnight_millis(INSIDE, TimeZone::JAKARTA)),
-        ),
+        )
+        .unwrap(),
         clock: Clock::system(),
         recorder,
         pki,

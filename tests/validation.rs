@@ -105,7 +105,7 @@ upstream_ca = "ca.crt"
         );
         let snapshot = load_str(&text, &pki.path().join("v.toml"), pki.path())
             .unwrap_or_else(|e| panic!("{e}"));
-        let gateway = Gateway::new(Arc::new(snapshot));
+        let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
         let identity = IdentityField::SubjectCn.extract(&pki.dinkes.cert);
         let caller = Caller::resolve(
             gateway.snapshot(),

@@ -62,6 +62,7 @@ pub struct AuditSection {
     pub durability: Option<String>,
     pub flush_interval: Option<String>,
     pub redaction_key: Option<String>,
+    pub segment_size: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -38,7 +38,7 @@ pub fn load_str(text: &str, source: &Path, base: &Path) -> Result<Snapshot, Conf
     let (file, unknown) = parse(text).map_err(|(toml_path, message)| {
         ConfigErrors::single(source.to_path_buf(), &toml_path, message)
     })?;
-    validate::validate(file, source, base, unknown)
+    validate::validate(file, text, source, base, unknown)
 }
 
 /// TOML → file shape. Unknown keys are collected with their paths rather than failing, so that

@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::{Method, Uri};
 
 use super::units::Rate;
+use crate::audit::Redactor;
 use crate::route::{RouteTable, Template};
 use crate::schema::Schema;
 use crate::tls::{CertInfo, IdentityField};
@@ -17,6 +18,8 @@ use crate::tls::{CertInfo, IdentityField};
 pub struct Snapshot {
     /// The file this snapshot was loaded from.
     pub source: PathBuf,
+    /// SHA-256 of the configuration text, recorded in the audit log at start and reload.
+    pub digest: String,
     pub gateway: GatewaySettings,
     /// The listener's rustls configuration (certificate, client CAs, CRLs, ALPN).
     pub server_tls: Arc<rustls::ServerConfig>,
@@ -59,12 +62,16 @@ pub struct TimeZone {
     pub utc_offset_hours: i8,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct AuditSettings {
     pub signing_key: Option<PathBuf>,
     pub durability: Durability,
     pub flush_interval: Duration,
     pub redaction_key: Option<PathBuf>,
+    /// Loaded from `redaction_key`.
+    pub redactor: Option<Arc<Redactor>>,
+    /// A segment file is closed and the next begun past this size.
+    pub segment_size: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,7 @@ use super::snapshot::{
     Upstream,
 };
 use super::units::{parse_duration, parse_rate, parse_size};
+use crate::audit::Redactor;
 use crate::route::{normalize, RouteTable, Template};
 use crate::schema::{Registry, Schema};
 use crate::tls::{self, CertInfo, IdentityField};
@@ -33,11 +34,13 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 
 /// Validates a parsed file. `base` is the directory relative paths resolve against; `unknown`
 /// lists the TOML paths of keys the file shape does not know.
 pub fn validate(
     file: FileConfig,
+    text: &str,
     source: &Path,
     base: &Path,
     unknown: Vec<String>,
@@ -266,6 +269,20 @@ pub fn validate(
         }
     }
 
+    // Identifiers to redact need the key to redact them with.
+    if let Some(Some(a)) = &audit {
+        if a.redactor.is_none() {
+            for (i, s) in services.iter().enumerate() {
+                if let Some(j) = s.operations.iter().position(|o| !o.audit_redact.is_empty()) {
+                    errors.push(
+                        format!("services[{i}].operations[{j}].audit_redact"),
+                        "needs [audit] redaction_key: without it the values would be logged in clear",
+                    );
+                }
+            }
+        }
+    }
+
     // OpenAPI documents, one per service, built now so that serving them reads no file.
     let schemas_root = match &schemas.registry {
         Some(Ok(registry)) => registry.root().to_path_buf(),
@@ -307,6 +324,7 @@ pub fn validate(
     };
     Ok(Snapshot {
         source: source.to_path_buf(),
+        digest: crate::audit::sha256_hex(text.as_bytes()),
         gateway: GatewaySettings {
             id: g.id.clone(),
             listen: listen.ok_or_else(missing)?,
@@ -755,11 +773,25 @@ fn audit_settings(
     };
     let signing_key = key("signing_key", &a.signing_key);
     let redaction_key = key("redaction_key", &a.redaction_key);
+    let redactor = match redaction_key.clone().flatten() {
+        None => Some(None),
+        Some(file) => errors.check(
+            "audit.redaction_key",
+            std::fs::read(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| Redactor::from_file_bytes(&bytes))
+                .map(|r| Some(Arc::new(r))),
+        ),
+    };
+    let segment_size = opt(errors, "audit.segment_size", &a.segment_size, parse_size)
+        .map(|v| v.unwrap_or(DEFAULT_SEGMENT_SIZE));
     Some(AuditSettings {
         signing_key: signing_key?,
         durability: durability?,
         flush_interval: flush_interval?,
         redaction_key: redaction_key?,
+        redactor: redactor?,
+        segment_size: segment_size?,
     })
 }
 

@@ -304,7 +304,7 @@ impl Running {
                 .unwrap_or_else(|e| panic!("{e}"));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let gateway = Arc::new(Gateway::new(Arc::new(snapshot)));
+        let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(penghubung::server::serve(listener, gateway, async {
             let _ = stopped.await;

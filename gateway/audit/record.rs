@@ -1,0 +1,131 @@
+//! One audit record, and how records chain.
+//!
+//! A record is one JSON line. Its hash is SHA-256 over the line's exact bytes (without the
+//! newline); each record's `prev` is the previous record's hash (64 zeros for the first), so
+//! changing, removing, inserting or reordering any line breaks the chain from that line on.
+//! Bodies are never recorded: only their SHA-256 and length.
+
+use serde::{Deserialize, Serialize};
+
+use crate::tls::hex;
+
+/// The `prev` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    pub prev: String,
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    pub gateway: String,
+    /// `exchange` or `admin`.
+    pub kind: String,
+    /// What happened: `forwarded`, a problem slug, or an administrative act (`start`, ...).
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_template: Option<String>,
+    /// The normalised target with `audit_redact` values replaced by keyed hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<BodyDigest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<BodyDigest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// Administrative detail (a configuration digest, what a recovery truncated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// SHA-256 and length of a body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyDigest {
+    pub sha256: String,
+    pub length: u64,
+}
+
+// === impl BodyDigest ===
+
+impl BodyDigest {
+    pub fn of(bytes: &[u8]) -> BodyDigest {
+        BodyDigest {
+            sha256: sha256_hex(bytes),
+            length: bytes.len() as u64,
+        }
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+/// RFC 3339 UTC with milliseconds, from Unix milliseconds.
+pub fn timestamp(unix_millis: i64) -> String {
+    let seconds = unix_millis.div_euclid(1000);
+    let millis = unix_millis.rem_euclid(1000);
+    match time::OffsetDateTime::from_unix_timestamp(seconds) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => unix_millis.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_millis() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(1_735_689_600_123), "2025-01-01T00:00:00.123Z");
+    }
+
+    #[test]
+    fn records_round_trip_and_omit_what_is_absent() {
+        let r = Record {
+            seq: 7,
+            prev: GENESIS.into(),
+            time: timestamp(0),
+            gateway: "g".into(),
+            kind: "admin".into(),
+            outcome: "start".into(),
+            ..Record::default()
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(!line.contains("consumer"));
+        assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), r);
+    }
+}

@@ -1,0 +1,352 @@
+//! The audit writer: one thread that owns the segment files, chains records, and makes them
+//! durable with group commit — every record queued while one `fdatasync` runs shares the next.
+//!
+//! The pipeline holds an [`AuditLog`] handle. Fail closed: when the writer cannot write, it
+//! turns unhealthy and every later append fails, so the pipeline refuses exchanges instead of
+//! forwarding them unrecorded.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::record::{sha256_hex, timestamp, Record};
+use super::segment::{segment_path, segments, walk, ChainHead};
+use crate::config::Durability;
+
+/// How the writer is configured.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    pub durability: Durability,
+    pub flush_interval: Duration,
+    pub segment_size: u64,
+    /// Records that may wait for the writer; beyond it appends fail (fail closed).
+    pub queue: usize,
+}
+
+/// Why a record could not be made durable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit writer is unhealthy: {0}")]
+    Unhealthy(String),
+    #[error("the audit queue is full")]
+    QueueFull,
+}
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// The handle the pipeline, the CLI and administrative acts append through.
+#[derive(Clone)]
+pub struct AuditLog {
+    jobs: SyncSender<Job>,
+    state: Arc<State>,
+}
+
+struct State {
+    healthy: AtomicBool,
+    failure: std::sync::Mutex<Option<String>>,
+    inject_failure: AtomicBool,
+}
+
+struct Job {
+    record: Record,
+    done: oneshot::Sender<Result<Appended, AuditError>>,
+}
+
+struct Writer {
+    dir: PathBuf,
+    options: WriterOptions,
+    segment: u64,
+    file: File,
+    size: u64,
+    head: ChainHead,
+    last_sync: Instant,
+    unsynced: bool,
+    state: Arc<State>,
+}
+
+// === impl AuditLog ===
+
+impl AuditLog {
+    /// Opens (or creates) the log in `dir`, recovering a torn tail left by a crash: the partial
+    /// last line is truncated, and the truncation is itself recorded.
+    pub fn open(
+        dir: &Path,
+        gateway: &str,
+        options: WriterOptions,
+    ) -> io::Result<(AuditLog, Vec<Record>)> {
+        fs::create_dir_all(dir)?;
+        let mut notes = Vec::new();
+        let head = match walk(dir, |_, _| {}) {
+            Ok(head) => head,
+            Err(broken) => {
+                // Only a torn or unreadable tail of the last segment is repaired; anything
+                // earlier is tampering or corruption for `audit verify` to report, not to hide.
+                let last = segments(dir)?.last().map(|(_, p)| p.display().to_string());
+                if last.as_deref() != Some(broken.file.as_str()) || !is_tail(&broken) {
+                    return Err(io::Error::other(format!(
+                        "the audit log does not verify and is not a torn tail: {broken}"
+                    )));
+                }
+                let file = OpenOptions::new().write(true).open(&broken.file)?;
+                let removed = file.metadata()?.len() - broken.offset;
+                file.set_len(broken.offset)?;
+                file.sync_all()?;
+                notes.push(format!(
+                    "truncated {removed} bytes of a torn record at {}, line {}",
+                    broken.file, broken.line
+                ));
+                walk(dir, |_, _| {}).map_err(|e| io::Error::other(e.to_string()))?
+            }
+        };
+        let (segment, path) = match segments(dir)?.last() {
+            Some((n, p)) => (*n, p.clone()),
+            None => (1, segment_path(dir, 1)),
+        };
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        sync_dir(dir)?;
+        let state = Arc::new(State {
+            healthy: AtomicBool::new(true),
+            failure: std::sync::Mutex::new(None),
+            inject_failure: AtomicBool::new(false),
+        });
+        let (jobs, queue) = mpsc::sync_channel(options.queue);
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            options,
+            segment,
+            file,
+            size,
+            head,
+            last_sync: Instant::now(),
+            unsynced: false,
+            state: state.clone(),
+        };
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(queue))?;
+        let log = AuditLog { jobs, state };
+        let mut recovered = Vec::new();
+        for note in notes {
+            recovered.push(admin(gateway, "recovered", Some(note)));
+        }
+        Ok((log, recovered))
+    }
+
+    /// Whether appends can currently succeed; checked before any upstream contact.
+    pub fn healthy(&self) -> bool {
+        self.state.healthy.load(Ordering::Acquire)
+    }
+
+    /// Appends a record; resolves once it is durable (`sync`) or written (`interval`).
+    pub async fn append(&self, record: Record) -> Result<Appended, AuditError> {
+        if !self.healthy() {
+            return Err(self.unhealthy());
+        }
+        let (done, wait) = oneshot::channel();
+        match self.jobs.try_send(Job { record, done }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(AuditError::QueueFull),
+            Err(TrySendError::Disconnected(_)) => return Err(self.unhealthy()),
+        }
+        wait.await.unwrap_or_else(|_| Err(self.unhealthy()))
+    }
+
+    /// Queues a record without waiting for it (administrative records at start-up, which
+    /// precede every exchange record because the queue is first in, first out).
+    pub fn enqueue(&self, record: Record) -> Result<(), AuditError> {
+        let (done, _) = oneshot::channel();
+        self.jobs
+            .try_send(Job { record, done })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => AuditError::QueueFull,
+                TrySendError::Disconnected(_) => self.unhealthy(),
+            })
+    }
+
+    /// Makes every later write fail, as a full or broken disk would: for fault drills and tests.
+    pub fn inject_failure(&self) {
+        self.state.inject_failure.store(true, Ordering::Release);
+    }
+
+    fn unhealthy(&self) -> AuditError {
+        let why = self
+            .state
+            .failure
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .unwrap_or_else(|| "the writer stopped".to_owned());
+        AuditError::Unhealthy(why)
+    }
+}
+
+/// An administrative record (start, recovery, reload, purge), to be appended.
+pub fn admin(gateway: &str, act: &str, detail: Option<String>) -> Record {
+    Record {
+        time: timestamp(crate::clock::Clock::system().now_millis()),
+        gateway: gateway.to_owned(),
+        kind: "admin".to_owned(),
+        outcome: act.to_owned(),
+        detail,
+        ..Record::default()
+    }
+}
+
+fn is_tail(broken: &super::segment::Broken) -> bool {
+    broken.problem.starts_with("torn")
+        || broken.problem.starts_with("not a record")
+        || broken.problem == "not UTF-8"
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+// === impl Writer ===
+
+impl Writer {
+    fn run(mut self, queue: mpsc::Receiver<Job>) {
+        loop {
+            let first = match queue.recv_timeout(self.options.flush_interval) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.flush_if_due();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.flush_if_due();
+                    return;
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < 4096 {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let result = self.commit(&mut batch);
+            for (job, outcome) in batch.into_iter().zip(result) {
+                let _ = job.done.send(outcome);
+            }
+        }
+    }
+
+    /// Writes a batch with one write and (under `sync`) one `fdatasync`.
+    fn commit(&mut self, batch: &mut [Job]) -> Vec<Result<Appended, AuditError>> {
+        let fail = |state: &State, why: String| {
+            state.healthy.store(false, Ordering::Release);
+            if let Ok(mut f) = state.failure.lock() {
+                f.get_or_insert(why.clone());
+            }
+            AuditError::Unhealthy(why)
+        };
+        if !self.state.healthy.load(Ordering::Acquire) {
+            let why = self
+                .state
+                .failure
+                .lock()
+                .ok()
+                .and_then(|f| f.clone())
+                .unwrap_or_default();
+            return batch
+                .iter()
+                .map(|_| Err(AuditError::Unhealthy(why.clone())))
+                .collect();
+        }
+        let mut buffer = Vec::with_capacity(batch.len() * 512);
+        let mut appended = Vec::with_capacity(batch.len());
+        let mut head = self.head.clone();
+        for job in batch.iter_mut() {
+            job.record.seq = head.next_seq;
+            job.record.prev = head.last_hash.clone();
+            let line = match serde_json::to_vec(&job.record) {
+                Ok(line) => line,
+                Err(e) => {
+                    let e = fail(&self.state, format!("cannot serialise a record: {e}"));
+                    return batch.iter().map(|_| Err(e.clone())).collect();
+                }
+            };
+            let hash = sha256_hex(&line);
+            buffer.extend_from_slice(&line);
+            buffer.push(b'\n');
+            appended.push(Appended {
+                seq: head.next_seq,
+                hash: hash.clone(),
+            });
+            head = ChainHead {
+                next_seq: head.next_seq + 1,
+                last_hash: hash,
+            };
+        }
+        let written = if self.state.inject_failure.load(Ordering::Acquire) {
+            Err(io::Error::other("injected failure"))
+        } else {
+            self.rotate_if_full()
+                .and_then(|()| self.file.write_all(&buffer))
+                .and_then(|()| match self.options.durability {
+                    Durability::Sync => self.file.sync_data(),
+                    Durability::Interval => Ok(()),
+                })
+        };
+        if let Err(e) = written {
+            let e = fail(
+                &self.state,
+                format!(
+                    "writing {}: {e}",
+                    segment_path(&self.dir, self.segment).display()
+                ),
+            );
+            tracing::error!(error = %e, "audit writer failed; refusing exchanges until restarted");
+            return batch.iter().map(|_| Err(e.clone())).collect();
+        }
+        self.size += buffer.len() as u64;
+        self.head = head;
+        match self.options.durability {
+            Durability::Sync => self.last_sync = Instant::now(),
+            Durability::Interval => {
+                self.unsynced = true;
+                self.flush_if_due();
+            }
+        }
+        appended.into_iter().map(Ok).collect()
+    }
+
+    fn flush_if_due(&mut self) {
+        if self.unsynced && self.last_sync.elapsed() >= self.options.flush_interval {
+            if let Err(e) = self.file.sync_data() {
+                self.state.healthy.store(false, Ordering::Release);
+                tracing::error!(error = %e, "audit fsync failed");
+            }
+            self.unsynced = false;
+            self.last_sync = Instant::now();
+        }
+    }
+
+    fn rotate_if_full(&mut self) -> io::Result<()> {
+        if self.size < self.options.segment_size {
+            return Ok(());
+        }
+        self.file.sync_data()?;
+        self.segment += 1;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(segment_path(&self.dir, self.segment))?;
+        sync_dir(&self.dir)?;
+        self.size = 0;
+        Ok(())
+    }
+}

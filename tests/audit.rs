@@ -1,0 +1,454 @@
+//! The audit log: one chained record per exchange (forwarded or refused), never a body, redacted
+//! identifiers never in clear; fail closed when the writer fails; a torn tail recovered and
+//! recorded; tampering detected at the line; and a crash loop of `kill -9` that loses no
+//! acknowledged exchange.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Version};
+use http_body_util::{BodyExt, Full};
+use penghubung::audit::{self, sha256_hex, Record};
+use penghubung::caller::Caller;
+use penghubung::config::load_str;
+use penghubung::pipeline::Gateway;
+use penghubung::tls::IdentityField;
+use support::{config_text, recording_upstream, Client, TestPki};
+
+const NIK: &str = "7208014101900001";
+
+fn audited_config(pki: &TestPki, upstream: &str) -> String {
+    std::fs::write(
+        pki.path().join("redaction.key"),
+        penghubung::pki::redaction_key(),
+    )
+    .unwrap();
+    config_text(
+        upstream,
+        "5s",
+        "\n[audit]\nredaction_key = \"redaction.key\"\ndurability = \"sync\"\n",
+    )
+    .replacen(
+        "  path = \"/penduduk/{nik}\"",
+        "  path = \"/penduduk/{nik}\"\n  audit_redact = [\"nik\"]",
+        1,
+    )
+}
+
+fn records(dir: &Path) -> Vec<Record> {
+    let mut all = Vec::new();
+    audit::walk(dir, |r, _| all.push(r.clone())).unwrap_or_else(|e| panic!("{e}"));
+    all
+}
+
+fn audit_dir(pki: &TestPki) -> PathBuf {
+    pki.path().join("data/audit")
+}
+
+async fn send(gateway: &Gateway, caller: &Caller, target: &str) -> (u16, String, Bytes) {
+    let response = gateway
+        .handle(
+            caller,
+            Request::get(target).body(Full::new(Bytes::new())).unwrap(),
+        )
+        .await;
+    let status = response.status().as_u16();
+    let id = response.headers()["spl-exchange-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (
+        status,
+        id,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
+}
+
+fn caller_for(gateway: &Gateway, cert: &penghubung::pki::Issued) -> Caller {
+    Caller::resolve(
+        gateway.snapshot(),
+        "127.0.0.1:1".parse().unwrap(),
+        IdentityField::SubjectCn.extract(&cert.cert),
+    )
+}
+
+#[tokio::test]
+async fn every_exchange_is_recorded_without_bodies_and_with_identifiers_redacted() {
+    let pki = TestPki::new();
+    let (upstream, _) = recording_upstream(&pki).await;
+    let snapshot = load_str(
+        &audited_config(&pki, &upstream),
+        &pki.path().join("a.toml"),
+        pki.path(),
+    )
+    .unwrap();
+    let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
+    let dinkes = caller_for(&gateway, &pki.dinkes);
+    let stranger = caller_for(&gateway, &pki.stranger);
+
+    let ok = send(
+        &gateway,
+        &dinkes,
+        &format!("/dukcapil/penduduk/penduduk/{NIK}?nik={NIK}&x=1"),
+    )
+    .await;
+    assert_eq!(ok.0, 200);
+    let missing = send(&gateway, &dinkes, "/dukcapil/penduduk/tidak-ada").await;
+    assert_eq!(missing.0, 404);
+    let refused = send(&gateway, &stranger, "/dinkes/faskes").await;
+    assert_eq!(refused.0, 403);
+
+    let log = records(&audit_dir(&pki));
+    assert_eq!(log[0].kind, "admin");
+    assert_eq!(log[0].outcome, "start");
+    assert!(log[0].detail.as_deref().unwrap().contains("sha256:"));
+    let exchanges: Vec<&Record> = log.iter().filter(|r| r.kind == "exchange").collect();
+    assert_eq!(exchanges.len(), 3);
+
+    let forwarded = exchanges[0];
+    assert_eq!(forwarded.exchange_id.as_deref(), Some(ok.1.as_str()));
+    assert_eq!(
+        (forwarded.outcome.as_str(), forwarded.status),
+        ("forwarded", Some(200))
+    );
+    assert_eq!(forwarded.consumer.as_deref(), Some("dinkes"));
+    assert_eq!(forwarded.service.as_deref(), Some("dukcapil-penduduk"));
+    assert_eq!(forwarded.owner.as_deref(), Some("dukcapil"));
+    assert_eq!(forwarded.operation.as_deref(), Some("get-penduduk"));
+    assert_eq!(forwarded.agreement.as_deref(), Some("PKS-TEST-1"));
+    assert_eq!(forwarded.path_template.as_deref(), Some("/penduduk/{nik}"));
+    assert_eq!(
+        forwarded.cert_sha256.as_deref(),
+        Some(
+            IdentityField::SubjectCn
+                .extract(&pki.dinkes.cert)
+                .fingerprint
+                .as_str()
+        )
+    );
+    // The digest is of exactly the body the caller received.
+    let response = forwarded.response.as_ref().unwrap();
+    assert_eq!(response.sha256, sha256_hex(&ok.2));
+    assert_eq!(response.length, ok.2.len() as u64);
+    assert_eq!(forwarded.request.as_ref().unwrap().length, 0);
+    // Redacted in the path and the query, with a keyed hash that the key holder can recompute.
+    let key = std::fs::read(pki.path().join("redaction.key")).unwrap();
+    let hashed = audit::Redactor::from_file_bytes(&key).unwrap().redact(NIK);
+    assert_eq!(
+        forwarded.target.as_deref(),
+        Some(format!("/dukcapil/penduduk/penduduk/{hashed}?nik={hashed}&x=1").as_str())
+    );
+
+    assert_eq!(
+        (exchanges[1].outcome.as_str(), exchanges[1].status),
+        ("no-operation", Some(404))
+    );
+    assert_eq!(
+        exchanges[1].exchange_id.as_deref(),
+        Some(missing.1.as_str())
+    );
+    assert_eq!(
+        (
+            exchanges[2].outcome.as_str(),
+            exchanges[2].consumer.as_deref()
+        ),
+        ("unknown-agency", None)
+    );
+
+    // Nothing under data_dir holds the NIK in clear, nor any response body.
+    let mut files = vec![];
+    collect_files(&pki.path().join("data"), &mut files);
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !text.contains(NIK),
+            "{} holds the NIK in clear",
+            file.display()
+        );
+        assert!(
+            !text.contains("body_len"),
+            "{} holds a response body",
+            file.display()
+        );
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failing_writer_refuses_exchanges_and_forwards_nothing_unrecorded() {
+    let pki = TestPki::new();
+    let (upstream, recorder) = recording_upstream(&pki).await;
+    let snapshot = load_str(
+        &audited_config(&pki, &upstream),
+        &pki.path().join("a.toml"),
+        pki.path(),
+    )
+    .unwrap();
+    let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
+    let dinkes = caller_for(&gateway, &pki.dinkes);
+    assert_eq!(send(&gateway, &dinkes, "/dinkes/faskes").await.0, 200);
+
+    gateway.audit().unwrap().inject_failure();
+    // Forwarded before the failure showed: the record cannot be made durable, so the caller
+    // gets 503 instead of the response.
+    let (status, _, body) = send(&gateway, &dinkes, "/dinkes/faskes").await;
+    assert_eq!(status, 503);
+    assert!(String::from_utf8_lossy(&body).contains("audit-unavailable"));
+    assert!(!String::from_utf8_lossy(&body).contains("body_len"));
+    let seen = recorder.count();
+    // From now on, refused before any upstream contact.
+    for _ in 0..3 {
+        let (status, _, body) = send(&gateway, &dinkes, "/dukcapil/penduduk/penduduk/1").await;
+        assert_eq!(status, 503);
+        assert!(String::from_utf8_lossy(&body).contains("urn:penghubung:problem:audit-unavailable"));
+    }
+    assert_eq!(
+        recorder.count(),
+        seen,
+        "the upstream saw a request the audit log could not record"
+    );
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_truncated_at_start_and_the_truncation_recorded() {
+    let pki = TestPki::new();
+    let (upstream, _) = recording_upstream(&pki).await;
+    let text = audited_config(&pki, &upstream);
+    {
+        let snapshot = load_str(&text, &pki.path().join("a.toml"), pki.path()).unwrap();
+        let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
+        let dinkes = caller_for(&gateway, &pki.dinkes);
+        assert_eq!(send(&gateway, &dinkes, "/dinkes/faskes").await.0, 200);
+    }
+    let (_, segment) = audit::segments(&audit_dir(&pki)).unwrap().pop().unwrap();
+    let before = records(&audit_dir(&pki)).len();
+    // A crash in the middle of a write.
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes.extend_from_slice(b"{\"seq\":2,\"prev\":\"ab");
+    std::fs::write(&segment, &bytes).unwrap();
+    assert!(audit::walk(&audit_dir(&pki), |_, _| {}).is_err());
+
+    let snapshot = load_str(&text, &pki.path().join("a.toml"), pki.path()).unwrap();
+    let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
+    let dinkes = caller_for(&gateway, &pki.dinkes);
+    assert_eq!(send(&gateway, &dinkes, "/dinkes/faskes").await.0, 200);
+    let log = records(&audit_dir(&pki));
+    assert_eq!(
+        log.len(),
+        before + 3,
+        "recovery, start and the new exchange"
+    );
+    let recovery = &log[before];
+    assert_eq!(
+        (recovery.kind.as_str(), recovery.outcome.as_str()),
+        ("admin", "recovered")
+    );
+    assert!(
+        recovery
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("truncated 19 bytes"),
+        "{recovery:?}"
+    );
+}
+
+#[tokio::test]
+async fn tampering_is_detected_at_the_place() {
+    let pki = TestPki::new();
+    let (upstream, _) = recording_upstream(&pki).await;
+    {
+        let snapshot = load_str(
+            &audited_config(&pki, &upstream),
+            &pki.path().join("a.toml"),
+            pki.path(),
+        )
+        .unwrap();
+        let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
+        let dinkes = caller_for(&gateway, &pki.dinkes);
+        for _ in 0..4 {
+            assert_eq!(send(&gateway, &dinkes, "/dinkes/faskes").await.0, 200);
+        }
+    }
+    let dir = audit_dir(&pki);
+    let (_, segment) = audit::segments(&dir).unwrap().pop().unwrap();
+    let original = std::fs::read_to_string(&segment).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    assert_eq!(lines.len(), 5);
+    let verify = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_penghubung"))
+            .args(["audit", "verify"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert!(verify().0, "{}", verify().1);
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "one byte changed",
+            original.replacen("\"status\":200", "\"status\":201", 1),
+            "line 3: chain broken",
+        ),
+        (
+            "a record deleted",
+            format!("{}\n{}\n{}\n{}\n", lines[0], lines[1], lines[3], lines[4]),
+            "line 3: sequence 3 where 2 was due",
+        ),
+        (
+            "two records swapped",
+            format!(
+                "{}\n{}\n{}\n{}\n{}\n",
+                lines[0], lines[2], lines[1], lines[3], lines[4]
+            ),
+            "line 2: sequence 2 where 1 was due",
+        ),
+        (
+            "truncated in the middle",
+            original[..original.len() / 2].to_owned(),
+            "torn",
+        ),
+    ];
+    for (what, tampered, expected) in cases {
+        std::fs::write(&segment, &tampered).unwrap();
+        let (ok, out) = verify();
+        assert!(!ok, "{what}: verify passed");
+        assert!(
+            out.contains(&segment.display().to_string()) && out.contains(expected),
+            "{what}: {out}"
+        );
+    }
+    std::fs::write(&segment, &original).unwrap();
+    assert!(verify().0);
+}
+
+/// Start the binary, load it, `kill -9` it mid-load, restart; several times. The log verifies
+/// after every restart and holds every exchange a client got an answer for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_loses_no_acknowledged_exchange() {
+    let pki = TestPki::new();
+    let (upstream, _) = recording_upstream(&pki).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = audited_config(&pki, &upstream).replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let file = support::write_config(pki.path(), &text);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = Client::new(addr, &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
+    let mut acknowledged = Vec::new();
+    for round in 0..4 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_penghubung"))
+            .args(["serve", "--config"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut up = false;
+        for _ in 0..200 {
+            if client
+                .get("/dinkes/faskes")
+                .await
+                .is_ok_and(|a| a.status == 200)
+            {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(up, "round {round}: the gateway did not come up");
+        // Eight clients keep requests in flight; the process is killed while they do.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut load = Vec::new();
+        for _ in 0..8 {
+            let (client, tx) = (client.clone(), tx.clone());
+            load.push(tokio::spawn(async move {
+                for _ in 0..200 {
+                    match client.get("/dinkes/faskes").await {
+                        Ok(a) if a.status == 200 => {
+                            let _ =
+                                tx.send(a.headers["spl-exchange-id"].to_str().unwrap().to_owned());
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        let mut got = 0;
+        while got < 40 {
+            match rx.recv().await {
+                Some(id) => {
+                    acknowledged.push(id);
+                    got += 1;
+                }
+                None => break,
+            }
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        for task in load {
+            let _ = task.await;
+        }
+        while let Ok(id) = rx.try_recv() {
+            acknowledged.push(id);
+        }
+        assert!(
+            got >= 40,
+            "round {round}: only {got} answers before the kill"
+        );
+    }
+    // One more start recovers whatever the last kill tore, then the log must verify whole.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_penghubung"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if client.get("/dinkes/faskes").await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = records(&audit_dir(&pki));
+    let recorded: std::collections::HashSet<&str> = log
+        .iter()
+        .filter_map(|r| r.exchange_id.as_deref())
+        .collect();
+    for id in &acknowledged {
+        assert!(
+            recorded.contains(id.as_str()),
+            "acknowledged exchange {id} is not in the log"
+        );
+    }
+    assert!(acknowledged.len() >= 160);
+}
