@@ -44,6 +44,8 @@ struct Facts {
     agreement: Option<String>,
     purpose: Option<String>,
     request: Option<BodyDigest>,
+    /// The response broke its schema and was forwarded under `monitor`.
+    unconforming: bool,
 }
 
 // === impl Gateway ===
@@ -112,6 +114,7 @@ impl Gateway {
         let mut facts = Facts::default();
         let (mut response, outcome) = match run(self, caller, &exchange, request, &mut facts).await
         {
+            Ok(response) if facts.unconforming => (response, "forwarded-schema-violation"),
             Ok(response) => (response, "forwarded"),
             Err(reject) => {
                 log_refusal(&reject, caller, &exchange, &method, &path);
@@ -373,9 +376,9 @@ where
     let response = Response::from_parts(parts, body.boxed());
 
     // Validate the response before the caller sees it.
-    let (mut parts, body) = validate::response(service, operation, response)
-        .await?
-        .into_parts();
+    let (response, checked) = validate::response(service, operation, response).await?;
+    facts.unconforming = checked == validate::Checked::ForwardedUnconforming;
+    let (mut parts, body) = response.into_parts();
     if let Some(headers) = quota_headers {
         for (name, value) in headers {
             parts.headers.insert(name, value);

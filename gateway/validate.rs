@@ -76,6 +76,15 @@ pub fn request(operation: &Operation, headers: &HeaderMap, body: &Bytes) -> Resu
     }
 }
 
+/// What response validation found, when it let the response through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// No schema applied, or the response conforms.
+    Conforming,
+    /// It breaks its schema and was forwarded anyway (`schema_mode = "monitor"`).
+    ForwardedUnconforming,
+}
+
 /// An upstream response, when the operation has a `response_schema` and the status is 2xx:
 /// read whole (up to [`MAX_VALIDATED_RESPONSE`]), parsed and validated. Other responses stream
 /// through untouched.
@@ -83,12 +92,12 @@ pub async fn response(
     service: &Service,
     operation: &Operation,
     response: Response<Body>,
-) -> Result<Response<Body>, Reject> {
+) -> Result<(Response<Body>, Checked), Reject> {
     let Some(schema) = &operation.response_schema else {
-        return Ok(response);
+        return Ok((response, Checked::Conforming));
     };
     if !response.status().is_success() {
-        return Ok(response);
+        return Ok((response, Checked::Conforming));
     }
     let (parts, body) = response.into_parts();
     let bytes = match Limited::new(body, MAX_VALIDATED_RESPONSE).collect().await {
@@ -140,17 +149,24 @@ pub async fn response(
                     violations: found,
                 })
             }
-            SchemaMode::Monitor => tracing::warn!(
-                service = %service.id,
-                operation = %operation.id,
-                schema = %schema.name,
-                violations = found.len(),
-                first = %found[0].message,
-                "response breaks its schema (monitor mode: forwarded)"
-            ),
+            SchemaMode::Monitor => {
+                tracing::warn!(
+                    service = %service.id,
+                    operation = %operation.id,
+                    schema = %schema.name,
+                    violations = found.len(),
+                    first = %found[0].message,
+                    "response breaks its schema (monitor mode: forwarded)"
+                );
+                let response = Response::from_parts(parts, crate::body::full(bytes));
+                return Ok((response, Checked::ForwardedUnconforming));
+            }
         }
     }
-    Ok(Response::from_parts(parts, crate::body::full(bytes)))
+    Ok((
+        Response::from_parts(parts, crate::body::full(bytes)),
+        Checked::Conforming,
+    ))
 }
 
 /// `application/json` or any `application/*+json`, with or without parameters.

@@ -21,6 +21,7 @@ struct Harness {
     gateway: Gateway,
     caller: Caller,
     recorder: Recorder,
+    pki: TestPki,
     _schemas: tempfile::TempDir,
 }
 
@@ -93,6 +94,9 @@ upstream_ca = "ca.crt"
   path = "/lenient"
   response_schema = "needs-nik.json"
   schema_mode = "monitor"
+
+[audit]
+durability = "sync"
 "#
         .replace("UPSTREAM", &upstream);
         let text = support::config_text(&upstream, "5s", &ops).replacen(
@@ -116,6 +120,7 @@ upstream_ca = "ca.crt"
             gateway,
             caller,
             recorder,
+            pki,
             _schemas: schemas,
         }
     }
@@ -254,4 +259,21 @@ async fn responses_that_break_their_schema_are_refused_under_enforce_and_forward
     assert_eq!(status, 200);
     assert_eq!(doc["path"], "/lenient");
     assert_eq!(h.recorder.count(), 3);
+    // Either way the audit record says so.
+    let mut outcomes = Vec::new();
+    penghubung::audit::walk(&h.pki.path().join("data/audit"), |r, _| {
+        if r.kind == "exchange" {
+            outcomes.push((r.operation.clone().unwrap_or_default(), r.outcome.clone()));
+        }
+    })
+    .unwrap();
+    let outcome = |op: &str| {
+        outcomes
+            .iter()
+            .find(|(o, _)| o == op)
+            .map(|(_, x)| x.as_str())
+    };
+    assert_eq!(outcome("get-penduduk"), Some("forwarded"));
+    assert_eq!(outcome("strict"), Some("upstream-schema-violation"));
+    assert_eq!(outcome("lenient"), Some("forwarded-schema-violation"));
 }

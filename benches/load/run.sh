@@ -23,6 +23,8 @@
 #   URLPATH [/bench/item]  the path every peer is asked for; Penghubung routes it to a declared
 #              operation (prefix /bench, operation GET|POST /item) of a `terbatas` service,
 #              authorized under an agreement with a (never reached) quota
+#   AUDIT [off]  off | sync | interval: Penghubung's audit log (under the run's work dir) and
+#              its durability
 #   TAG  free text recorded in the results file
 #   QUIET_PCT [15] QUIET_MAX [600]      wait (max s) before each run for total busy <= QUIET_PCT
 #   OTHER_MAX [10] STEAL_MAX [10] RETRIES [2]   redo runs disturbed by foreign CPU / VM steal
@@ -227,7 +229,7 @@ EOF
 [gateway]
 id = "spl.bench"
 listen = "127.0.0.1:$PX_MTLS"
-data_dir = "data"
+data_dir = "$W/penghubung/data"
 shutdown_grace = "2s"
 
 [tls]
@@ -270,6 +272,9 @@ valid_from = 2020-01-01
 valid_until = 2099-12-31
 rate = "10000000/s"
 EOF
+    if [[ ${AUDIT:-off} != off ]]; then
+      printf '\n[audit]\ndurability = "%s"\n' "$AUDIT" >> "$W/penghubung/bench.toml"
+    fi
     RUST_LOG=warn "${PFX[@]}" "$PENGHUBUNG_BIN" serve --config "$W/penghubung/bench.toml" > "$W/penghubung/out.log" 2>&1 &
     ;;
   *) log "unknown peer $name"; return 1 ;;
@@ -468,7 +473,7 @@ RESULTS=$HERE/results/$STAMP-$MODE-$KEYTYPE-pin$PIN-pass$pass.tsv
 ALL_RESULTS+=("$RESULTS")
 log "pass $pass of $PASSES -> $RESULTS"
 {
-  echo "# $(date -Is) mode=$MODE pin=$PIN keytype=$KEYTYPE dur=$DUR conns=$CONNS wrk_threads=$WRK_THREADS h2=${H2_CLIENTS}x$H2_STREAMS rate=$RATE/$LAT_CONNS tag=$TAG"
+  echo "# $(date -Is) mode=$MODE pin=$PIN keytype=$KEYTYPE dur=$DUR conns=$CONNS wrk_threads=$WRK_THREADS h2=${H2_CLIENTS}x$H2_STREAMS rate=$RATE/$LAT_CONNS audit=${AUDIT:-off} tag=$TAG"
   echo "# nginx $(nginx -v 2>&1 | sed 's/.*\///'); haproxy $(haproxy -v 2>/dev/null | head -1 | awk '{print $3}'); $(openssl version | awk '{print $1,$2}'); penghubung $(cat "$W/commit") (rustls 0.23, ring)"
   printf "peer\tscenario\trps\tp50_ms\tp99_ms\terrors\trequests\tcpu0_pct\tcpu1_pct\tproxy_us_per_req\tupstream_us_per_req\tother_pct\tattempt\tsteal_pct\n"
 } > "$RESULTS"
