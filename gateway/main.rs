@@ -75,9 +75,29 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain of every segment in DIR (`<data_dir>/audit`); exits 1 naming the
-    /// first segment and line that does not verify.
-    Verify { dir: PathBuf },
+    /// Check every segment in DIR (`<data_dir>/audit`): the hash chain, every tree head's size
+    /// and root, and with --pubkey its signature. Exits 1 naming the first segment and line
+    /// that does not verify.
+    Verify {
+        dir: PathBuf,
+        /// The gateway's audit public key (as `audit pubkey` prints it), in a file.
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
+    },
+    /// Print the receipt of an exchange: its record, the inclusion proof and the signed tree
+    /// head that covers it, as one JSON document.
+    Receipt { dir: PathBuf, exchange_id: String },
+    /// Verify a receipt offline against the gateway's public key.
+    VerifyReceipt {
+        file: PathBuf,
+        #[arg(long)]
+        pubkey: PathBuf,
+    },
+    /// Print the public key of `[audit] signing_key`, for auditors.
+    Pubkey {
+        #[arg(long, short, env = "PENGHUBUNG_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -156,33 +176,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             stdout.write_all(b"\n")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit {
-            command: AuditCommand::Verify { dir },
-        } => {
-            let mut records = 0u64;
-            let mut exchanges = 0u64;
-            match audit::walk(&dir, |record, _| {
-                records += 1;
-                exchanges += u64::from(record.kind == "exchange");
-            }) {
-                Ok(head) => {
-                    println!(
-                        "{}: {records} records ({exchanges} exchanges), chain intact; last record {} has hash {}",
-                        dir.display(),
-                        head.next_seq.saturating_sub(1),
-                        head.last_hash
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(broken) => {
-                    println!(
-                        "{}: {records} records verify, then: {broken}",
-                        dir.display()
-                    );
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
+        Command::Audit { command } => audit_command(command),
         Command::Certs { config, warn_days } => {
             let Some(snapshot) = load(&config) else {
                 return Ok(ExitCode::FAILURE);
@@ -239,6 +233,98 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::Verify { dir, pubkey } => {
+            let key = match &pubkey {
+                Some(file) => Some(read_public_key(file)?),
+                None => None,
+            };
+            match audit::verify(&dir, key.as_deref()) {
+                Ok(report) => {
+                    println!(
+                        "{}: {} records ({} exchanges, {} signed tree heads) verify; chain intact; {}",
+                        dir.display(),
+                        report.records,
+                        report.exchanges,
+                        report.tree_heads,
+                        if report.signatures_checked {
+                            "signatures checked"
+                        } else {
+                            "signatures NOT checked (give --pubkey)"
+                        }
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(broken) => {
+                    println!("{}: does not verify: {broken}", dir.display());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        AuditCommand::Receipt { dir, exchange_id } => match audit::receipt(&dir, &exchange_id) {
+            Ok(receipt) => {
+                println!("{}", serde_json::to_string_pretty(&receipt)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("penghubung: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        AuditCommand::VerifyReceipt { file, pubkey } => {
+            let key = read_public_key(&pubkey)?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let receipt: audit::Receipt = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a receipt", file.display()))?;
+            match audit::verify_receipt(&receipt, &key) {
+                Ok(record) => {
+                    println!(
+                        "receipt verifies: exchange {} ({} {} by {}, {}) is record {} of a {}-record log signed by this key",
+                        record.exchange_id.as_deref().unwrap_or("-"),
+                        record.method.as_deref().unwrap_or("-"),
+                        record.target.as_deref().unwrap_or("-"),
+                        record.consumer.as_deref().unwrap_or("-"),
+                        record.outcome,
+                        receipt.leaf_index,
+                        receipt.tree_size
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("receipt does NOT verify: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        AuditCommand::Pubkey { config } => {
+            let Some(snapshot) = load(&config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            match snapshot.audit.as_ref().and_then(|a| a.signer.as_ref()) {
+                Some(signer) => {
+                    println!("ed25519:{}", signer.public_key_hex());
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!(
+                        "penghubung: {} has no [audit] signing_key",
+                        config.display()
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+fn read_public_key(file: &Path) -> anyhow::Result<Vec<u8>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    audit::parse_public_key(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
 }
 
 /// Expired certificates fail the command; expiring ones only warn.

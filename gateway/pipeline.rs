@@ -71,6 +71,10 @@ impl Gateway {
                         flush_interval: settings.flush_interval,
                         segment_size: settings.segment_size,
                         queue: 4096,
+                        signer: settings.signer.clone(),
+                        gateway: id.clone(),
+                        tree_head_every: settings.tree_head_every,
+                        tree_head_interval: settings.tree_head_interval,
                     },
                 )?;
                 for record in recovered {

@@ -42,7 +42,11 @@ fn audited_config(pki: &TestPki, upstream: &str) -> String {
 
 fn records(dir: &Path) -> Vec<Record> {
     let mut all = Vec::new();
-    audit::walk(dir, |r, _| all.push(r.clone())).unwrap_or_else(|e| panic!("{e}"));
+    audit::walk(dir, |r, _| {
+        all.push(r.clone());
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     all
 }
 
@@ -241,7 +245,7 @@ async fn a_torn_tail_is_truncated_at_start_and_the_truncation_recorded() {
     let mut bytes = std::fs::read(&segment).unwrap();
     bytes.extend_from_slice(b"{\"seq\":2,\"prev\":\"ab");
     std::fs::write(&segment, &bytes).unwrap();
-    assert!(audit::walk(&audit_dir(&pki), |_, _| {}).is_err());
+    assert!(audit::walk(&audit_dir(&pki), |_, _| Ok(())).is_err());
 
     let snapshot = load_str(&text, &pki.path().join("a.toml"), pki.path()).unwrap();
     let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
@@ -451,4 +455,161 @@ async fn a_crash_loop_loses_no_acknowledged_exchange() {
         );
     }
     assert!(acknowledged.len() >= 160);
+}
+
+fn signed_config(pki: &TestPki, upstream: &str) -> String {
+    std::fs::write(
+        pki.path().join("audit.key"),
+        penghubung::pki::ed25519_key_pem().unwrap(),
+    )
+    .unwrap();
+    audited_config(pki, upstream).replace(
+        "[audit]\n",
+        "[audit]\nsigning_key = \"audit.key\"\ntree_head_every = 3\ntree_head_interval = \"1h\"\n",
+    )
+}
+
+fn cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_penghubung"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn tree_heads_are_signed_and_receipts_verify_offline() {
+    let pki = TestPki::new();
+    let (upstream, _) = recording_upstream(&pki).await;
+    let text = signed_config(&pki, &upstream);
+    let config = support::write_config(pki.path(), &text);
+    let snapshot = load_str(&text, &config, pki.path()).unwrap();
+    let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
+    let dinkes = caller_for(&gateway, &pki.dinkes);
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        let (status, id, _) = send(
+            &gateway,
+            &dinkes,
+            &format!("/dukcapil/penduduk/penduduk/{NIK}"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        ids.push(id);
+    }
+    drop(gateway);
+
+    let dir = audit_dir(&pki);
+    let (ok, pubkey) = cli(&["audit", "pubkey", "--config", config.to_str().unwrap()]);
+    assert!(ok && pubkey.starts_with("ed25519:"), "{pubkey}");
+    let pubkey_file = pki.path().join("audit.pub");
+    std::fs::write(&pubkey_file, &pubkey).unwrap();
+    let (ok, out) = cli(&[
+        "audit",
+        "verify",
+        dir.to_str().unwrap(),
+        "--pubkey",
+        pubkey_file.to_str().unwrap(),
+    ]);
+    assert!(
+        ok && out.contains("signatures checked") && out.contains("7 exchanges"),
+        "{out}"
+    );
+    let heads = records(&dir)
+        .iter()
+        .filter(|r| r.kind == "tree-head")
+        .count();
+    assert!(heads >= 2, "{heads} tree heads");
+
+    // A receipt for an exchange verifies offline with the public key alone...
+    let (ok, receipt) = cli(&["audit", "receipt", dir.to_str().unwrap(), &ids[4]]);
+    assert!(ok, "{receipt}");
+    let receipt_file = pki.path().join("receipt.json");
+    std::fs::write(&receipt_file, &receipt).unwrap();
+    let (ok, out) = cli(&[
+        "audit",
+        "verify-receipt",
+        receipt_file.to_str().unwrap(),
+        "--pubkey",
+        pubkey_file.to_str().unwrap(),
+    ]);
+    assert!(ok && out.contains(&ids[4]), "{out}");
+    // ...and fails when its record is altered, or checked against another key.
+    let mut altered: audit::Receipt = serde_json::from_str(&receipt).unwrap();
+    altered.record = altered
+        .record
+        .replacen("\"status\":200", "\"status\":201", 1);
+    std::fs::write(&receipt_file, serde_json::to_string(&altered).unwrap()).unwrap();
+    let (ok, out) = cli(&[
+        "audit",
+        "verify-receipt",
+        receipt_file.to_str().unwrap(),
+        "--pubkey",
+        pubkey_file.to_str().unwrap(),
+    ]);
+    assert!(!ok && out.contains("inclusion proof"), "{out}");
+    std::fs::write(&receipt_file, &receipt).unwrap();
+    let other = penghubung::pki::ed25519_key_pem().unwrap();
+    std::fs::write(pki.path().join("other.key"), &other).unwrap();
+    let other_signer = audit::Signer::from_pem_file(&pki.path().join("other.key")).unwrap();
+    let other_pub = pki.path().join("other.pub");
+    std::fs::write(&other_pub, other_signer.public_key_hex()).unwrap();
+    let (ok, out) = cli(&[
+        "audit",
+        "verify-receipt",
+        receipt_file.to_str().unwrap(),
+        "--pubkey",
+        other_pub.to_str().unwrap(),
+    ]);
+    assert!(!ok && out.contains("signature"), "{out}");
+
+    // A log re-signed with another key after rewriting a record fails verification with the
+    // gateway's key, at the first re-signed tree head.
+    let (_, segment) = audit::segments(&dir).unwrap().pop().unwrap();
+    let original = std::fs::read_to_string(&segment).unwrap();
+    let mut forged = Vec::new();
+    let mut prev = audit::GENESIS.to_owned();
+    let mut range = audit::CompactRange::default();
+    for line in original.lines() {
+        let mut r: Record = serde_json::from_str(line).unwrap();
+        r.prev = prev.clone();
+        if r.seq == 2 {
+            r.consumer = Some("dukcapil".into());
+        }
+        if r.kind == "tree-head" {
+            let root = penghubung::tls::hex(&range.root());
+            let message = audit::tree_head_message(&r.gateway, range.size(), &root, &r.time);
+            r.root = Some(root);
+            r.signature = Some(other_signer.sign(&message));
+        }
+        let line = serde_json::to_string(&r).unwrap();
+        prev = sha256_hex(line.as_bytes());
+        range.push(audit::leaf_hash(line.as_bytes()));
+        forged.push(line);
+    }
+    std::fs::write(&segment, forged.join("\n") + "\n").unwrap();
+    let (ok, out) = cli(&[
+        "audit",
+        "verify",
+        dir.to_str().unwrap(),
+        "--pubkey",
+        pubkey_file.to_str().unwrap(),
+    ]);
+    assert!(!ok && out.contains("signature does not verify"), "{out}");
+    // Without the key the forgery is internally consistent: the key is what an auditor trusts.
+    let (ok, _) = cli(&[
+        "audit",
+        "verify",
+        dir.to_str().unwrap(),
+        "--pubkey",
+        other_pub.to_str().unwrap(),
+    ]);
+    assert!(ok);
 }

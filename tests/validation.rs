@@ -265,6 +265,7 @@ async fn responses_that_break_their_schema_are_refused_under_enforce_and_forward
         if r.kind == "exchange" {
             outcomes.push((r.operation.clone().unwrap_or_default(), r.outcome.clone()));
         }
+        Ok(())
     })
     .unwrap();
     let outcome = |op: &str| {

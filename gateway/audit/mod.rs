@@ -1,12 +1,23 @@
 //! The audit log: one hash-chained record per exchange and per administrative act, in segment
 //! files under `<data_dir>/audit/`, made durable before a response leaves (group commit).
 
+mod merkle;
+mod receipt;
 mod record;
 mod redact;
 mod segment;
+mod sign;
 mod writer;
 
+pub use merkle::{
+    consistency_proof, inclusion_proof, leaf_hash, root, verify_consistency, verify_inclusion,
+    CompactRange, Hash,
+};
+pub use receipt::{
+    parse_public_key, receipt, verify, verify_receipt, Receipt, Report, RECEIPT_FORMAT,
+};
 pub use record::{sha256_hex, timestamp, BodyDigest, Record, GENESIS};
 pub use redact::{audit_target, Redactor};
 pub use segment::{segments, walk, Broken, ChainHead};
+pub use sign::{tree_head_message, unhex, verify_signature, Signer};
 pub use writer::{admin, Appended, AuditError, AuditLog, WriterOptions};

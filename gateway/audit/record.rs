@@ -61,6 +61,15 @@ pub struct Record {
     /// Administrative detail (a configuration digest, what a recovery truncated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Tree heads: how many records (lines) before this one the tree covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_size: Option<u64>,
+    /// Tree heads: the Merkle root of those records, 64 hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    /// Tree heads: Ed25519 signature over `tree_head_message`, 128 hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// SHA-256 and length of a body.

@@ -53,7 +53,12 @@ pub struct Broken {
 }
 
 /// Walks every segment and checks the chain; stops at the first broken line.
-pub fn walk(dir: &Path, mut visit: impl FnMut(&Record, &str)) -> Result<ChainHead, Broken> {
+/// `visit` sees each record and its line once the chain holds there; an error it returns stops
+/// the walk as a [`Broken`] at that line.
+pub fn walk(
+    dir: &Path,
+    mut visit: impl FnMut(&Record, &[u8]) -> Result<(), String>,
+) -> Result<ChainHead, Broken> {
     let mut head = ChainHead {
         next_seq: 0,
         last_hash: GENESIS.to_owned(),
@@ -101,7 +106,7 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Record, &str)) -> Result<ChainHea
                 )));
             }
             let hash = sha256_hex(line);
-            visit(&record, &hash);
+            visit(&record, line).map_err(broken)?;
             head = ChainHead {
                 next_seq: record.seq + 1,
                 last_hash: hash,

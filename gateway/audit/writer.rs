@@ -15,18 +15,29 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::merkle::{leaf_hash, CompactRange};
 use super::record::{sha256_hex, timestamp, Record};
 use super::segment::{segment_path, segments, walk, ChainHead};
+use super::sign::{tree_head_message, Signer};
 use crate::config::Durability;
+use crate::tls::hex;
 
 /// How the writer is configured.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WriterOptions {
     pub durability: Durability,
     pub flush_interval: Duration,
     pub segment_size: u64,
     /// Records that may wait for the writer; beyond it appends fail (fail closed).
     pub queue: usize,
+    /// Signs tree heads; without it none are written.
+    pub signer: Option<Arc<Signer>>,
+    /// The gateway id the tree heads name.
+    pub gateway: String,
+    /// A tree head after this many records...
+    pub tree_head_every: u64,
+    /// ...or this long after the first record it does not cover yet.
+    pub tree_head_interval: Duration,
 }
 
 /// Why a record could not be made durable.
@@ -73,6 +84,9 @@ struct Writer {
     last_sync: Instant,
     unsynced: bool,
     state: Arc<State>,
+    range: CompactRange,
+    since_head: u64,
+    last_head: Instant,
 }
 
 // === impl AuditLog ===
@@ -87,7 +101,7 @@ impl AuditLog {
     ) -> io::Result<(AuditLog, Vec<Record>)> {
         fs::create_dir_all(dir)?;
         let mut notes = Vec::new();
-        let head = match walk(dir, |_, _| {}) {
+        let head = match walk(dir, |_, _| Ok(())) {
             Ok(head) => head,
             Err(broken) => {
                 // Only a torn or unreadable tail of the last segment is repaired; anything
@@ -106,9 +120,22 @@ impl AuditLog {
                     "truncated {removed} bytes of a torn record at {}, line {}",
                     broken.file, broken.line
                 ));
-                walk(dir, |_, _| {}).map_err(|e| io::Error::other(e.to_string()))?
+                walk(dir, |_, _| Ok(())).map_err(|e| io::Error::other(e.to_string()))?
             }
         };
+        // The Merkle tree over every record so far, and how many came after the last head.
+        let mut range = CompactRange::default();
+        let mut since_head = 0u64;
+        walk(dir, |record, line| {
+            range.push(leaf_hash(line));
+            since_head = if record.kind == "tree-head" {
+                0
+            } else {
+                since_head + 1
+            };
+            Ok(())
+        })
+        .map_err(|e| io::Error::other(e.to_string()))?;
         let (segment, path) = match segments(dir)?.last() {
             Some((n, p)) => (*n, p.clone()),
             None => (1, segment_path(dir, 1)),
@@ -132,6 +159,9 @@ impl AuditLog {
             last_sync: Instant::now(),
             unsynced: false,
             state: state.clone(),
+            range,
+            since_head,
+            last_head: Instant::now(),
         };
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -204,6 +234,23 @@ pub fn admin(gateway: &str, act: &str, detail: Option<String>) -> Record {
     }
 }
 
+/// A signed tree head over every record in `range` (all lines before it).
+fn tree_head(signer: &Signer, gateway: &str, range: &CompactRange) -> Record {
+    let time = timestamp(crate::clock::Clock::system().now_millis());
+    let root = hex(&range.root());
+    let signature = signer.sign(&tree_head_message(gateway, range.size(), &root, &time));
+    Record {
+        time,
+        gateway: gateway.to_owned(),
+        kind: "tree-head".to_owned(),
+        outcome: "signed".to_owned(),
+        tree_size: Some(range.size()),
+        root: Some(root),
+        signature: Some(signature),
+        ..Record::default()
+    }
+}
+
 fn is_tail(broken: &super::segment::Broken) -> bool {
     broken.problem.starts_with("torn")
         || broken.problem.starts_with("not a record")
@@ -222,6 +269,9 @@ impl Writer {
             let first = match queue.recv_timeout(self.options.flush_interval) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
+                    if self.tree_head_due() {
+                        let _ = self.commit(&mut []);
+                    }
                     self.flush_if_due();
                     continue;
                 }
@@ -267,6 +317,7 @@ impl Writer {
                 .collect();
         }
         let mut buffer = Vec::with_capacity(batch.len() * 512);
+        let mut leaves = Vec::with_capacity(batch.len() + 1);
         let mut appended = Vec::with_capacity(batch.len());
         let mut head = self.head.clone();
         for job in batch.iter_mut() {
@@ -280,6 +331,7 @@ impl Writer {
                 }
             };
             let hash = sha256_hex(&line);
+            leaves.push(leaf_hash(&line));
             buffer.extend_from_slice(&line);
             buffer.push(b'\n');
             appended.push(Appended {
@@ -290,6 +342,38 @@ impl Writer {
                 next_seq: head.next_seq + 1,
                 last_hash: hash,
             };
+        }
+        let mut range = self.range.clone();
+        for leaf in &leaves {
+            range.push(*leaf);
+        }
+        let since_head = self.since_head + batch.len() as u64;
+        let due = since_head >= self.options.tree_head_every
+            || self.last_head.elapsed() >= self.options.tree_head_interval;
+        let signed = match &self.options.signer {
+            Some(signer) if since_head > 0 && due => {
+                let mut record = tree_head(signer, &self.options.gateway, &range);
+                record.seq = head.next_seq;
+                record.prev = head.last_hash.clone();
+                match serde_json::to_vec(&record) {
+                    Ok(line) => {
+                        let hash = sha256_hex(&line);
+                        range.push(leaf_hash(&line));
+                        buffer.extend_from_slice(&line);
+                        buffer.push(b'\n');
+                        head = ChainHead {
+                            next_seq: head.next_seq + 1,
+                            last_hash: hash,
+                        };
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+            _ => false,
+        };
+        if buffer.is_empty() {
+            return Vec::new();
         }
         let written = if self.state.inject_failure.load(Ordering::Acquire) {
             Err(io::Error::other("injected failure"))
@@ -314,6 +398,13 @@ impl Writer {
         }
         self.size += buffer.len() as u64;
         self.head = head;
+        self.range = range;
+        if signed {
+            self.since_head = 0;
+            self.last_head = Instant::now();
+        } else {
+            self.since_head = since_head;
+        }
         match self.options.durability {
             Durability::Sync => self.last_sync = Instant::now(),
             Durability::Interval => {
@@ -322,6 +413,12 @@ impl Writer {
             }
         }
         appended.into_iter().map(Ok).collect()
+    }
+
+    fn tree_head_due(&self) -> bool {
+        self.options.signer.is_some()
+            && self.since_head > 0
+            && self.last_head.elapsed() >= self.options.tree_head_interval
     }
 
     fn flush_if_due(&mut self) {

@@ -63,6 +63,10 @@ pub struct AuditSection {
     pub flush_interval: Option<String>,
     pub redaction_key: Option<String>,
     pub segment_size: Option<String>,
+    /// A signed tree head after this many records...
+    pub tree_head_every: Option<u64>,
+    /// ...or this long after the first record it does not cover yet.
+    pub tree_head_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{Method, Uri};
 
 use super::units::Rate;
-use crate::audit::Redactor;
+use crate::audit::{Redactor, Signer};
 use crate::route::{RouteTable, Template};
 use crate::schema::Schema;
 use crate::tls::{CertInfo, IdentityField};
@@ -72,6 +72,10 @@ pub struct AuditSettings {
     pub redactor: Option<Arc<Redactor>>,
     /// A segment file is closed and the next begun past this size.
     pub segment_size: u64,
+    /// Loaded from `signing_key`: signs tree heads.
+    pub signer: Option<Arc<Signer>>,
+    pub tree_head_every: u64,
+    pub tree_head_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

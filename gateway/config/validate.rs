@@ -22,7 +22,7 @@ use super::snapshot::{
     Upstream,
 };
 use super::units::{parse_duration, parse_rate, parse_size};
-use crate::audit::Redactor;
+use crate::audit::{Redactor, Signer};
 use crate::route::{normalize, RouteTable, Template};
 use crate::schema::{Registry, Schema};
 use crate::tls::{self, CertInfo, IdentityField};
@@ -783,6 +783,27 @@ fn audit_settings(
                 .map(|r| Some(Arc::new(r))),
         ),
     };
+    let signer = match signing_key.clone().flatten() {
+        None => Some(None),
+        Some(file) => errors.check(
+            "audit.signing_key",
+            Signer::from_pem_file(&file).map(|s| Some(Arc::new(s))),
+        ),
+    };
+    let tree_head_every = match a.tree_head_every {
+        Some(0) => {
+            errors.push("audit.tree_head_every", "must be at least 1");
+            None
+        }
+        n => Some(n.unwrap_or(1000)),
+    };
+    let tree_head_interval = opt(
+        errors,
+        "audit.tree_head_interval",
+        &a.tree_head_interval,
+        parse_duration,
+    )
+    .map(|v| v.unwrap_or(Duration::from_secs(1)));
     let segment_size = opt(errors, "audit.segment_size", &a.segment_size, parse_size)
         .map(|v| v.unwrap_or(DEFAULT_SEGMENT_SIZE));
     Some(AuditSettings {
@@ -792,6 +813,9 @@ fn audit_settings(
         redaction_key: redaction_key?,
         redactor: redactor?,
         segment_size: segment_size?,
+        signer: signer?,
+        tree_head_every: tree_head_every?,
+        tree_head_interval: tree_head_interval?,
     })
 }
 

@@ -1,0 +1,190 @@
+//! What auditors run: verification of a whole log (chain, tree heads, signatures), and
+//! per-exchange receipts — the record, its inclusion proof, and the signed tree head that
+//! covers it — that verify on their own, offline.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::merkle::{inclusion_proof, leaf_hash, verify_inclusion, CompactRange, Hash};
+use super::record::Record;
+use super::segment::{walk, Broken, ChainHead};
+use super::sign::{tree_head_message, unhex, verify_signature};
+use crate::tls::hex;
+
+/// What `verify` found in a log that verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub records: u64,
+    pub exchanges: u64,
+    pub tree_heads: u64,
+    /// Whether tree-head signatures were checked (a public key was given).
+    pub signatures_checked: bool,
+    pub head: ChainHead,
+}
+
+/// A receipt: one exchange's record, proven to be in a tree the gateway signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub format: String,
+    /// The record's line, exactly as in the log.
+    pub record: String,
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    /// The audit path, leaf to root, 64 hex each.
+    pub inclusion_proof: Vec<String>,
+    /// The covering tree head's line, exactly as in the log.
+    pub tree_head: String,
+}
+
+pub const RECEIPT_FORMAT: &str = "penghubung-receipt-v1";
+
+/// Verifies the chain and every tree head (size, root and, with `public_key`, signature).
+pub fn verify(dir: &Path, public_key: Option<&[u8]>) -> Result<Report, Broken> {
+    let mut range = CompactRange::default();
+    let mut report = Report {
+        records: 0,
+        exchanges: 0,
+        tree_heads: 0,
+        signatures_checked: public_key.is_some(),
+        head: ChainHead {
+            next_seq: 0,
+            last_hash: String::new(),
+        },
+    };
+    let head = walk(dir, |record, line| {
+        if record.kind == "tree-head" {
+            check_tree_head(record, &range, public_key)?;
+            report.tree_heads += 1;
+        }
+        range.push(leaf_hash(line));
+        report.records += 1;
+        report.exchanges += u64::from(record.kind == "exchange");
+        Ok(())
+    })?;
+    report.head = head;
+    Ok(report)
+}
+
+fn check_tree_head(
+    record: &Record,
+    range: &CompactRange,
+    public_key: Option<&[u8]>,
+) -> Result<(), String> {
+    let (Some(size), Some(root), Some(signature)) =
+        (record.tree_size, &record.root, &record.signature)
+    else {
+        return Err("tree head without tree_size, root or signature".into());
+    };
+    if size != range.size() {
+        return Err(format!(
+            "tree head covers {size} records, but {} precede it",
+            range.size()
+        ));
+    }
+    let computed = hex(&range.root());
+    if *root != computed {
+        return Err(format!(
+            "tree head root {root} is not the root of the records before it ({computed})"
+        ));
+    }
+    if let Some(key) = public_key {
+        let message = tree_head_message(&record.gateway, size, root, &record.time);
+        if !verify_signature(key, &message, signature) {
+            return Err("tree head signature does not verify with the given public key".into());
+        }
+    }
+    Ok(())
+}
+
+/// The receipt of the exchange `exchange_id`, from the first tree head that covers it.
+pub fn receipt(dir: &Path, exchange_id: &str) -> Result<Receipt, String> {
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    let mut found: Option<usize> = None;
+    let mut covering: Option<(usize, u64)> = None;
+    walk(dir, |record, line| {
+        if found.is_none() && record.exchange_id.as_deref() == Some(exchange_id) {
+            found = Some(lines.len());
+        }
+        if let (Some(m), None, Some(size)) = (found, covering, record.tree_size) {
+            if size > m as u64 && record.kind == "tree-head" {
+                covering = Some((lines.len(), size));
+            }
+        }
+        lines.push(line.to_vec());
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    let m = found.ok_or_else(|| format!("no record of exchange {exchange_id}"))?;
+    let (head_index, size) = covering.ok_or_else(|| {
+        format!("exchange {exchange_id} is recorded, but no signed tree head covers it yet")
+    })?;
+    let leaves: Vec<Hash> = lines[..size as usize]
+        .iter()
+        .map(|l| leaf_hash(l))
+        .collect();
+    Ok(Receipt {
+        format: RECEIPT_FORMAT.to_owned(),
+        record: String::from_utf8_lossy(&lines[m]).into_owned(),
+        leaf_index: m as u64,
+        tree_size: size,
+        inclusion_proof: inclusion_proof(m, &leaves).iter().map(|h| hex(h)).collect(),
+        tree_head: String::from_utf8_lossy(&lines[head_index]).into_owned(),
+    })
+}
+
+/// Checks a receipt on its own: the record is the leaf at `leaf_index` of the tree the head
+/// describes, and the head is signed by `public_key`. Returns the record.
+pub fn verify_receipt(receipt: &Receipt, public_key: &[u8]) -> Result<Record, String> {
+    if receipt.format != RECEIPT_FORMAT {
+        return Err(format!("unknown receipt format `{}`", receipt.format));
+    }
+    let record: Record =
+        serde_json::from_str(&receipt.record).map_err(|e| format!("record: {e}"))?;
+    let head: Record =
+        serde_json::from_str(&receipt.tree_head).map_err(|e| format!("tree head: {e}"))?;
+    let (Some(size), Some(root), Some(signature)) = (head.tree_size, &head.root, &head.signature)
+    else {
+        return Err("the tree head has no tree_size, root or signature".into());
+    };
+    if head.kind != "tree-head" || size != receipt.tree_size {
+        return Err("the tree head does not match the receipt".into());
+    }
+    if record.seq != receipt.leaf_index {
+        return Err(format!(
+            "the record has seq {}, the receipt says leaf {}",
+            record.seq, receipt.leaf_index
+        ));
+    }
+    let message = tree_head_message(&head.gateway, size, root, &head.time);
+    if !verify_signature(public_key, &message, signature) {
+        return Err("the tree head's signature does not verify with this public key".into());
+    }
+    let root = to_hash(root).ok_or("the tree head's root is not 64 hex digits")?;
+    let proof = receipt
+        .inclusion_proof
+        .iter()
+        .map(|h| to_hash(h))
+        .collect::<Option<Vec<Hash>>>()
+        .ok_or("a proof hash is not 64 hex digits")?;
+    let leaf = leaf_hash(receipt.record.as_bytes());
+    if !verify_inclusion(&leaf, receipt.leaf_index, size, &proof, &root) {
+        return Err("the inclusion proof does not lead from this record to the signed root".into());
+    }
+    Ok(record)
+}
+
+/// Reads a public key: 64 hex digits, optionally prefixed `ed25519:`.
+pub fn parse_public_key(text: &str) -> Result<Vec<u8>, String> {
+    let text = text.trim();
+    let hex_part = text.strip_prefix("ed25519:").unwrap_or(text);
+    match unhex(hex_part) {
+        Some(key) if key.len() == 32 => Ok(key),
+        _ => Err("a public key is 64 hex digits (as `penghubung audit pubkey` prints it)".into()),
+    }
+}
+
+fn to_hash(text: &str) -> Option<Hash> {
+    let bytes = unhex(text)?;
+    bytes.try_into().ok()
+}
