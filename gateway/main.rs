@@ -93,6 +93,29 @@ enum AuditCommand {
         #[arg(long)]
         pubkey: PathBuf,
     },
+    /// Print the record of an exchange.
+    Show { dir: PathBuf, exchange_id: String },
+    /// Print the last records.
+    Tail {
+        dir: PathBuf,
+        #[arg(short, default_value_t = 20)]
+        n: usize,
+    },
+    /// Find exchanges, e.g. who looked up a NIK: `--param nik=7208...` (needs the redaction key,
+    /// read from the configuration), `--consumer`, `--service`.
+    Find {
+        #[arg(long, short, env = "PENGHUBUNG_CONFIG")]
+        config: PathBuf,
+        /// NAME=VALUE of a parameter listed in an operation's audit_redact (or any parameter).
+        #[arg(long)]
+        param: Option<String>,
+        #[arg(long)]
+        consumer: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// Prove that the signed tree head of OLD records is a prefix of the one of NEW records.
+    Consistency { dir: PathBuf, old: u64, new: u64 },
     /// Print the public key of `[audit] signing_key`, for auditors.
     Pubkey {
         #[arg(long, short, env = "PENGHUBUNG_CONFIG")]
@@ -300,6 +323,84 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        AuditCommand::Show { dir, exchange_id } => {
+            let found = audit::select(&dir, |r| {
+                r.exchange_id.as_deref() == Some(exchange_id.as_str())
+            })
+            .map_err(anyhow::Error::msg)?;
+            for line in &found {
+                println!("{line}");
+            }
+            Ok(if found.is_empty() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        AuditCommand::Tail { dir, n } => {
+            let all = audit::select(&dir, |_| true).map_err(anyhow::Error::msg)?;
+            for line in &all[all.len().saturating_sub(n)..] {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Find {
+            config,
+            param,
+            consumer,
+            service,
+        } => {
+            let Some(snapshot) = load(&config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let dir = snapshot.gateway.data_dir.join("audit");
+            let needle = match &param {
+                None => None,
+                Some(p) => {
+                    let (name, value) = p
+                        .split_once('=')
+                        .ok_or_else(|| anyhow::anyhow!("--param takes NAME=VALUE"))?;
+                    let redacted = snapshot
+                        .audit
+                        .as_ref()
+                        .and_then(|a| a.redactor.as_ref())
+                        .map(|r| r.redact(value));
+                    Some((name.to_owned(), value.to_owned(), redacted))
+                }
+            };
+            let found = audit::select(&dir, |r| {
+                let target = r.target.as_deref().unwrap_or("");
+                consumer
+                    .as_ref()
+                    .is_none_or(|c| r.consumer.as_ref() == Some(c))
+                    && service
+                        .as_ref()
+                        .is_none_or(|s| r.service.as_ref() == Some(s))
+                    && needle.as_ref().is_none_or(|(name, value, redacted)| {
+                        redacted
+                            .as_ref()
+                            .is_some_and(|h| target.contains(h.as_str()))
+                            || target.contains(&format!("{name}={value}"))
+                            || target.split('/').any(|segment| segment == value)
+                    })
+            })
+            .map_err(anyhow::Error::msg)?;
+            for line in &found {
+                println!("{line}");
+            }
+            eprintln!("{} matching records", found.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Consistency { dir, old, new } => match audit::consistency(&dir, old, new) {
+            Ok(proof) => {
+                println!("{}", serde_json::to_string_pretty(&proof)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("penghubung: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
         AuditCommand::Pubkey { config } => {
             let Some(snapshot) = load(&config) else {
                 return Ok(ExitCode::FAILURE);

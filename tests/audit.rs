@@ -570,6 +570,50 @@ async fn tree_heads_are_signed_and_receipts_verify_offline() {
     ]);
     assert!(!ok && out.contains("signature"), "{out}");
 
+    // Who looked up this NIK: answerable with the key in the configuration, and only with it.
+    let config_arg = config.to_str().unwrap();
+    let (ok, out) = cli(&[
+        "audit",
+        "find",
+        "--config",
+        config_arg,
+        "--param",
+        &format!("nik={NIK}"),
+    ]);
+    assert!(
+        ok && out.contains("7 matching records") && out.contains("\"consumer\":\"dinkes\""),
+        "{out}"
+    );
+    let (_, out) = cli(&[
+        "audit",
+        "find",
+        "--config",
+        config_arg,
+        "--param",
+        "nik=7208014101900002",
+    ]);
+    assert!(out.contains("0 matching records"), "{out}");
+    let (_, out) = cli(&[
+        "audit",
+        "find",
+        "--config",
+        config_arg,
+        "--consumer",
+        "dukcapil",
+    ]);
+    assert!(out.contains("0 matching records"), "{out}");
+    let (ok, out) = cli(&["audit", "show", dir.to_str().unwrap(), &ids[0]]);
+    assert!(ok && out.contains(&ids[0]) && !out.contains(NIK), "{out}");
+    let (ok, out) = cli(&["audit", "tail", dir.to_str().unwrap(), "-n", "2"]);
+    assert!(ok && out.lines().count() == 2, "{out}");
+    // Consistency between two signed tree heads.
+    let sizes: Vec<u64> = records(&dir).iter().filter_map(|r| r.tree_size).collect();
+    let (old, new) = (sizes[0].to_string(), sizes[sizes.len() - 1].to_string());
+    let (ok, out) = cli(&["audit", "consistency", dir.to_str().unwrap(), &old, &new]);
+    assert!(ok && out.contains("\"proof\""), "{out}");
+    let (ok, _) = cli(&["audit", "consistency", dir.to_str().unwrap(), &old, "999"]);
+    assert!(!ok);
+
     // A log re-signed with another key after rewriting a record fails verification with the
     // gateway's key, at the first re-signed tree head.
     let (_, segment) = audit::segments(&dir).unwrap().pop().unwrap();
@@ -612,4 +656,32 @@ async fn tree_heads_are_signed_and_receipts_verify_offline() {
         other_pub.to_str().unwrap(),
     ]);
     assert!(ok);
+}
+
+#[tokio::test]
+async fn segments_rotate_and_a_replaced_segment_is_detected() {
+    let pki = TestPki::new();
+    let (upstream, _) = recording_upstream(&pki).await;
+    let text =
+        audited_config(&pki, &upstream).replace("[audit]\n", "[audit]\nsegment_size = \"1KiB\"\n");
+    let snapshot = load_str(&text, &pki.path().join("a.toml"), pki.path()).unwrap();
+    let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
+    let dinkes = caller_for(&gateway, &pki.dinkes);
+    for _ in 0..12 {
+        assert_eq!(send(&gateway, &dinkes, "/dinkes/faskes").await.0, 200);
+    }
+    drop(gateway);
+    let dir = audit_dir(&pki);
+    let segments = audit::segments(&dir).unwrap();
+    assert!(segments.len() >= 3, "{} segments", segments.len());
+    assert_eq!(records(&dir).len(), 13);
+    let (ok, out) = cli(&["audit", "verify", dir.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    // Replace the second segment with a copy of the third.
+    std::fs::copy(&segments[2].1, &segments[1].1).unwrap();
+    let (ok, out) = cli(&["audit", "verify", dir.to_str().unwrap()]);
+    assert!(
+        !ok && out.contains(&segments[1].1.display().to_string()) && out.contains("line 1"),
+        "{out}"
+    );
 }

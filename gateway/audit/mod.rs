@@ -14,7 +14,8 @@ pub use merkle::{
     CompactRange, Hash,
 };
 pub use receipt::{
-    parse_public_key, receipt, verify, verify_receipt, Receipt, Report, RECEIPT_FORMAT,
+    consistency, parse_public_key, receipt, select, verify, verify_receipt, Consistency, Receipt,
+    Report, RECEIPT_FORMAT,
 };
 pub use record::{sha256_hex, timestamp, BodyDigest, Record, GENESIS};
 pub use redact::{audit_target, Redactor};

@@ -188,3 +188,69 @@ fn to_hash(text: &str) -> Option<Hash> {
     let bytes = unhex(text)?;
     bytes.try_into().ok()
 }
+
+/// A consistency proof between two signed tree heads of the log: that the tree of `old` records
+/// is a prefix of the tree of `new` records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consistency {
+    pub old_size: u64,
+    pub old_root: String,
+    pub new_size: u64,
+    pub new_root: String,
+    pub proof: Vec<String>,
+}
+
+/// Builds (and checks) the consistency proof between the tree heads of sizes `old` and `new`.
+pub fn consistency(dir: &Path, old: u64, new: u64) -> Result<Consistency, String> {
+    let mut leaves: Vec<Hash> = Vec::new();
+    let mut roots: Vec<(u64, String)> = Vec::new();
+    walk(dir, |record, line| {
+        if let (Some(size), Some(root)) = (record.tree_size, &record.root) {
+            roots.push((size, root.clone()));
+        }
+        leaves.push(leaf_hash(line));
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    let root_of = |size: u64| {
+        roots
+            .iter()
+            .find(|(s, _)| *s == size)
+            .map(|(_, r)| r.clone())
+            .ok_or_else(|| format!("no signed tree head of size {size}"))
+    };
+    if old > new {
+        return Err("the old tree head must not be larger than the new one".into());
+    }
+    let (old_root, new_root) = (root_of(old)?, root_of(new)?);
+    let proof = super::merkle::consistency_proof(old as usize, &leaves[..new as usize]);
+    let (r1, r2) = (
+        to_hash(&old_root).ok_or("bad root")?,
+        to_hash(&new_root).ok_or("bad root")?,
+    );
+    if !super::merkle::verify_consistency(old, new, &proof, &r1, &r2) {
+        return Err(format!(
+            "the log does not prove tree {old} consistent with tree {new}"
+        ));
+    }
+    Ok(Consistency {
+        old_size: old,
+        old_root,
+        new_size: new,
+        new_root,
+        proof: proof.iter().map(|h| hex(h)).collect(),
+    })
+}
+
+/// The lines of records that pass `keep`, in order.
+pub fn select(dir: &Path, mut keep: impl FnMut(&Record) -> bool) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    walk(dir, |record, line| {
+        if keep(record) {
+            out.push(String::from_utf8_lossy(line).into_owned());
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(out)
+}
