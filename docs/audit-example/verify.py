@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""An independent verifier of a Penghubung audit log, written from docs/audit-format.md alone
+(Python standard library; signatures are checked when the `cryptography` package is present).
+
+    python3 verify.py SEGMENT... [--pubkey FILE]
+"""
+import hashlib
+import json
+import sys
+
+
+def h(data):
+    return hashlib.sha256(data).digest()
+
+
+def mth_compact(subtrees):
+    if not subtrees:
+        return h(b"")
+    acc = subtrees[-1][1]
+    for _, left in reversed(subtrees[:-1]):
+        acc = h(b"\x01" + left + acc)
+    return acc
+
+
+def main(args):
+    pubkey = None
+    if "--pubkey" in args:
+        i = args.index("--pubkey")
+        text = open(args[i + 1]).read().strip()
+        pubkey = bytes.fromhex(text.split(":", 1)[-1])
+        args = args[:i] + args[i + 2:]
+    verify_sig = None
+    if pubkey is not None:
+        try:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+            key = Ed25519PublicKey.from_public_bytes(pubkey)
+
+            def verify_sig(message, signature_hex):
+                key.verify(bytes.fromhex(signature_hex), message)
+        except ImportError:
+            print("note: `cryptography` is not installed; signatures not checked")
+    prev, seq, subtrees, size = "0" * 64, 0, [], 0
+    for path in args:
+        data = open(path, "rb").read()
+        if data and not data.endswith(b"\n"):
+            sys.exit(f"{path}: torn last line")
+        for n, line in enumerate(data.split(b"\n")[:-1], 1):
+            record = json.loads(line)
+            where = f"{path}, line {n}"
+            if record["seq"] != seq:
+                sys.exit(f"{where}: sequence {record['seq']} where {seq} was due")
+            if record["prev"] != prev:
+                sys.exit(f"{where}: chain broken")
+            if record["kind"] == "tree-head":
+                if record["tree_size"] != size or record["root"] != mth_compact(subtrees).hex():
+                    sys.exit(f"{where}: tree head does not match the records before it")
+                if verify_sig:
+                    message = "penghubung-tree-head-v1\n{}\n{}\n{}\n{}\n".format(
+                        record["gateway"], record["tree_size"], record["root"], record["time"]).encode()
+                    verify_sig(message, record["signature"])
+            prev, seq = hashlib.sha256(line).hexdigest(), seq + 1
+            subtrees.append((1, h(b"\x00" + line)))
+            size += 1
+            while len(subtrees) > 1 and subtrees[-1][0] == subtrees[-2][0]:
+                (s, right), (_, left) = subtrees.pop(), subtrees.pop()
+                subtrees.append((2 * s, h(b"\x01" + left + right)))
+    print(f"{seq} records verify")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
