@@ -8,7 +8,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,6 +65,9 @@ pub struct AuditLog {
 
 struct State {
     healthy: AtomicBool,
+    /// Records handed to the writer and not yet committed, and how many may be.
+    queued: AtomicUsize,
+    bound: usize,
     failure: std::sync::Mutex<Option<String>>,
     inject_failure: AtomicBool,
 }
@@ -145,6 +148,8 @@ impl AuditLog {
         sync_dir(dir)?;
         let state = Arc::new(State {
             healthy: AtomicBool::new(true),
+            queued: AtomicUsize::new(0),
+            bound: options.queue,
             failure: std::sync::Mutex::new(None),
             inject_failure: AtomicBool::new(false),
         });
@@ -174,9 +179,11 @@ impl AuditLog {
         Ok((log, recovered))
     }
 
-    /// Whether appends can currently succeed; checked before any upstream contact.
+    /// Whether appends can currently succeed — the writer works and its queue has room;
+    /// checked before any upstream contact.
     pub fn healthy(&self) -> bool {
         self.state.healthy.load(Ordering::Acquire)
+            && self.state.queued.load(Ordering::Acquire) < self.state.bound
     }
 
     /// Appends a record; resolves once it is durable (`sync`) or written (`interval`).
@@ -185,10 +192,16 @@ impl AuditLog {
             return Err(self.unhealthy());
         }
         let (done, wait) = oneshot::channel();
+        self.state.queued.fetch_add(1, Ordering::AcqRel);
         match self.jobs.try_send(Job { record, done }) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(AuditError::QueueFull),
-            Err(TrySendError::Disconnected(_)) => return Err(self.unhealthy()),
+            Err(e) => {
+                self.state.queued.fetch_sub(1, Ordering::AcqRel);
+                return Err(match e {
+                    TrySendError::Full(_) => AuditError::QueueFull,
+                    TrySendError::Disconnected(_) => self.unhealthy(),
+                });
+            }
         }
         wait.await.unwrap_or_else(|_| Err(self.unhealthy()))
     }
@@ -197,12 +210,14 @@ impl AuditLog {
     /// precede every exchange record because the queue is first in, first out).
     pub fn enqueue(&self, record: Record) -> Result<(), AuditError> {
         let (done, _) = oneshot::channel();
-        self.jobs
-            .try_send(Job { record, done })
-            .map_err(|e| match e {
+        self.state.queued.fetch_add(1, Ordering::AcqRel);
+        self.jobs.try_send(Job { record, done }).map_err(|e| {
+            self.state.queued.fetch_sub(1, Ordering::AcqRel);
+            match e {
                 TrySendError::Full(_) => AuditError::QueueFull,
                 TrySendError::Disconnected(_) => self.unhealthy(),
-            })
+            }
+        })
     }
 
     /// Makes every later write fail, as a full or broken disk would: for fault drills and tests.
@@ -288,6 +303,7 @@ impl Writer {
                 }
             }
             let result = self.commit(&mut batch);
+            self.state.queued.fetch_sub(batch.len(), Ordering::AcqRel);
             for (job, outcome) in batch.into_iter().zip(result) {
                 let _ = job.done.send(outcome);
             }
