@@ -112,6 +112,17 @@ pub fn summary(snapshot: &Snapshot, now: OffsetDateTime, warn_days: i64) -> (Str
         count(snapshot.operation_count(), "operation", "operations"),
         count(snapshot.agreements.len(), "agreement", "agreements"),
     );
+    if snapshot.audit.is_none() {
+        let _ = writeln!(
+            out,
+            "\nWARNING: no [audit] section: exchanges are not recorded. Fine for a test bench, not for a regency."
+        );
+    } else if snapshot.audit.as_ref().is_some_and(|a| a.signer.is_none()) {
+        let _ = writeln!(
+            out,
+            "\nWARNING: [audit] has no signing_key: the log is chained but no tree head is signed, so no receipt can be issued."
+        );
+    }
     let _ = writeln!(out, "\nagencies:");
     for a in &snapshot.agencies {
         let _ = writeln!(

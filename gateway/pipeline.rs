@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 
 use crate::audit::{self, AuditLog, BodyDigest, Record, WriterOptions};
 use crate::authorize::{authorize, Ask, Grant};
@@ -142,6 +142,10 @@ impl Gateway {
     }
 }
 
+/// With an audit log, a response is read whole for its digest before it is released; one larger
+/// than this is refused (502) rather than held in memory without bound.
+pub const MAX_AUDITED_RESPONSE: usize = 64 << 20;
+
 /// The exchange as the audit record describes it.
 struct Seen<'a> {
     caller: &'a Caller,
@@ -165,12 +169,22 @@ impl Gateway {
         response: Response<Body>,
     ) -> Response<Body> {
         let (parts, body) = response.into_parts();
-        let (parts, bytes, outcome) = match body.collect().await {
+        let (parts, bytes, outcome) = match Limited::new(body, MAX_AUDITED_RESPONSE).collect().await
+        {
             Ok(collected) => (parts, collected.to_bytes(), seen.outcome),
             Err(e) => {
-                tracing::warn!(exchange_id = %seen.exchange.id, error = %e, "the upstream broke off its response");
+                tracing::warn!(exchange_id = %seen.exchange.id, error = %e, "the upstream response could not be read whole");
                 let service = facts.service.clone().unwrap_or_default();
-                let reject = Reject::UpstreamBodyRead { service, source: e };
+                let reject = match e.downcast::<hyper::Error>() {
+                    Ok(source) => Reject::UpstreamBodyRead {
+                        service,
+                        source: *source,
+                    },
+                    Err(_) => Reject::UpstreamResponseTooLarge {
+                        service,
+                        limit: MAX_AUDITED_RESPONSE as u64,
+                    },
+                };
                 let (parts, body) = reject.to_response(&seen.exchange.id).into_parts();
                 let bytes = body
                     .collect()

@@ -117,6 +117,10 @@ pub enum Reject {
         #[source]
         source: hyper::Error,
     },
+    #[error(
+        "the response of service `{service}` exceeds {limit} bytes, more than the gateway records"
+    )]
+    UpstreamResponseTooLarge { service: String, limit: u64 },
     #[error("the audit log cannot record exchanges; nothing is forwarded unrecorded")]
     AuditUnavailable,
     #[error("the upstream of service `{service}` broke the HTTP protocol")]
@@ -175,6 +179,7 @@ impl Reject {
             Reject::UpstreamTls { .. }
             | Reject::UpstreamProtocol { .. }
             | Reject::UpstreamBodyRead { .. }
+            | Reject::UpstreamResponseTooLarge { .. }
             | Reject::UpstreamSchemaViolation { .. } => StatusCode::BAD_GATEWAY,
             Reject::UpstreamUnavailable { .. } | Reject::AuditUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -201,6 +206,7 @@ impl Reject {
             Reject::RequestSchemaViolation { .. } => "request-schema-violation",
             Reject::InvalidParameter { .. } => "invalid-parameter",
             Reject::UpstreamSchemaViolation { .. } => "upstream-schema-violation",
+            Reject::UpstreamResponseTooLarge { .. } => "upstream-response-too-large",
             Reject::BadPath(_) => "malformed-path",
             Reject::NoService => "no-route",
             Reject::NoOperation { .. } => "no-operation",
@@ -236,6 +242,7 @@ impl Reject {
             Reject::RequestSchemaViolation { .. } => "Request breaks its schema",
             Reject::InvalidParameter { .. } => "Invalid parameter",
             Reject::UpstreamSchemaViolation { .. } => "Upstream response breaks its schema",
+            Reject::UpstreamResponseTooLarge { .. } => "Upstream response too large",
             Reject::BadPath(_) => "Malformed request path",
             Reject::NoService => "No such service",
             Reject::NoOperation { .. } => "No such operation",
@@ -261,6 +268,7 @@ impl Reject {
             | Reject::UpstreamTls { .. }
             | Reject::UpstreamProtocol { .. }
             | Reject::UpstreamBodyRead { .. }
+            | Reject::UpstreamResponseTooLarge { .. }
             | Reject::UpstreamSchemaViolation { .. } => Severity::Upstream,
             _ => Severity::Caller,
         }

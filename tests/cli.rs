@@ -237,6 +237,7 @@ fn certs_lists_every_certificate_warns_and_fails_on_an_expired_one() {
         status.success() && out.contains("certificates (warning under 30 days)"),
         "{out}"
     );
+    assert!(out.contains("WARNING: no [audit] section"), "{out}");
 
     // An expired upstream CA: listed as EXPIRED, and both commands exit 1.
     let with_gone = with_soon.replacen("upstream_ca = \"ca.crt\"", "upstream_ca = \"gone.crt\"", 1);
