@@ -373,7 +373,7 @@ async fn a_crash_loop_loses_no_acknowledged_exchange() {
             .spawn()
             .unwrap();
         let mut up = false;
-        for _ in 0..200 {
+        for _ in 0..1200 {
             if client
                 .get("/dinkes/faskes")
                 .await
@@ -435,7 +435,7 @@ async fn a_crash_loop_loses_no_acknowledged_exchange() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if client.get("/dinkes/faskes").await.is_ok() {
             break;
         }

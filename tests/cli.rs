@@ -98,7 +98,7 @@ async fn serve_answers_then_exits_zero_on_sigterm() {
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let client = Client::new(addr, &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
     let mut answer = None;
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if let Ok(a) = client.get("/dinkes/faskes").await {
             answer = Some(a);
             break;
