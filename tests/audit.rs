@@ -714,3 +714,36 @@ fn the_documented_example_verifies() {
     ]);
     assert!(ok, "{out}");
 }
+
+#[tokio::test]
+async fn a_response_too_large_to_record_is_refused_not_streamed_unrecorded() {
+    let pki = TestPki::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("https://{}", listener.local_addr().unwrap());
+    let huge = Bytes::from(vec![b'x'; penghubung::pipeline::MAX_AUDITED_RESPONSE + 1]);
+    let handler: penghubung::demo::Handler =
+        Arc::new(move |_| http::Response::new(penghubung::body::full(huge.clone())));
+    tokio::spawn(penghubung::demo::serve_sample(
+        listener,
+        support::upstream_tls(&pki),
+        handler,
+    ));
+    let snapshot = load_str(
+        &audited_config(&pki, &upstream),
+        &pki.path().join("a.toml"),
+        pki.path(),
+    )
+    .unwrap();
+    let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
+    let dinkes = caller_for(&gateway, &pki.dinkes);
+    let (status, id, body) = send(&gateway, &dinkes, "/dinkes/faskes").await;
+    assert_eq!(status, 502);
+    assert!(String::from_utf8_lossy(&body).contains("upstream-response-too-large"));
+    // The refusal itself is recorded.
+    let log = records(&audit_dir(&pki));
+    let record = log
+        .iter()
+        .find(|r| r.exchange_id.as_deref() == Some(id.as_str()))
+        .unwrap();
+    assert_eq!(record.outcome, "upstream-response-too-large");
+}
