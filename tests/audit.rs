@@ -40,6 +40,15 @@ fn audited_config(pki: &TestPki, upstream: &str) -> String {
     )
 }
 
+/// A gateway over `text` (with its audit log under the PKI's directory), and Dinkes as caller.
+fn start(pki: &TestPki, text: &str) -> (Gateway, Caller) {
+    let snapshot =
+        load_str(text, &pki.path().join("a.toml"), pki.path()).unwrap_or_else(|e| panic!("{e}"));
+    let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
+    let dinkes = caller_for(&gateway, &pki.dinkes);
+    (gateway, dinkes)
+}
+
 fn records(dir: &Path) -> Vec<Record> {
     let mut all = Vec::new();
     audit::walk(dir, |r, _| {
@@ -85,14 +94,7 @@ fn caller_for(gateway: &Gateway, cert: &penghubung::pki::Issued) -> Caller {
 async fn every_exchange_is_recorded_without_bodies_and_with_identifiers_redacted() {
     let pki = TestPki::new();
     let (upstream, _) = recording_upstream(&pki).await;
-    let snapshot = load_str(
-        &audited_config(&pki, &upstream),
-        &pki.path().join("a.toml"),
-        pki.path(),
-    )
-    .unwrap();
-    let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
-    let dinkes = caller_for(&gateway, &pki.dinkes);
+    let (gateway, dinkes) = start(&pki, &audited_config(&pki, &upstream));
     let stranger = caller_for(&gateway, &pki.stranger);
 
     let ok = send(
@@ -197,14 +199,7 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
 async fn a_failing_writer_refuses_exchanges_and_forwards_nothing_unrecorded() {
     let pki = TestPki::new();
     let (upstream, recorder) = recording_upstream(&pki).await;
-    let snapshot = load_str(
-        &audited_config(&pki, &upstream),
-        &pki.path().join("a.toml"),
-        pki.path(),
-    )
-    .unwrap();
-    let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
-    let dinkes = caller_for(&gateway, &pki.dinkes);
+    let (gateway, dinkes) = start(&pki, &audited_config(&pki, &upstream));
     assert_eq!(send(&gateway, &dinkes, "/dinkes/faskes").await.0, 200);
 
     gateway.audit().unwrap().inject_failure();
@@ -234,9 +229,7 @@ async fn a_torn_tail_is_truncated_at_start_and_the_truncation_recorded() {
     let (upstream, _) = recording_upstream(&pki).await;
     let text = audited_config(&pki, &upstream);
     {
-        let snapshot = load_str(&text, &pki.path().join("a.toml"), pki.path()).unwrap();
-        let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
-        let dinkes = caller_for(&gateway, &pki.dinkes);
+        let (gateway, dinkes) = start(&pki, &text);
         assert_eq!(send(&gateway, &dinkes, "/dinkes/faskes").await.0, 200);
     }
     let (_, segment) = audit::segments(&audit_dir(&pki)).unwrap().pop().unwrap();
@@ -247,9 +240,7 @@ async fn a_torn_tail_is_truncated_at_start_and_the_truncation_recorded() {
     std::fs::write(&segment, &bytes).unwrap();
     assert!(audit::walk(&audit_dir(&pki), |_, _| Ok(())).is_err());
 
-    let snapshot = load_str(&text, &pki.path().join("a.toml"), pki.path()).unwrap();
-    let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
-    let dinkes = caller_for(&gateway, &pki.dinkes);
+    let (gateway, dinkes) = start(&pki, &text);
     assert_eq!(send(&gateway, &dinkes, "/dinkes/faskes").await.0, 200);
     let log = records(&audit_dir(&pki));
     assert_eq!(
@@ -277,14 +268,7 @@ async fn tampering_is_detected_at_the_place() {
     let pki = TestPki::new();
     let (upstream, _) = recording_upstream(&pki).await;
     {
-        let snapshot = load_str(
-            &audited_config(&pki, &upstream),
-            &pki.path().join("a.toml"),
-            pki.path(),
-        )
-        .unwrap();
-        let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
-        let dinkes = caller_for(&gateway, &pki.dinkes);
+        let (gateway, dinkes) = start(&pki, &audited_config(&pki, &upstream));
         for _ in 0..4 {
             assert_eq!(send(&gateway, &dinkes, "/dinkes/faskes").await.0, 200);
         }
@@ -664,9 +648,7 @@ async fn segments_rotate_and_a_replaced_segment_is_detected() {
     let (upstream, _) = recording_upstream(&pki).await;
     let text =
         audited_config(&pki, &upstream).replace("[audit]\n", "[audit]\nsegment_size = \"1KiB\"\n");
-    let snapshot = load_str(&text, &pki.path().join("a.toml"), pki.path()).unwrap();
-    let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
-    let dinkes = caller_for(&gateway, &pki.dinkes);
+    let (gateway, dinkes) = start(&pki, &text);
     for _ in 0..12 {
         assert_eq!(send(&gateway, &dinkes, "/dinkes/faskes").await.0, 200);
     }
@@ -728,14 +710,7 @@ async fn a_response_too_large_to_record_is_refused_not_streamed_unrecorded() {
         support::upstream_tls(&pki),
         handler,
     ));
-    let snapshot = load_str(
-        &audited_config(&pki, &upstream),
-        &pki.path().join("a.toml"),
-        pki.path(),
-    )
-    .unwrap();
-    let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
-    let dinkes = caller_for(&gateway, &pki.dinkes);
+    let (gateway, dinkes) = start(&pki, &audited_config(&pki, &upstream));
     let (status, id, body) = send(&gateway, &dinkes, "/dinkes/faskes").await;
     assert_eq!(status, 502);
     assert!(String::from_utf8_lossy(&body).contains("upstream-response-too-large"));

@@ -169,7 +169,7 @@ impl Harness {
         let identity = IdentityField::SubjectCn.extract(&cert.cert);
         Caller::resolve(
             self.gateway.snapshot(),
-            "127.0.0.1:40000".parse().unwrap(),
+            "127.0.0.1:1".parse().unwrap(),
             identity,
         )
     }
