@@ -325,6 +325,7 @@ fn demo_config(listen: SocketAddr, dukcapil: SocketAddr, dinkes: SocketAddr) -> 
 [gateway]
 id = "spl.demo.parigimoutongkab"
 listen = "{listen}"
+admin_listen = "127.0.0.1:0"       # the admin API (/metrics, /healthz); its port is logged at start
 data_dir = "data"
 shutdown_grace = "5s"
 

@@ -28,6 +28,12 @@
 //! | [`upstream`] | pooled mTLS clients per service and header rewriting both ways |
 //! | [`exchange`] | the exchange id (`SPL-Exchange-Id`) and W3C trace context |
 //! | [`reject`] | every failure, mapped in one place to its status and problem+json document |
+//! | [`audit`] | the hash-chained, signed audit log: writer (group commit), Merkle tree heads, receipts, verification |
+//! | [`telemetry`] | metrics (Prometheus text), a handle the pipeline calls |
+//! | [`admin`] | the admin listener: `/healthz`, `/readyz`, `/metrics` |
+//! | [`catalog`] | `/.well-known/spl/`: the catalog and OpenAPI documents for PD developers |
+//! | [`openapi`] | OpenAPI 3.1 documents built from the configuration and schemas |
+//! | [`schema`], [`validate`] | the schema registry, and validation of parameters, requests and responses |
 //! | [`pki`] | a development PKI (rcgen) for `pki init`, the demo and the tests |
 //! | [`demo`] | `penghubung demo`: two sample PD services behind the gateway |
 //! | [`inventory`] | the summary `check` prints: services, operations, agencies, certificates |
@@ -37,6 +43,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod audit;
 pub mod authorize;
 pub mod body;
@@ -55,6 +62,7 @@ pub mod reject;
 pub mod route;
 pub mod schema;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 pub mod validate;

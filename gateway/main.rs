@@ -450,9 +450,29 @@ fn load(path: &Path) -> Option<config::Snapshot> {
 
 async fn serve(snapshot: config::Snapshot, listener: TcpListener) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
-    tracing::info!(%listen, gateway = %snapshot.gateway.id, services = snapshot.services.len(), "serving");
+    let admin_listen = snapshot.gateway.admin_listen;
+    let admin = TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
+    let admin_listen = admin.local_addr()?;
+    tracing::info!(%listen, admin = %admin_listen, gateway = %snapshot.gateway.id, services = snapshot.services.len(), "serving");
     let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).context("cannot open the audit log")?);
-    server::serve(listener, gateway, shutdown_signal()).await?;
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin_task = tokio::spawn(penghubung::admin::serve_admin(
+        admin,
+        gateway.clone(),
+        wait(stopped.clone()),
+    ));
+    server::serve(listener, gateway, wait(stopped)).await?;
+    admin_task.abort();
     Ok(())
 }
 

@@ -19,6 +19,7 @@ use crate::exchange::Exchange;
 use crate::quota::{Decision, Quotas};
 use crate::reject::{rate_limit_headers, retry_seconds, Reject, Severity};
 use crate::route::{self, Miss};
+use crate::telemetry::{Direction, Telemetry};
 use crate::upstream::{self, Forwarding, Pool, SPL_AGREEMENT, SPL_EXCHANGE_ID};
 use crate::validate;
 
@@ -30,6 +31,7 @@ pub struct Gateway {
     quotas: Quotas,
     clock: Clock,
     audit: Option<AuditLog>,
+    telemetry: Telemetry,
 }
 
 /// What the stages learned about an exchange, for its audit record.
@@ -92,7 +94,13 @@ impl Gateway {
             snapshot,
             clock,
             audit,
+            telemetry: Telemetry::new(),
         })
+    }
+
+    /// The metrics the pipeline keeps.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     /// The audit log, when one is configured.
@@ -125,6 +133,7 @@ impl Gateway {
                 (reject.to_response(&exchange.id), reject.slug())
             }
         };
+        self.count(&facts, outcome);
         if let Some(audit) = &self.audit {
             let seen = Seen {
                 caller,
@@ -158,6 +167,26 @@ struct Seen<'a> {
 // === impl Gateway (audit) ===
 
 impl Gateway {
+    /// Counts the exchange, and a schema violation if that is what happened to it.
+    fn count(&self, facts: &Facts, outcome: &str) {
+        let service = facts.service.as_deref().unwrap_or("");
+        let operation = facts.operation.as_deref().unwrap_or("");
+        let consumer = facts.consumer.as_deref().unwrap_or("");
+        self.telemetry
+            .exchange(service, operation, consumer, outcome);
+        let violation = match outcome {
+            "invalid-parameter" => Some((Direction::Parameter, true)),
+            "request-schema-violation" => Some((Direction::Request, true)),
+            "upstream-schema-violation" => Some((Direction::Response, true)),
+            "forwarded-schema-violation" => Some((Direction::Response, false)),
+            _ => None,
+        };
+        if let Some((direction, enforced)) = violation {
+            self.telemetry
+                .schema_violation(service, operation, direction, enforced);
+        }
+    }
+
     /// Records the exchange and releases the response only once the record is durable; the
     /// response body is read whole first, for its digest. If the record cannot be made durable
     /// the caller gets 503 instead of the response.
@@ -275,10 +304,10 @@ where
         .map_err(|miss| miss_to_reject(snapshot, miss, request.method()))?;
     let service = &snapshot.services[matched.service];
     let operation = &service.operations[matched.operation];
+    facts.service = Some(service.id.clone());
+    facts.operation = Some(operation.id.clone());
     if gw.audit.is_some() {
-        facts.service = Some(service.id.clone());
         facts.owner = Some(snapshot.agencies[service.owner].code.clone());
-        facts.operation = Some(operation.id.clone());
         facts.path_template = Some(operation.path.clone());
         facts.target = Some(audit::audit_target(
             &service.prefix,

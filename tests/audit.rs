@@ -340,9 +340,10 @@ async fn a_crash_loop_loses_no_acknowledged_exchange() {
         .local_addr()
         .unwrap()
         .port();
-    let text = audited_config(&pki, &upstream).replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
+    let text = audited_config(&pki, &upstream).replacen(
+        "\nlisten = \"127.0.0.1:0\"",
+        &format!("\nlisten = \"127.0.0.1:{port}\""),
+        1,
     );
     let file = support::write_config(pki.path(), &text);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();

@@ -81,9 +81,10 @@ async fn serve_answers_then_exits_zero_on_sigterm() {
         .local_addr()
         .unwrap()
         .port();
-    let text = config_text(&upstream, "5s", "").replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
+    let text = config_text(&upstream, "5s", "").replacen(
+        "\nlisten = \"127.0.0.1:0\"",
+        &format!("\nlisten = \"127.0.0.1:{port}\""),
+        1,
     );
     let file = support::write_config(pki.path(), &text);
     let mut guard = Guard(

@@ -257,6 +257,18 @@ fn every_error_in_a_file_is_reported_at_once() {
 }
 
 #[test]
+fn the_admin_api_stays_on_loopback() {
+    let pki = TestPki::new();
+    let text = replace(
+        &base(),
+        "admin_listen = \"127.0.0.1:0\"",
+        "admin_listen = \"0.0.0.0:9090\"",
+    );
+    let e = errors_of(&pki, &text);
+    assert_error(&e, "gateway.admin_listen", "not a loopback address");
+}
+
+#[test]
 fn plaintext_upstream_only_when_allowed() {
     let pki = TestPki::new();
     let text = replace(

@@ -224,6 +224,11 @@ async fn invalid_requests_never_reach_the_upstream() {
         0,
         "an invalid request reached the upstream"
     );
+    let metrics = h.gateway.telemetry().encode();
+    for (direction, n) in [("request", 1), ("parameter", 2)] {
+        let line = format!("direction=\"{direction}\",mode=\"enforce\"}} {n}");
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    }
 
     // The same requests, valid, are forwarded.
     let (status, _) = h.post(Some("application/json; charset=utf-8"), valid).await;
@@ -273,4 +278,17 @@ async fn responses_that_break_their_schema_are_refused_under_enforce_and_forward
     assert_eq!(outcome("get-penduduk"), Some("forwarded"));
     assert_eq!(outcome("strict"), Some("upstream-schema-violation"));
     assert_eq!(outcome("lenient"), Some("forwarded-schema-violation"));
+    // And in the metrics, enforced or monitored.
+    let metrics = h.gateway.telemetry().encode();
+    for mode in ["enforce", "monitor"] {
+        let op = if mode == "enforce" {
+            "strict"
+        } else {
+            "lenient"
+        };
+        let line = format!(
+            "penghubung_schema_violations_total{{service=\"kependudukan\",operation=\"{op}\",direction=\"response\",mode=\"{mode}\"}} 1"
+        );
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    }
 }

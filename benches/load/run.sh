@@ -229,6 +229,7 @@ EOF
 [gateway]
 id = "spl.bench"
 listen = "127.0.0.1:$PX_MTLS"
+admin_listen = "127.0.0.1:0"
 data_dir = "$W/penghubung/data"
 shutdown_grace = "2s"
 

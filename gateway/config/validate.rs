@@ -67,7 +67,13 @@ pub fn validate(
     };
     let admin_listen = errors.check(
         "gateway.admin_listen",
-        parse_addr(g.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN)),
+        parse_addr(g.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN)).and_then(|a| {
+            if a.ip().is_loopback() {
+                Ok(a)
+            } else {
+                Err(format!("`{a}` is not a loopback address; the admin API is served on loopback only until admin client certificates are supported"))
+            }
+        }),
     );
     let timezone = match &g.timezone {
         None => Some(TimeZone::JAKARTA),

@@ -89,6 +89,7 @@ pub fn config_text(upstream: &str, timeout: &str, extra: &str) -> String {
 [gateway]
 id = "spl.test"
 listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
 max_request_body = "1KiB"
 shutdown_grace = "5s"
 
