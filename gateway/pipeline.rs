@@ -34,17 +34,15 @@ pub struct Gateway {
     telemetry: Telemetry,
 }
 
-/// What the stages learned about an exchange, for its audit record.
+/// What the stages learned about an exchange, for its metrics and audit record. Indexes into
+/// the snapshot, so that learning them costs nothing on the hot path.
 #[derive(Default)]
 struct Facts {
-    consumer: Option<String>,
-    service: Option<String>,
-    owner: Option<String>,
-    operation: Option<String>,
-    path_template: Option<String>,
+    consumer: Option<usize>,
+    service: Option<usize>,
+    operation: Option<usize>,
+    agreement: Option<usize>,
     target: Option<String>,
-    agreement: Option<String>,
-    purpose: Option<String>,
     request: Option<BodyDigest>,
     /// The response broke its schema and was forwarded under `monitor`.
     unconforming: bool,
@@ -168,12 +166,15 @@ struct Seen<'a> {
 
 impl Gateway {
     /// Counts the exchange, and a schema violation if that is what happened to it.
-    fn count(&self, facts: &Facts, outcome: &str) {
-        let service = facts.service.as_deref().unwrap_or("");
-        let operation = facts.operation.as_deref().unwrap_or("");
-        let consumer = facts.consumer.as_deref().unwrap_or("");
+    fn count(&self, facts: &Facts, outcome: &'static str) {
+        let s = &*self.snapshot;
         self.telemetry
-            .exchange(service, operation, consumer, outcome);
+            .exchange(s, facts.service, facts.operation, facts.consumer, outcome);
+        let service = facts.service.map_or("", |i| s.services[i].id.as_str());
+        let operation = match (facts.service, facts.operation) {
+            (Some(i), Some(j)) => s.services[i].operations[j].id.as_str(),
+            _ => "",
+        };
         let violation = match outcome {
             "invalid-parameter" => Some((Direction::Parameter, true)),
             "request-schema-violation" => Some((Direction::Request, true)),
@@ -203,7 +204,10 @@ impl Gateway {
             Ok(collected) => (parts, collected.to_bytes(), seen.outcome),
             Err(e) => {
                 tracing::warn!(exchange_id = %seen.exchange.id, error = %e, "the upstream response could not be read whole");
-                let service = facts.service.clone().unwrap_or_default();
+                let service = facts
+                    .service
+                    .map(|i| self.snapshot.services[i].id.clone())
+                    .unwrap_or_default();
                 let reject = match e.downcast::<hyper::Error>() {
                     Ok(source) => Reject::UpstreamBodyRead {
                         service,
@@ -223,6 +227,12 @@ impl Gateway {
                 (parts, bytes, reject.slug())
             }
         };
+        let s = &*self.snapshot;
+        let service = facts.service.map(|i| &s.services[i]);
+        let operation = service
+            .zip(facts.operation)
+            .map(|(svc, j)| &svc.operations[j]);
+        let agreement = facts.agreement.map(|i| &s.agreements[i]);
         let record = Record {
             time: audit::timestamp(self.clock.now_millis()),
             gateway: self.snapshot.gateway.id.clone(),
@@ -230,15 +240,15 @@ impl Gateway {
             outcome: outcome.to_owned(),
             exchange_id: Some(seen.exchange.id.clone()),
             status: Some(parts.status.as_u16()),
-            consumer: facts.consumer,
+            consumer: facts.consumer.map(|i| s.agencies[i].code.clone()),
             cert_sha256: Some(seen.caller.identity.fingerprint.clone()),
-            service: facts.service,
-            owner: facts.owner,
-            operation: facts.operation,
-            agreement: facts.agreement,
-            purpose: facts.purpose,
+            service: service.map(|svc| svc.id.clone()),
+            owner: service.map(|svc| s.agencies[svc.owner].code.clone()),
+            operation: operation.map(|op| op.id.clone()),
+            agreement: agreement.map(|a| a.id.clone()),
+            purpose: agreement.map(|a| a.purpose.clone()),
             method: Some(seen.method.as_str().to_owned()),
-            path_template: facts.path_template,
+            path_template: operation.map(|op| op.path.clone()),
             target: facts.target,
             request: facts.request,
             response: Some(BodyDigest::of(&bytes)),
@@ -289,7 +299,7 @@ where
         Resolved::Unknown => return Err(Reject::UnknownAgency),
     };
     let agency = &snapshot.agencies[consumer];
-    facts.consumer = Some(agency.code.clone());
+    facts.consumer = Some(consumer);
 
     // Route: normalise, then the gateway's own documents, or a service by prefix and an
     // operation by template and method.
@@ -304,11 +314,9 @@ where
         .map_err(|miss| miss_to_reject(snapshot, miss, request.method()))?;
     let service = &snapshot.services[matched.service];
     let operation = &service.operations[matched.operation];
-    facts.service = Some(service.id.clone());
-    facts.operation = Some(operation.id.clone());
+    facts.service = Some(matched.service);
+    facts.operation = Some(matched.operation);
     if gw.audit.is_some() {
-        facts.owner = Some(snapshot.agencies[service.owner].code.clone());
-        facts.path_template = Some(operation.path.clone());
         facts.target = Some(audit::audit_target(
             &service.prefix,
             &operation.template,
@@ -342,10 +350,7 @@ where
         Grant::Open => None,
         Grant::Agreement(i) => Some((i, &snapshot.agreements[i])),
     };
-    if let Some((_, a)) = agreement {
-        facts.agreement = Some(a.id.clone());
-        facts.purpose = Some(a.purpose.clone());
-    }
+    facts.agreement = agreement.map(|(i, _)| i);
 
     // Quota: charged per agreement, before any work on the body or the upstream.
     let mut quota_headers = None;
