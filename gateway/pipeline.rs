@@ -70,7 +70,7 @@ impl Gateway {
                         durability: settings.durability,
                         flush_interval: settings.flush_interval,
                         segment_size: settings.segment_size,
-                        queue: 4096,
+                        queue: settings.queue,
                         signer: settings.signer.clone(),
                         gateway: id.clone(),
                         tree_head_every: settings.tree_head_every,

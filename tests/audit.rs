@@ -723,3 +723,50 @@ async fn a_response_too_large_to_record_is_refused_not_streamed_unrecorded() {
         .unwrap();
     assert_eq!(record.outcome, "upstream-response-too-large");
 }
+
+/// A writer that falls behind (its queue at the bound) refuses new exchanges before any upstream
+/// contact, and recovers once it catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_audit_queue_refuses_exchanges_before_upstream_contact() {
+    let pki = TestPki::new();
+    let (upstream, recorder) = recording_upstream(&pki).await;
+    let text = audited_config(&pki, &upstream).replace("[audit]\n", "[audit]\nqueue = 2\n");
+    let (gateway, dinkes) = start(&pki, &text);
+    let gateway = Arc::new(gateway);
+    let dinkes = Arc::new(dinkes);
+    // Let the start record through, then stall the writer.
+    assert_eq!(send(&gateway, &dinkes, "/dinkes/faskes").await.0, 200);
+    gateway.audit().unwrap().stall(true);
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let (g, d) = (gateway.clone(), dinkes.clone());
+        waiting.push(tokio::spawn(async move {
+            send(&g, &d, "/dinkes/faskes").await.0
+        }));
+    }
+    // Both are forwarded and wait for their records; the queue is now at its bound.
+    let mut full = false;
+    for _ in 0..2000 {
+        if !gateway.audit().unwrap().healthy() {
+            full = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(full, "the queue never reached its bound");
+    let seen = recorder.count();
+    let (status, _, body) = send(&gateway, &dinkes, "/dinkes/faskes").await;
+    assert_eq!(status, 503);
+    assert!(String::from_utf8_lossy(&body).contains("audit-unavailable"));
+    assert_eq!(
+        recorder.count(),
+        seen,
+        "a request went upstream while the audit queue was full"
+    );
+    // The writer catches up: the waiting exchanges complete, and new ones are served again.
+    gateway.audit().unwrap().stall(false);
+    for task in waiting {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    assert_eq!(send(&gateway, &dinkes, "/dinkes/faskes").await.0, 200);
+}

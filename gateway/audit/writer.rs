@@ -70,6 +70,8 @@ struct State {
     bound: usize,
     failure: std::sync::Mutex<Option<String>>,
     inject_failure: AtomicBool,
+    /// While set, the writer takes no new batch (a slow disk, for fault drills).
+    stalled: AtomicBool,
 }
 
 struct Job {
@@ -152,6 +154,7 @@ impl AuditLog {
             bound: options.queue,
             failure: std::sync::Mutex::new(None),
             inject_failure: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
         });
         let (jobs, queue) = mpsc::sync_channel(options.queue);
         let writer = Writer {
@@ -225,6 +228,12 @@ impl AuditLog {
         self.state.inject_failure.store(true, Ordering::Release);
     }
 
+    /// Holds (or releases) the writer as a stalled disk would, so that records queue up: for
+    /// fault drills and tests of the queue bound.
+    pub fn stall(&self, stalled: bool) {
+        self.state.stalled.store(stalled, Ordering::Release);
+    }
+
     fn unhealthy(&self) -> AuditError {
         let why = self
             .state
@@ -281,6 +290,9 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 impl Writer {
     fn run(mut self, queue: mpsc::Receiver<Job>) {
         loop {
+            while self.state.stalled.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             let first = match queue.recv_timeout(self.options.flush_interval) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
@@ -295,6 +307,10 @@ impl Writer {
                     return;
                 }
             };
+            // A stalled writer holds what it has received: it stays counted as queued.
+            while self.state.stalled.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             let mut batch = vec![first];
             while batch.len() < 4096 {
                 match queue.try_recv() {

@@ -63,6 +63,8 @@ pub struct AuditSection {
     pub flush_interval: Option<String>,
     pub redaction_key: Option<String>,
     pub segment_size: Option<String>,
+    /// Records that may wait for the writer; beyond, exchanges are refused (default 4096).
+    pub queue: Option<usize>,
     /// A signed tree head after this many records...
     pub tree_head_every: Option<u64>,
     /// ...or this long after the first record it does not cover yet.

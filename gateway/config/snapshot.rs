@@ -72,6 +72,8 @@ pub struct AuditSettings {
     pub redactor: Option<Arc<Redactor>>,
     /// A segment file is closed and the next begun past this size.
     pub segment_size: u64,
+    /// Records that may wait for the writer before exchanges are refused.
+    pub queue: usize,
     /// Loaded from `signing_key`: signs tree heads.
     pub signer: Option<Arc<Signer>>,
     pub tree_head_every: u64,

@@ -810,6 +810,13 @@ fn audit_settings(
         parse_duration,
     )
     .map(|v| v.unwrap_or(Duration::from_secs(1)));
+    let queue = match a.queue {
+        Some(0) => {
+            errors.push("audit.queue", "must be at least 1");
+            None
+        }
+        q => Some(q.unwrap_or(4096)),
+    };
     let segment_size = opt(errors, "audit.segment_size", &a.segment_size, parse_size)
         .map(|v| v.unwrap_or(DEFAULT_SEGMENT_SIZE));
     Some(AuditSettings {
@@ -819,6 +826,7 @@ fn audit_settings(
         redaction_key: redaction_key?,
         redactor: redactor?,
         segment_size: segment_size?,
+        queue: queue?,
         signer: signer?,
         tree_head_every: tree_head_every?,
         tree_head_interval: tree_head_interval?,
