@@ -9,9 +9,13 @@
 //!
 //! ```text
 //!  accept ─▶ TLS + identity ─▶ route ─▶ authorize ─▶ validate ─▶ cache ─▶ upstream ─▶ validate ─▶ audit ─▶ respond
-//!  server     tls, caller      route    authorize,  (issue 4)  (issue 6) upstream   (issue 4)   (issue 5)  pipeline
-//!                                       quota
+//!  server     tls, caller      route    authorize,  validate   (issue 6) upstream   validate    audit,     pipeline
+//!                              catalog  quota       (params,                        (response)  telemetry
+//!                                                   request)
 //! ```
+//!
+//! [`pipeline::Gateway::handle`] runs the stages in that order (`run`), then counts the exchange
+//! and, with an audit log, records it before the response is released.
 //!
 //! | module | what it holds |
 //! |---|---|
@@ -36,10 +40,10 @@
 //! | [`schema`], [`validate`] | the schema registry, and validation of parameters, requests and responses |
 //! | [`pki`] | a development PKI (rcgen) for `pki init`, the demo and the tests |
 //! | [`demo`] | `penghubung demo`: two sample PD services behind the gateway |
-//! | [`inventory`] | the summary `check` prints: services, operations, agencies, certificates |
+//! | [`inventory`] | what `check` and `certs` print: services, operations, agencies, certificates and CRLs |
 //!
-//! Side systems (upstream pool; later audit writer, cache, telemetry) are handles the pipeline
-//! calls; the CLI and, later, the gRPC service and admin API use the same handles.
+//! Side systems (upstream pool, quotas, audit writer, telemetry; later the cache) are handles the
+//! pipeline calls; the CLI, the admin API and, later, the gRPC service use the same handles.
 
 #![forbid(unsafe_code)]
 

@@ -1,5 +1,5 @@
 //! The request path, top to bottom. Every stage returns `Result<_, Reject>`; the first refusal
-//! becomes the response. Reading [`run`] is reading what the gateway does to a request.
+//! becomes the response. Reading `run` is reading what the gateway does to a request.
 
 use std::sync::Arc;
 
@@ -34,6 +34,10 @@ pub struct Gateway {
     telemetry: Telemetry,
 }
 
+/// With an audit log, a response is read whole for its digest before it is released; one larger
+/// than this is refused (502) rather than held in memory without bound.
+pub const MAX_AUDITED_RESPONSE: usize = 64 << 20;
+
 /// What the stages learned about an exchange, for its metrics and audit record. Indexes into
 /// the snapshot, so that learning them costs nothing on the hot path.
 #[derive(Default)]
@@ -46,6 +50,15 @@ struct Facts {
     request: Option<BodyDigest>,
     /// The response broke its schema and was forwarded under `monitor`.
     unconforming: bool,
+}
+
+/// The exchange as the audit record describes it.
+struct Seen<'a> {
+    caller: &'a Caller,
+    exchange: &'a Exchange,
+    method: &'a http::Method,
+    outcome: &'static str,
+    started: std::time::Instant,
 }
 
 // === impl Gateway ===
@@ -120,14 +133,15 @@ impl Gateway {
         let started = std::time::Instant::now();
         let exchange = Exchange::begin(request.headers());
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        // A clone of the URI shares its bytes; the path is formatted only if a refusal is logged.
+        let uri = request.uri().clone();
         let mut facts = Facts::default();
         let (mut response, outcome) = match run(self, caller, &exchange, request, &mut facts).await
         {
             Ok(response) if facts.unconforming => (response, "forwarded-schema-violation"),
             Ok(response) => (response, "forwarded"),
             Err(reject) => {
-                log_refusal(&reject, caller, &exchange, &method, &path);
+                log_refusal(&reject, caller, &exchange, &method, uri.path());
                 (reject.to_response(&exchange.id), reject.slug())
             }
         };
@@ -146,124 +160,6 @@ impl Gateway {
             response.headers_mut().insert(SPL_EXCHANGE_ID, id);
         }
         response
-    }
-}
-
-/// With an audit log, a response is read whole for its digest before it is released; one larger
-/// than this is refused (502) rather than held in memory without bound.
-pub const MAX_AUDITED_RESPONSE: usize = 64 << 20;
-
-/// The exchange as the audit record describes it.
-struct Seen<'a> {
-    caller: &'a Caller,
-    exchange: &'a Exchange,
-    method: &'a http::Method,
-    outcome: &'static str,
-    started: std::time::Instant,
-}
-
-// === impl Gateway (audit) ===
-
-impl Gateway {
-    /// Counts the exchange, and a schema violation if that is what happened to it.
-    fn count(&self, facts: &Facts, outcome: &'static str) {
-        let s = &*self.snapshot;
-        self.telemetry
-            .exchange(s, facts.service, facts.operation, facts.consumer, outcome);
-        let service = facts.service.map_or("", |i| s.services[i].id.as_str());
-        let operation = match (facts.service, facts.operation) {
-            (Some(i), Some(j)) => s.services[i].operations[j].id.as_str(),
-            _ => "",
-        };
-        let violation = match outcome {
-            "invalid-parameter" => Some((Direction::Parameter, true)),
-            "request-schema-violation" => Some((Direction::Request, true)),
-            "upstream-schema-violation" => Some((Direction::Response, true)),
-            "forwarded-schema-violation" => Some((Direction::Response, false)),
-            _ => None,
-        };
-        if let Some((direction, enforced)) = violation {
-            self.telemetry
-                .schema_violation(service, operation, direction, enforced);
-        }
-    }
-
-    /// Records the exchange and releases the response only once the record is durable; the
-    /// response body is read whole first, for its digest. If the record cannot be made durable
-    /// the caller gets 503 instead of the response.
-    async fn record(
-        &self,
-        audit: &AuditLog,
-        seen: Seen<'_>,
-        facts: Facts,
-        response: Response<Body>,
-    ) -> Response<Body> {
-        let (parts, body) = response.into_parts();
-        let (parts, bytes, outcome) = match Limited::new(body, MAX_AUDITED_RESPONSE).collect().await
-        {
-            Ok(collected) => (parts, collected.to_bytes(), seen.outcome),
-            Err(e) => {
-                tracing::warn!(exchange_id = %seen.exchange.id, error = %e, "the upstream response could not be read whole");
-                let service = facts
-                    .service
-                    .map(|i| self.snapshot.services[i].id.clone())
-                    .unwrap_or_default();
-                let reject = match e.downcast::<hyper::Error>() {
-                    Ok(source) => Reject::UpstreamBodyRead {
-                        service,
-                        source: *source,
-                    },
-                    Err(_) => Reject::UpstreamResponseTooLarge {
-                        service,
-                        limit: MAX_AUDITED_RESPONSE as u64,
-                    },
-                };
-                let (parts, body) = reject.to_response(&seen.exchange.id).into_parts();
-                let bytes = body
-                    .collect()
-                    .await
-                    .map(|c| c.to_bytes())
-                    .unwrap_or_default();
-                (parts, bytes, reject.slug())
-            }
-        };
-        let s = &*self.snapshot;
-        let service = facts.service.map(|i| &s.services[i]);
-        let operation = service
-            .zip(facts.operation)
-            .map(|(svc, j)| &svc.operations[j]);
-        let agreement = facts.agreement.map(|i| &s.agreements[i]);
-        let record = Record {
-            time: audit::timestamp(self.clock.now_millis()),
-            gateway: self.snapshot.gateway.id.clone(),
-            kind: "exchange".to_owned(),
-            outcome: outcome.to_owned(),
-            exchange_id: Some(seen.exchange.id.clone()),
-            status: Some(parts.status.as_u16()),
-            consumer: facts.consumer.map(|i| s.agencies[i].code.clone()),
-            cert_sha256: Some(seen.caller.identity.fingerprint.clone()),
-            service: service.map(|svc| svc.id.clone()),
-            owner: service.map(|svc| s.agencies[svc.owner].code.clone()),
-            operation: operation.map(|op| op.id.clone()),
-            agreement: agreement.map(|a| a.id.clone()),
-            purpose: agreement.map(|a| a.purpose.clone()),
-            method: Some(seen.method.as_str().to_owned()),
-            path_template: operation.map(|op| op.path.clone()),
-            target: facts.target,
-            request: facts.request,
-            response: Some(BodyDigest::of(&bytes)),
-            latency_us: Some(u64::try_from(seen.started.elapsed().as_micros()).unwrap_or(u64::MAX)),
-            cache: None,
-            trace_id: Some(seen.exchange.trace.trace_id.clone()),
-            ..Record::default()
-        };
-        match audit.append(record).await {
-            Ok(_) => Response::from_parts(parts, full(bytes)),
-            Err(e) => {
-                tracing::error!(exchange_id = %seen.exchange.id, error = %e, "exchange not recorded; refusing it");
-                Reject::AuditUnavailable.to_response(&seen.exchange.id)
-            }
-        }
     }
 }
 
@@ -446,6 +342,111 @@ where
         "forwarded"
     );
     Ok(Response::from_parts(parts, body))
+}
+
+// === impl Gateway (audit) ===
+
+impl Gateway {
+    /// Counts the exchange, and a schema violation if that is what happened to it.
+    fn count(&self, facts: &Facts, outcome: &'static str) {
+        let s = &*self.snapshot;
+        self.telemetry
+            .exchange(s, facts.service, facts.operation, facts.consumer, outcome);
+        let service = facts.service.map_or("", |i| s.services[i].id.as_str());
+        let operation = match (facts.service, facts.operation) {
+            (Some(i), Some(j)) => s.services[i].operations[j].id.as_str(),
+            _ => "",
+        };
+        let violation = match outcome {
+            "invalid-parameter" => Some((Direction::Parameter, true)),
+            "request-schema-violation" => Some((Direction::Request, true)),
+            "upstream-schema-violation" => Some((Direction::Response, true)),
+            "forwarded-schema-violation" => Some((Direction::Response, false)),
+            _ => None,
+        };
+        if let Some((direction, enforced)) = violation {
+            self.telemetry
+                .schema_violation(service, operation, direction, enforced);
+        }
+    }
+
+    /// Records the exchange and releases the response only once the record is durable; the
+    /// response body is read whole first, for its digest. If the record cannot be made durable
+    /// the caller gets 503 instead of the response.
+    async fn record(
+        &self,
+        audit: &AuditLog,
+        seen: Seen<'_>,
+        facts: Facts,
+        response: Response<Body>,
+    ) -> Response<Body> {
+        let (parts, body) = response.into_parts();
+        let (parts, bytes, outcome) = match Limited::new(body, MAX_AUDITED_RESPONSE).collect().await
+        {
+            Ok(collected) => (parts, collected.to_bytes(), seen.outcome),
+            Err(e) => {
+                tracing::warn!(exchange_id = %seen.exchange.id, error = %e, "the upstream response could not be read whole");
+                let service = facts
+                    .service
+                    .map(|i| self.snapshot.services[i].id.clone())
+                    .unwrap_or_default();
+                let reject = match e.downcast::<hyper::Error>() {
+                    Ok(source) => Reject::UpstreamBodyRead {
+                        service,
+                        source: *source,
+                    },
+                    Err(_) => Reject::UpstreamResponseTooLarge {
+                        service,
+                        limit: MAX_AUDITED_RESPONSE as u64,
+                    },
+                };
+                let (parts, body) = reject.to_response(&seen.exchange.id).into_parts();
+                let bytes = body
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
+                (parts, bytes, reject.slug())
+            }
+        };
+        let s = &*self.snapshot;
+        let service = facts.service.map(|i| &s.services[i]);
+        let operation = service
+            .zip(facts.operation)
+            .map(|(svc, j)| &svc.operations[j]);
+        let agreement = facts.agreement.map(|i| &s.agreements[i]);
+        let record = Record {
+            time: audit::timestamp(self.clock.now_millis()),
+            gateway: self.snapshot.gateway.id.clone(),
+            kind: "exchange".to_owned(),
+            outcome: outcome.to_owned(),
+            exchange_id: Some(seen.exchange.id.clone()),
+            status: Some(parts.status.as_u16()),
+            consumer: facts.consumer.map(|i| s.agencies[i].code.clone()),
+            cert_sha256: Some(seen.caller.identity.fingerprint.clone()),
+            service: service.map(|svc| svc.id.clone()),
+            owner: service.map(|svc| s.agencies[svc.owner].code.clone()),
+            operation: operation.map(|op| op.id.clone()),
+            agreement: agreement.map(|a| a.id.clone()),
+            purpose: agreement.map(|a| a.purpose.clone()),
+            method: Some(seen.method.as_str().to_owned()),
+            path_template: operation.map(|op| op.path.clone()),
+            target: facts.target,
+            request: facts.request,
+            response: Some(BodyDigest::of(&bytes)),
+            latency_us: Some(u64::try_from(seen.started.elapsed().as_micros()).unwrap_or(u64::MAX)),
+            cache: None,
+            trace_id: Some(seen.exchange.trace.trace_id.clone()),
+            ..Record::default()
+        };
+        match audit.append(record).await {
+            Ok(_) => Response::from_parts(parts, full(bytes)),
+            Err(e) => {
+                tracing::error!(exchange_id = %seen.exchange.id, error = %e, "exchange not recorded; refusing it");
+                Reject::AuditUnavailable.to_response(&seen.exchange.id)
+            }
+        }
+    }
 }
 
 fn miss_to_reject(snapshot: &Snapshot, miss: Miss, method: &http::Method) -> Reject {

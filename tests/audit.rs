@@ -184,6 +184,16 @@ async fn every_exchange_is_recorded_without_bodies_and_with_identifiers_redacted
     }
 }
 
+/// The response is a 503 `audit-unavailable` problem document.
+fn assert_audit_unavailable(status: u16, body: &[u8]) {
+    let text = String::from_utf8_lossy(body);
+    assert_eq!(status, 503, "{text}");
+    assert!(
+        text.contains("urn:penghubung:problem:audit-unavailable"),
+        "{text}"
+    );
+}
+
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -206,15 +216,13 @@ async fn a_failing_writer_refuses_exchanges_and_forwards_nothing_unrecorded() {
     // Forwarded before the failure showed: the record cannot be made durable, so the caller
     // gets 503 instead of the response.
     let (status, _, body) = send(&gateway, &dinkes, "/dinkes/faskes").await;
-    assert_eq!(status, 503);
-    assert!(String::from_utf8_lossy(&body).contains("audit-unavailable"));
+    assert_audit_unavailable(status, &body);
     assert!(!String::from_utf8_lossy(&body).contains("body_len"));
     let seen = recorder.count();
     // From now on, refused before any upstream contact.
     for _ in 0..3 {
         let (status, _, body) = send(&gateway, &dinkes, "/dukcapil/penduduk/penduduk/1").await;
-        assert_eq!(status, 503);
-        assert!(String::from_utf8_lossy(&body).contains("urn:penghubung:problem:audit-unavailable"));
+        assert_audit_unavailable(status, &body);
     }
     assert_eq!(
         recorder.count(),
@@ -756,8 +764,7 @@ async fn a_full_audit_queue_refuses_exchanges_before_upstream_contact() {
     assert!(full, "the queue never reached its bound");
     let seen = recorder.count();
     let (status, _, body) = send(&gateway, &dinkes, "/dinkes/faskes").await;
-    assert_eq!(status, 503);
-    assert!(String::from_utf8_lossy(&body).contains("audit-unavailable"));
+    assert_audit_unavailable(status, &body);
     assert_eq!(
         recorder.count(),
         seen,

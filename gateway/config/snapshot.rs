@@ -64,10 +64,8 @@ pub struct TimeZone {
 
 #[derive(Clone)]
 pub struct AuditSettings {
-    pub signing_key: Option<PathBuf>,
     pub durability: Durability,
     pub flush_interval: Duration,
-    pub redaction_key: Option<PathBuf>,
     /// Loaded from `redaction_key`.
     pub redactor: Option<Arc<Redactor>>,
     /// A segment file is closed and the next begun past this size.

@@ -820,10 +820,8 @@ fn audit_settings(
     let segment_size = opt(errors, "audit.segment_size", &a.segment_size, parse_size)
         .map(|v| v.unwrap_or(DEFAULT_SEGMENT_SIZE));
     Some(AuditSettings {
-        signing_key: signing_key?,
         durability: durability?,
         flush_interval: flush_interval?,
-        redaction_key: redaction_key?,
         redactor: redactor?,
         segment_size: segment_size?,
         queue: queue?,
