@@ -56,7 +56,7 @@ fn answer(gateway: &Gateway, request: &Request<Incoming>) -> Response<Body> {
             _ => text(StatusCode::OK, "ready\n"),
         },
         "/metrics" => {
-            let mut response = text(StatusCode::OK, &gateway.telemetry().encode());
+            let mut response = text(StatusCode::OK, &gateway.metrics_text());
             response.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static(

@@ -51,6 +51,7 @@ pub mod admin;
 pub mod audit;
 pub mod authorize;
 pub mod body;
+pub mod cache;
 pub mod caller;
 pub mod catalog;
 pub mod clock;

@@ -440,7 +440,12 @@ fn exit_for(health: inventory::Health) -> ExitCode {
 /// Loads a configuration, printing every error; `None` when it is not valid.
 fn load(path: &Path) -> Option<config::Snapshot> {
     match config::load(path) {
-        Ok(snapshot) => Some(snapshot),
+        Ok(snapshot) => {
+            for w in &snapshot.warnings {
+                eprintln!("warning: {}: {}: {}", path.display(), w.path, w.message);
+            }
+            Some(snapshot)
+        }
         Err(errors) => {
             eprintln!("{errors}");
             None

@@ -5,16 +5,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 
 use crate::audit::{self, AuditLog, BodyDigest, Record, WriterOptions};
 use crate::authorize::{authorize, Ask, Grant};
-use crate::body::{full, read_limited, Body};
+use crate::body::{full, read_limited, read_up_to, Body, Read};
+use crate::cache::{self, Cache, Fetched, Key, Lookup, Sharing};
 use crate::caller::{Caller, Resolved};
 use crate::catalog;
 use crate::clock::Clock;
-use crate::config::Snapshot;
+use crate::config::{Classification, Snapshot};
 use crate::exchange::Exchange;
 use crate::quota::{Decision, Quotas};
 use crate::reject::{rate_limit_headers, retry_seconds, Reject, Severity};
@@ -31,6 +32,7 @@ pub struct Gateway {
     quotas: Quotas,
     clock: Clock,
     audit: Option<AuditLog>,
+    cache: Cache,
     telemetry: Telemetry,
 }
 
@@ -50,6 +52,11 @@ struct Facts {
     request: Option<BodyDigest>,
     /// The response broke its schema and was forwarded under `monitor`.
     unconforming: bool,
+    /// What the cache did: `hit`, `coalesced`, `stored` or `miss`; none for operations that
+    /// are not cached.
+    cache: Option<&'static str>,
+    /// On a hit, the exchange whose upstream response was served.
+    origin: Option<String>,
 }
 
 /// The exchange as the audit record describes it.
@@ -99,19 +106,33 @@ impl Gateway {
                 Some(log)
             }
         };
+        let telemetry = Telemetry::new();
         Ok(Gateway {
             upstreams: Pool::new(&snapshot),
             quotas: Quotas::new(&snapshot),
+            cache: Cache::new(&snapshot.cache, telemetry.cache().clone()),
             snapshot,
             clock,
             audit,
-            telemetry: Telemetry::new(),
+            telemetry,
         })
     }
 
     /// The metrics the pipeline keeps.
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry
+    }
+
+    /// The response cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The Prometheus exposition, with the cache gauges brought up to date.
+    pub fn metrics_text(&self) -> String {
+        let (entries, bytes) = self.cache.usage();
+        self.telemetry.cache().usage(entries, bytes);
+        self.telemetry.encode()
     }
 
     /// The audit log, when one is configured.
@@ -138,6 +159,9 @@ impl Gateway {
         let mut facts = Facts::default();
         let (mut response, outcome) = match run(self, caller, &exchange, request, &mut facts).await
         {
+            Ok(response) if matches!(facts.cache, Some("hit" | "coalesced")) => {
+                (response, "served-from-cache")
+            }
             Ok(response) if facts.unconforming => (response, "forwarded-schema-violation"),
             Ok(response) => (response, "forwarded"),
             Err(reject) => {
@@ -164,8 +188,8 @@ impl Gateway {
 }
 
 /// accept → TLS + identity (per connection: `caller`) → route → authorize → quota → validate
-/// parameters → read body → validate request → (cache: later) → upstream → validate response →
-/// respond.
+/// parameters → read body → validate request → cache → upstream → validate response → (store)
+/// → respond.
 async fn run<B>(
     gw: &Gateway,
     caller: &Caller,
@@ -289,18 +313,28 @@ where
     // Validate the request body against the operation's schema.
     validate::request(operation, &parts.headers, &body)?;
 
-    // Upstream: rewrite headers, forward, and pass the response back.
-    let host = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            parts
-                .headers
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        });
+    // Upstream headers. A cacheable operation's upstream sees only the caller headers the
+    // cache key holds, and not the host the caller addressed: nothing outside the key can
+    // shape a response that others may be served.
+    let ceiling = Cache::ceiling(service, operation);
+    let directives = ceiling.map(|_| cache::Directives::of(&parts.headers));
+    let host = match ceiling {
+        Some(_) => {
+            upstream::keep_only(&mut parts.headers, &cache::KEYED_HEADERS);
+            None
+        }
+        None => parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            }),
+    };
     upstream::to_upstream(
         &mut parts.headers,
         &Forwarding {
@@ -313,11 +347,75 @@ where
     );
     let target = path.encoded_from(matched.prefix_len);
     let query = parts.uri.query().map(str::to_owned);
+
+    // Cache: every policy stage above has passed for this request. A fresh entry is served;
+    // a miss leads the one upstream request for its key, or waits for the one under way.
+    let mut fetch = None;
+    if let (Some(ceiling), Some(directives)) = (ceiling, directives) {
+        let key = Key::primary(&cache::Request {
+            service: &service.id,
+            operation: &operation.id,
+            sharing: match service.classification {
+                Classification::Terbuka => Sharing::Everyone,
+                _ => Sharing::Consumer {
+                    agency: &agency.code,
+                    agreement: agreement.map(|(_, a)| a.id.as_str()),
+                },
+            },
+            target: &target,
+            query: query.as_deref(),
+            headers: &parts.headers,
+        });
+        let head = parts.method == Method::HEAD;
+        match gw
+            .cache
+            .lookup(key, &parts.headers, directives, !head, service.timeout)
+            .await
+        {
+            Lookup::Hit(hit) => {
+                facts.cache = Some(if hit.coalesced { "coalesced" } else { "hit" });
+                facts.origin = Some(hit.stored().origin.clone());
+                let mut response = hit.response(head);
+                if let Some(headers) = quota_headers {
+                    for (name, value) in headers {
+                        response.headers_mut().insert(name, value);
+                    }
+                }
+                return Ok(response);
+            }
+            Lookup::TimedOut(after) => {
+                facts.cache = Some("coalesced");
+                return Err(Reject::UpstreamTimeout {
+                    service: service.id.clone(),
+                    after,
+                });
+            }
+            Lookup::Miss(f) => {
+                facts.cache = Some("miss");
+                // HEAD answers carry no body to store.
+                if !head {
+                    fetch = Some((f, parts.headers.clone(), ceiling));
+                }
+            }
+        }
+    }
+
+    // Upstream: forward, and pass the response back.
     let request = Request::from_parts(parts, Full::new(body));
-    let response = gw
+    let response = match gw
         .upstreams
         .forward(matched.service, service, &target, query.as_deref(), request)
-        .await?;
+        .await
+    {
+        Ok(response) => response,
+        Err(reject) => {
+            if let (Some((fetch, _, _)), Reject::UpstreamTimeout { after, .. }) = (fetch, &reject)
+            {
+                fetch.timed_out(*after);
+            }
+            return Err(reject);
+        }
+    };
 
     let (mut parts, body) = response.into_parts();
     upstream::to_caller(&mut parts.headers);
@@ -326,7 +424,41 @@ where
     // Validate the response before the caller sees it.
     let (response, checked) = validate::response(service, operation, response).await?;
     facts.unconforming = checked == validate::Checked::ForwardedUnconforming;
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
+
+    // Store: only a conforming response, read whole within the entry limit.
+    if let Some((fetch, sent, ceiling)) = fetch {
+        if facts.unconforming {
+            fetch.refuse("schema-violation");
+        } else {
+            let limit = fetch.entry_limit();
+            match read_up_to(body, limit).await {
+                Ok(Read::Whole(bytes)) => {
+                    let fetched = Fetched {
+                        request: &sent,
+                        response: &parts,
+                        body: &bytes,
+                        ceiling,
+                        origin: &exchange.id,
+                    };
+                    if fetch.finish(&fetched).is_ok() {
+                        facts.cache = Some("stored");
+                    }
+                    body = full(bytes);
+                }
+                Ok(Read::Stream(rest, reason)) => {
+                    fetch.refuse(reason);
+                    body = rest;
+                }
+                Err(source) => {
+                    return Err(Reject::UpstreamBodyRead {
+                        service: service.id.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
     if let Some(headers) = quota_headers {
         for (name, value) in headers {
             parts.headers.insert(name, value);
@@ -435,7 +567,8 @@ impl Gateway {
             request: facts.request,
             response: Some(BodyDigest::of(&bytes)),
             latency_us: Some(u64::try_from(seen.started.elapsed().as_micros()).unwrap_or(u64::MAX)),
-            cache: None,
+            cache: facts.cache.map(str::to_owned),
+            detail: facts.origin.map(|id| format!("stored by exchange {id}")),
             trace_id: Some(seen.exchange.trace.trace_id.clone()),
             ..Record::default()
         };

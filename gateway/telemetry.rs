@@ -8,6 +8,7 @@ use std::sync::RwLock;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::config::Snapshot;
@@ -21,6 +22,21 @@ pub struct Telemetry {
     /// (service, operation, consumer, outcome) → its counter, for the hot path.
     known: RwLock<HashMap<ExchangeKey, Counter>>,
     schema_violations: Family<Labels, Counter>,
+    cache: CacheMetrics,
+}
+
+type Reason = [(&'static str, &'static str); 1];
+
+/// The cache's metrics; the cache holds a clone (every field is a shared handle).
+#[derive(Clone, Default)]
+pub struct CacheMetrics {
+    hits: Counter,
+    misses: Counter,
+    coalesced_waits: Counter,
+    refused: Family<Reason, Counter>,
+    evictions: Family<Reason, Counter>,
+    entries: Gauge,
+    bytes: Gauge,
 }
 
 /// Where a schema violation was found.
@@ -48,11 +64,14 @@ impl Telemetry {
             "Schema violations by service, operation, direction and schema_mode",
             schema_violations.clone(),
         );
+        let cache = CacheMetrics::default();
+        cache.register(&mut registry);
         Telemetry {
             registry,
             exchanges,
             known: RwLock::new(HashMap::new()),
             schema_violations,
+            cache,
         }
     }
 
@@ -117,12 +136,81 @@ impl Telemetry {
             .inc();
     }
 
+    pub fn cache(&self) -> &CacheMetrics {
+        &self.cache
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Encoding into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+// === impl CacheMetrics ===
+
+impl CacheMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("cache");
+        r.register(
+            "hits",
+            "Requests served from the cache (after waiting for another's fetch or not)",
+            self.hits.clone(),
+        );
+        r.register(
+            "misses",
+            "Requests the cache could not serve and sent upstream",
+            self.misses.clone(),
+        );
+        r.register(
+            "coalesced_waits",
+            "Requests that waited for another request's upstream fetch of the same key",
+            self.coalesced_waits.clone(),
+        );
+        r.register(
+            "stores_refused",
+            "Upstream responses of cacheable operations not stored, by reason",
+            self.refused.clone(),
+        );
+        r.register(
+            "evictions",
+            "Entries removed by the byte budget (size) or on expiry (expired)",
+            self.evictions.clone(),
+        );
+        r.register("entries", "Entries held", self.entries.clone());
+        r.register(
+            "bytes",
+            "Bytes held, as weighed against cache.max_size",
+            self.bytes.clone(),
+        );
+    }
+
+    pub fn hit(&self) {
+        self.hits.inc();
+    }
+
+    pub fn miss(&self) {
+        self.misses.inc();
+    }
+
+    pub fn coalesced_wait(&self) {
+        self.coalesced_waits.inc();
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    pub fn evicted(&self, cause: &'static str) {
+        self.evictions.get_or_create(&[("cause", cause)]).inc();
+    }
+
+    /// Sets the gauges, before an exposition.
+    pub fn usage(&self, entries: u64, bytes: u64) {
+        self.entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 }
 

@@ -21,6 +21,7 @@ pub struct ConfigErrors {
 #[derive(Debug, Default)]
 pub struct Errors {
     list: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 // === impl ConfigErrors ===
@@ -67,6 +68,15 @@ impl Errors {
         });
     }
 
+    /// Something the file asks for that the gateway will not do, but that does not stop it:
+    /// `check` and `serve` print it with the file and the TOML path.
+    pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
     /// Records the error of `result`, if any, and passes its value on.
     pub fn check<T>(&mut self, path: impl Into<String>, result: Result<T, String>) -> Option<T> {
         match result {
@@ -78,9 +88,10 @@ impl Errors {
         }
     }
 
-    pub fn into_result(self, file: PathBuf) -> Result<(), ConfigErrors> {
+    /// The warnings, if there was no error.
+    pub fn into_result(self, file: PathBuf) -> Result<Vec<ConfigError>, ConfigErrors> {
         if self.list.is_empty() {
-            Ok(())
+            Ok(self.warnings)
         } else {
             Err(ConfigErrors {
                 file,

@@ -38,6 +38,9 @@ pub struct Snapshot {
     pub(super) agreement_index: HashMap<(usize, usize), Vec<usize>>,
     /// The OpenAPI 3.1 document of each service (same order as `services`), serialised.
     pub openapi: Vec<bytes::Bytes>,
+    /// What the file asks for that the gateway will not do (e.g. `cache_ttl` on a `rahasia`
+    /// service), each at its TOML path.
+    pub warnings: Vec<super::ConfigError>,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +114,9 @@ pub struct Agency {
 
 pub struct Service {
     pub id: String,
+    /// SHA-256 of the service's entry and its schemas: equal across two snapshots when nothing
+    /// a cached response depends on changed.
+    pub fingerprint: String,
     /// Index into `Snapshot::agencies`.
     pub owner: usize,
     pub classification: Classification,

@@ -312,7 +312,7 @@ pub fn validate(
         }
     }
 
-    errors.into_result(source.to_path_buf())?;
+    let warnings = errors.into_result(source.to_path_buf())?;
     let mut agreement_index: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
     for (i, a) in agreements.iter().enumerate() {
         agreement_index
@@ -357,6 +357,7 @@ pub fn validate(
         identities,
         agreement_index,
         openapi,
+        warnings,
     })
 }
 
@@ -529,7 +530,23 @@ fn service(
         );
     }
 
+    // Secret services are never cached, whatever an operation says.
+    if classification.is_some_and(|c| c >= Classification::Rahasia) {
+        for (j, op) in operations.iter_mut().enumerate() {
+            if op.cache_ttl.take().is_some() {
+                errors.warn(
+                    format!("{at}.operations[{j}].cache_ttl"),
+                    format!(
+                        "ignored: `{}` is {}, and responses of rahasia and sangat_rahasia services are never cached",
+                        s.id, s.classification
+                    ),
+                );
+            }
+        }
+    }
+
     Some(Service {
+        fingerprint: fingerprint(s, &operations),
         id: s.id.clone(),
         owner: owner?,
         classification: classification?,
@@ -597,7 +614,24 @@ fn operation(
         &format!("{at}.cache_ttl"),
         &o.cache_ttl,
         parse_duration,
-    );
+    )
+    .and_then(|ttl| match (ttl, &method) {
+        (Some(ttl), _) if ttl.is_zero() => {
+            errors.push(
+                format!("{at}.cache_ttl"),
+                "must be more than 0s; leave it out to not cache",
+            );
+            None
+        }
+        (Some(_), Some(m)) if m != Method::GET => {
+            errors.push(
+                format!("{at}.cache_ttl"),
+                format!("only GET operations are cached (HEAD is answered from GET's entries), not {m}"),
+            );
+            None
+        }
+        _ => Some(ttl),
+    });
     for (k, name) in o.audit_redact.iter().enumerate() {
         if name.trim().is_empty() {
             errors.push(
@@ -619,6 +653,20 @@ fn operation(
         audit_redact: o.audit_redact.clone(),
     };
     id_ok.then_some(op)
+}
+
+/// What a stored response of the service depends on: its entry in the file and the schemas its
+/// operations validate against. A reload that changes it drops the service's cache entries.
+fn fingerprint(entry: &ServiceEntry, operations: &[Operation]) -> String {
+    let mut text = format!("{entry:?}").into_bytes();
+    let schemas = operations
+        .iter()
+        .flat_map(|op| op.request_schema.iter().chain(&op.response_schema));
+    for schema in schemas {
+        text.extend_from_slice(schema.name.as_bytes());
+        text.extend(std::fs::read(&schema.file).unwrap_or_default());
+    }
+    crate::audit::sha256_hex(&text)
 }
 
 fn register_routes(

@@ -72,6 +72,12 @@ pub fn to_upstream(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
     }
 }
 
+/// Removes every caller header but `keep`: the upstream of a cacheable operation sees only
+/// what the cache key holds, so no other header can shape a response others are served.
+pub fn keep_only(headers: &mut HeaderMap, keep: &[HeaderName]) {
+    remove_where(headers, |name| !keep.iter().any(|k| k.as_str() == name));
+}
+
 /// Rewrites an upstream's response headers, in place, into the caller's response headers.
 pub fn to_caller(headers: &mut HeaderMap) {
     remove_hop_by_hop(headers);
