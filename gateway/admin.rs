@@ -1,19 +1,22 @@
 //! The admin listener (`[gateway] admin_listen`, loopback only until admin certificates land):
-//! `/healthz`, `/readyz` and `/metrics`, through the same handles the pipeline uses.
+//! `/healthz`, `/readyz`, `/metrics` and `POST /v1/cache/purge`, through the same handles the
+//! pipeline uses. Errors are problem+json documents, like the pipeline's.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::body::{full, Body};
-use crate::pipeline::Gateway;
+use crate::pipeline::{Gateway, PurgeError};
 
 /// Serves the admin API on `listener` until `shutdown` resolves.
 pub async fn serve_admin(
@@ -23,7 +26,7 @@ pub async fn serve_admin(
 ) {
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(_) => continue,
@@ -34,7 +37,7 @@ pub async fn serve_admin(
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(answer(&gateway, &request)) }
+                async move { Ok::<_, Infallible>(answer(&gateway, request, remote).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -43,11 +46,30 @@ pub async fn serve_admin(
     }
 }
 
-fn answer(gateway: &Gateway, request: &Request<Incoming>) -> Response<Body> {
-    if request.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+async fn answer(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<Body> {
+    let path = request.uri().path();
+    if path == "/v1/cache/purge" {
+        if request.method() != Method::POST {
+            return problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "purging is a POST",
+            );
+        }
+        return purge(gateway, request, remote).await;
     }
-    match request.uri().path() {
+    if request.method() != Method::GET {
+        return problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            &format!("{path} answers GET only"),
+        );
+    }
+    match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => match gateway.audit() {
             Some(audit) if !audit.healthy() => {
@@ -65,8 +87,101 @@ fn answer(gateway: &Gateway, request: &Request<Incoming>) -> Response<Body> {
             );
             response
         }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        _ => problem(
+            StatusCode::NOT_FOUND,
+            "no-route",
+            &format!("the admin API has no {path}"),
+        ),
     }
+}
+
+/// What to purge: nothing named is everything.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PurgeScope {
+    service: Option<String>,
+    operation: Option<String>,
+}
+
+/// `POST /v1/cache/purge` with an optional JSON body `{"service": …, "operation": …}`.
+async fn purge(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<Body> {
+    let body = match Limited::new(request.into_body(), 4096).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "malformed-body",
+                &format!("the body could not be read (at most 4 KiB): {e}"),
+            )
+        }
+    };
+    let scope = if body.iter().all(u8::is_ascii_whitespace) {
+        PurgeScope::default()
+    } else {
+        match serde_json::from_slice::<PurgeScope>(&body) {
+            Ok(scope) => scope,
+            Err(e) => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "malformed-json",
+                    &format!("expected {{\"service\": …, \"operation\": …}} (both optional): {e}"),
+                )
+            }
+        }
+    };
+    let by = format!("admin {remote}");
+    match gateway
+        .purge_cache(scope.service.as_deref(), scope.operation.as_deref(), &by)
+        .await
+    {
+        Ok(purged) => {
+            let doc = serde_json::json!({
+                "purged": purged,
+                "service": scope.service,
+                "operation": scope.operation,
+            });
+            let mut response = text(StatusCode::OK, &format!("{doc}\n"));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(e @ (PurgeError::UnknownService(_) | PurgeError::UnknownOperation { .. })) => {
+            problem(StatusCode::NOT_FOUND, "no-such-scope", &e.to_string())
+        }
+        Err(e @ PurgeError::OperationWithoutService) => {
+            problem(StatusCode::BAD_REQUEST, "no-such-scope", &e.to_string())
+        }
+        Err(e @ PurgeError::Unrecorded(_)) => {
+            tracing::error!(error = %e, "cache purge refused");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit-unavailable",
+                "the purge could not be recorded in the audit log, so it was not done",
+            )
+        }
+    }
+}
+
+/// An RFC 9457 problem document, with the pipeline's slugs where they mean the same.
+fn problem(status: StatusCode, slug: &str, detail: &str) -> Response<Body> {
+    let doc = serde_json::json!({
+        "type": format!("urn:penghubung:problem:{slug}"),
+        "title": status.canonical_reason().unwrap_or(""),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut response = Response::new(full(doc.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {

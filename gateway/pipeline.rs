@@ -409,8 +409,7 @@ where
     {
         Ok(response) => response,
         Err(reject) => {
-            if let (Some((fetch, _, _)), Reject::UpstreamTimeout { after, .. }) = (fetch, &reject)
-            {
+            if let (Some((fetch, _, _)), Reject::UpstreamTimeout { after, .. }) = (fetch, &reject) {
                 fetch.timed_out(*after);
             }
             return Err(reject);
@@ -579,6 +578,73 @@ impl Gateway {
                 Reject::AuditUnavailable.to_response(&seen.exchange.id)
             }
         }
+    }
+}
+
+// === impl Gateway (administrative acts) ===
+
+/// Why a purge was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeError {
+    #[error("no service `{0}` is configured")]
+    UnknownService(String),
+    #[error("service `{service}` has no operation `{operation}`")]
+    UnknownOperation { service: String, operation: String },
+    #[error("an operation can only be named with its service")]
+    OperationWithoutService,
+    #[error("the purge could not be recorded in the audit log: {0}")]
+    Unrecorded(#[source] audit::AuditError),
+}
+
+impl Gateway {
+    /// Drops cached responses: all, a service's, or one operation's. With an audit log the act
+    /// is recorded first (`cache-purge`, with the scope and `by`), and not done if it cannot be.
+    pub async fn purge_cache(
+        &self,
+        service: Option<&str>,
+        operation: Option<&str>,
+        by: &str,
+    ) -> Result<u64, PurgeError> {
+        let s = &*self.snapshot;
+        match (service, operation) {
+            (None, Some(_)) => return Err(PurgeError::OperationWithoutService),
+            (Some(id), op) => {
+                let svc = s
+                    .services
+                    .iter()
+                    .find(|svc| svc.id == id)
+                    .ok_or_else(|| PurgeError::UnknownService(id.to_owned()))?;
+                if let Some(op) = op.filter(|op| !svc.operations.iter().any(|o| o.id == *op)) {
+                    return Err(PurgeError::UnknownOperation {
+                        service: id.to_owned(),
+                        operation: op.to_owned(),
+                    });
+                }
+            }
+            (None, None) => {}
+        }
+        if let Some(audit) = &self.audit {
+            let scope = match (service, operation) {
+                (Some(svc), Some(op)) => format!("service={svc} operation={op}"),
+                (Some(svc), None) => format!("service={svc}"),
+                _ => "all".to_owned(),
+            };
+            let record = audit::admin(
+                &s.gateway.id,
+                "cache-purge",
+                Some(format!("{scope} by {by}")),
+            );
+            audit.append(record).await.map_err(PurgeError::Unrecorded)?;
+        }
+        let purged = self.cache.purge(service, operation);
+        tracing::info!(
+            service = service.unwrap_or("*"),
+            operation = operation.unwrap_or("*"),
+            purged,
+            by,
+            "cache purged"
+        );
+        Ok(purged)
     }
 }
 

@@ -17,6 +17,15 @@ use support::{config_text, recording_upstream, TestPki};
 use tokio::net::{TcpListener, TcpStream};
 
 async fn admin_get(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+    admin_send(addr, method, path, "").await
+}
+
+async fn admin_send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &'static str,
+) -> (u16, String) {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -26,7 +35,7 @@ async fn admin_get(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16
         .method(method)
         .uri(path)
         .header("host", "admin")
-        .body(Full::new(Bytes::new()))
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     let status = response.status().as_u16();
@@ -38,7 +47,11 @@ async fn admin_get(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16
 async fn health_readiness_and_metrics() {
     let pki = TestPki::new();
     let (upstream, _) = recording_upstream(&pki).await;
-    let text = config_text(&upstream, "5s", "\n[audit]\n");
+    let text = config_text(&upstream, "5s", "\n[audit]\n").replacen(
+        "  path = \"/faskes\"",
+        "  path = \"/faskes\"\n  cache_ttl = \"60s\"",
+        1,
+    );
     let snapshot = load_str(&text, &pki.path().join("a.toml"), pki.path()).unwrap();
     let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -75,9 +88,20 @@ async fn health_readiness_and_metrics() {
     let (status, metrics) = admin_get(addr, "GET", "/metrics").await;
     assert_eq!(status, 200);
     assert!(
-        metrics.contains(r#"penghubung_exchanges_total{service="dinkes-faskes",operation="list-faskes",consumer="dinkes",outcome="forwarded"} 2"#),
+        metrics.contains(r#"penghubung_exchanges_total{service="dinkes-faskes",operation="list-faskes",consumer="dinkes",outcome="forwarded"} 1"#),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(r#"penghubung_exchanges_total{service="dinkes-faskes",operation="list-faskes",consumer="dinkes",outcome="served-from-cache"} 1"#),
+        "{metrics}"
+    );
+    for line in [
+        "penghubung_cache_hits_total 1",
+        "penghubung_cache_misses_total 1",
+        "penghubung_cache_entries 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
     assert!(
         metrics.contains(r#"outcome="no-operation"} 1"#),
         "{metrics}"
@@ -85,7 +109,47 @@ async fn health_readiness_and_metrics() {
     assert_eq!(admin_get(addr, "GET", "/elsewhere").await.0, 404);
     assert_eq!(admin_get(addr, "POST", "/metrics").await.0, 405);
 
-    // A failing audit log makes the gateway not ready.
+    // Cache purge: scoped, audited, and refused with a problem document for a bad scope.
+    let purge = |body| admin_send(addr, "POST", "/v1/cache/purge", body);
+    let (status, answer) = purge(r#"{"service": "dinkes-faskes"}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["purged"], 1, "{answer}");
+    assert_eq!(purge("").await.0, 200);
+    for (body, status, slug) in [
+        (r#"{"service": "tidak-ada"}"#, 404, "no-such-scope"),
+        (
+            r#"{"service": "dinkes-faskes", "operation": "x"}"#,
+            404,
+            "no-such-scope",
+        ),
+        (r#"{"operation": "list-faskes"}"#, 400, "no-such-scope"),
+        (r#"{"servis": "dinkes-faskes"}"#, 400, "malformed-json"),
+        ("purge!", 400, "malformed-json"),
+    ] {
+        let (got, doc) = purge(body).await;
+        assert_eq!(got, status, "{body}: {doc}");
+        let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        assert_eq!(
+            doc["type"],
+            format!("urn:penghubung:problem:{slug}"),
+            "{body}"
+        );
+    }
+    assert_eq!(admin_get(addr, "GET", "/v1/cache/purge").await.0, 405);
+    let mut purges = Vec::new();
+    penghubung::audit::walk(&pki.path().join("data/audit"), |r, _| {
+        if r.outcome == "cache-purge" {
+            purges.push(r.detail.clone().unwrap());
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(purges.len(), 2, "{purges:?}");
+    assert!(purges[0].starts_with("service=dinkes-faskes by admin 127.0.0.1:"));
+    assert!(purges[1].starts_with("all by admin 127.0.0.1:"));
+
+    // A failing audit log makes the gateway not ready, and refuses purges it cannot record.
     gateway.audit().unwrap().inject_failure();
     let _ = gateway
         .handle(
@@ -97,4 +161,5 @@ async fn health_readiness_and_metrics() {
         .await;
     assert_eq!(admin_get(addr, "GET", "/readyz").await.0, 503);
     assert_eq!(admin_get(addr, "GET", "/healthz").await.0, 200);
+    assert_eq!(purge("").await.0, 503);
 }

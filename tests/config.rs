@@ -382,3 +382,59 @@ fn one_identity_cannot_name_two_agencies() {
         "`dinkes.test` already identifies agency `dinkes`",
     );
 }
+
+#[test]
+fn cache_ttl_is_for_get_operations_and_ignored_with_a_warning_on_secret_services() {
+    let pki = TestPki::new();
+    let text = replace(
+        &base(),
+        "  path = \"/verifikasi\"",
+        "  path = \"/verifikasi\"\n  cache_ttl = \"30s\"",
+    );
+    let text = replace(
+        &text,
+        "  path = \"/faskes\"",
+        "  path = \"/faskes\"\n  cache_ttl = \"0s\"",
+    );
+    let errors = errors_of(&pki, &text);
+    assert_error(
+        &errors,
+        "services[0].operations[1].cache_ttl",
+        "only GET operations",
+    );
+    assert_error(
+        &errors,
+        "services[1].operations[0].cache_ttl",
+        "more than 0s",
+    );
+
+    // On a rahasia service: accepted, ignored, and `check` says so with file and path.
+    let text = replace(
+        &base(),
+        "classification = \"terbatas\"",
+        "classification = \"rahasia\"",
+    );
+    let text = replace(
+        &text,
+        "  path = \"/penduduk/{nik}\"",
+        "  path = \"/penduduk/{nik}\"\n  cache_ttl = \"60s\"",
+    );
+    let snapshot = load_str(&text, &pki.path().join("w.toml"), pki.path()).unwrap();
+    assert_eq!(snapshot.services[0].operations[0].cache_ttl, None);
+    assert_eq!(snapshot.warnings.len(), 1);
+    let file = support::write_config(pki.path(), &text);
+    let out = Command::new(env!("CARGO_BIN_EXE_penghubung"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "warning: {}: services[0].operations[0].cache_ttl: ignored: `dukcapil-penduduk` is rahasia",
+            file.display()
+        )),
+        "{stderr}"
+    );
+}

@@ -271,7 +271,10 @@ mod tests {
         assert_eq!(
             refused(
                 200,
-                &[("cache-control", "public, max-age=60"), ("set-cookie", "a=b")]
+                &[
+                    ("cache-control", "public, max-age=60"),
+                    ("set-cookie", "a=b")
+                ]
             ),
             "set-cookie"
         );
@@ -298,7 +301,10 @@ mod tests {
 
     #[test]
     fn vary_names_are_collected_in_order() {
-        match decide(200, &[("vary", "Accept-Language"), ("vary", "X-Region, accept")]) {
+        match decide(
+            200,
+            &[("vary", "Accept-Language"), ("vary", "X-Region, accept")],
+        ) {
             Verdict::Store { vary, .. } => assert_eq!(
                 vary.iter().map(HeaderName::as_str).collect::<Vec<_>>(),
                 ["accept-language", "x-region", "accept"]

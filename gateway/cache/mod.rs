@@ -62,7 +62,9 @@ pub struct Cache {
     metrics: CacheMetrics,
 }
 
-/// What the store holds under a key.
+/// What the store holds under a key (always behind an `Arc`, so the variants' sizes differ
+/// harmlessly).
+#[allow(clippy::large_enum_variant)]
 pub enum Entry {
     Response(Stored),
     /// The primary key's responses vary by these request headers: look under the variant key.

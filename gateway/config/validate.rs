@@ -626,7 +626,9 @@ fn operation(
         (Some(_), Some(m)) if m != Method::GET => {
             errors.push(
                 format!("{at}.cache_ttl"),
-                format!("only GET operations are cached (HEAD is answered from GET's entries), not {m}"),
+                format!(
+                    "only GET operations are cached (HEAD is answered from GET's entries), not {m}"
+                ),
             );
             None
         }
