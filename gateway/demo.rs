@@ -273,6 +273,15 @@ pub fn curl_commands(demo: &Demo) -> String {
         "{} https://localhost:{port}/dukcapil/penduduk/penduduk/7208014101900001",
         curl("dinkes")
     );
+    let _ = writeln!(
+        out,
+        "\n# The same lookup again within cache_ttl (60 s): answered from the gateway's cache, with `Age`\n# (authorization, quota and audit still apply to every hit):"
+    );
+    let _ = writeln!(
+        out,
+        "{} -i https://localhost:{port}/dukcapil/penduduk/penduduk/7208014101900001",
+        curl("dinkes")
+    );
     let _ = writeln!(out, "\n# Dinkes verifies a name against a NIK (POST):");
     let _ = writeln!(
         out,

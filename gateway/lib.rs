@@ -9,7 +9,7 @@
 //!
 //! ```text
 //!  accept ─▶ TLS + identity ─▶ route ─▶ authorize ─▶ validate ─▶ cache ─▶ upstream ─▶ validate ─▶ audit ─▶ respond
-//!  server     tls, caller      route    authorize,  validate   (issue 6) upstream   validate    audit,     pipeline
+//!  server     tls, caller      route    authorize,  validate   cache     upstream   validate    audit,     pipeline
 //!                              catalog  quota       (params,                        (response)  telemetry
 //!                                                   request)
 //! ```
@@ -28,13 +28,14 @@
 //! | [`authorize`] | default deny: classification and clearance, agreements in force, the `SPL-Agreement` choice |
 //! | [`quota`] | per-agreement rates (GCRA) on tokio's monotonic clock |
 //! | [`clock`] | the calendar for agreement validity, in the gateway's time zone; settable in tests |
-//! | [`body`] | the response body type and the bounded request-body read |
+//! | [`body`] | the response body type, the bounded request-body read, and reading a response for the cache |
+//! | [`cache`] | the response cache: keys that keep agencies apart, RFC 9111 freshness, coalesced misses, purge |
 //! | [`upstream`] | pooled mTLS clients per service and header rewriting both ways |
 //! | [`exchange`] | the exchange id (`SPL-Exchange-Id`) and W3C trace context |
 //! | [`reject`] | every failure, mapped in one place to its status and problem+json document |
 //! | [`audit`] | the hash-chained, signed audit log: writer (group commit), Merkle tree heads, receipts, verification |
 //! | [`telemetry`] | metrics (Prometheus text), a handle the pipeline calls |
-//! | [`admin`] | the admin listener: `/healthz`, `/readyz`, `/metrics` |
+//! | [`admin`] | the admin listener: `/healthz`, `/readyz`, `/metrics`, `POST /v1/cache/purge` |
 //! | [`catalog`] | `/.well-known/spl/`: the catalog and OpenAPI documents for PD developers |
 //! | [`openapi`] | OpenAPI 3.1 documents built from the configuration and schemas |
 //! | [`schema`], [`validate`] | the schema registry, and validation of parameters, requests and responses |
@@ -42,7 +43,7 @@
 //! | [`demo`] | `penghubung demo`: two sample PD services behind the gateway |
 //! | [`inventory`] | what `check` and `certs` print: services, operations, agencies, certificates and CRLs |
 //!
-//! Side systems (upstream pool, quotas, audit writer, telemetry; later the cache) are handles the
+//! Side systems (upstream pool, quotas, audit writer, cache, telemetry) are handles the
 //! pipeline calls; the CLI, the admin API and, later, the gRPC service use the same handles.
 
 #![forbid(unsafe_code)]

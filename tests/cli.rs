@@ -133,7 +133,7 @@ fn demo_curl_commands_work_when_pasted() {
     );
     let mut guard = Guard(child);
     let commands: Vec<&String> = lines.iter().filter(|l| l.starts_with("curl ")).collect();
-    assert_eq!(commands.len(), 7, "printed:\n{}", lines.join("\n"));
+    assert_eq!(commands.len(), 8, "printed:\n{}", lines.join("\n"));
     let run = |cmd: &str| {
         let out = Command::new("sh")
             .arg("-c")
@@ -152,6 +152,12 @@ fn demo_curl_commands_work_when_pasted() {
         "{}",
         run(commands[0])
     );
+    let again = run(commands[1]).to_ascii_lowercase();
+    assert!(
+        again.contains("\nage: ") && again.contains("warga contoh satu"),
+        "the second lookup was not served from the cache:\n{again}"
+    );
+    let commands = [&commands[..1], &commands[2..]].concat();
     assert!(run(commands[1]).contains("\"cocok\":true"));
     let invalid = run(commands[2]);
     assert!(
