@@ -23,6 +23,11 @@
 #   URLPATH [/bench/item]  the path every peer is asked for; Penghubung routes it to a declared
 #              operation (prefix /bench, operation GET|POST /item) of a `terbatas` service,
 #              authorized under an agreement with a (never reached) quota
+#   CACHEPATH [/bench/cached]  the path of the *-cache scenarios: Penghubung's operation has
+#              cache_ttl = "600s"; nginx caches it with proxy_cache (proxy_cache_valid 200 10m).
+#              h1-mtls-cache / h2-mtls-cache: every request after the first is a hit;
+#              h1-mtls-miss (Penghubung and direct only): the same path with `Cache-Control:
+#              no-cache`, so every request goes upstream and stores again (the miss path)
 #   AUDIT [off]  off | sync | interval: Penghubung's audit log (under the run's work dir) and
 #              its durability
 #   TAG  free text recorded in the results file
@@ -58,6 +63,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 PENGHUBUNG_BIN=${PENGHUBUNG_BIN:-$ROOT/target/release/penghubung}
 PASSES=${PASSES:-3}
 URLPATH=${URLPATH:-/bench/item}
+CACHEPATH=${CACHEPATH:-/bench/cached}
 SHIM=$HERE/clientcert_shim.so
 mkdir -p "$HERE/results"
 STAMP=$(date +%Y%m%d-%H%M%S)
@@ -161,8 +167,10 @@ start_peer() { # name cpu
   pfx "$cpu"
   case $name in
   nginx)
+    # Workers run as this user, so that they can write proxy_cache files under the work dir.
     cat > "$W/nginx/nginx.conf" <<EOF
 worker_processes 1;
+$( [[ $(id -u) == 0 ]] && echo "user $(id -un);" )
 daemon off;
 pid $W/nginx/nginx.pid;
 error_log $W/nginx/error.log warn;
@@ -180,14 +188,15 @@ http {
   upstream up_mtls  { server 127.0.0.1:$UP_MTLS;  keepalive 512; keepalive_requests 100000000; }
   server { listen 127.0.0.1:$PX_PLAIN; location / { proxy_pass http://up_plain; } }
   server { listen 127.0.0.1:$PX_TLS ssl http2; location / { proxy_pass http://up_plain; } }
+  proxy_cache_path $W/nginx/cache levels=1:2 keys_zone=bench:10m max_size=256m inactive=10m;
   server { listen 127.0.0.1:$PX_MTLS ssl http2;
     ssl_client_certificate $W/ca.crt; ssl_verify_client on;
-    location / {
-      proxy_pass https://up_mtls;
-      proxy_ssl_certificate $W/client.crt; proxy_ssl_certificate_key $W/client.key;
-      proxy_ssl_trusted_certificate $W/ca.crt; proxy_ssl_verify on;
-      proxy_ssl_name localhost; proxy_ssl_server_name on; proxy_ssl_session_reuse on;
-    } }
+    proxy_ssl_certificate $W/client.crt; proxy_ssl_certificate_key $W/client.key;
+    proxy_ssl_trusted_certificate $W/ca.crt; proxy_ssl_verify on;
+    proxy_ssl_name localhost; proxy_ssl_server_name on; proxy_ssl_session_reuse on;
+    location / { proxy_pass https://up_mtls; }
+    location $CACHEPATH { proxy_pass https://up_mtls; proxy_cache bench; proxy_cache_valid 200 10m; }
+  }
 }
 EOF
     "${PFX[@]}" nginx -p "$W/nginx" -c "$W/nginx/nginx.conf" -e "$W/nginx/error.log" &
@@ -263,6 +272,12 @@ timeout = "10s"
   id = "post-item"
   method = "POST"
   path = "/item"
+
+  [[services.operations]]
+  id = "get-cached"
+  method = "GET"
+  path = "${CACHEPATH#/bench}"
+  cache_ttl = "600s"
 
 [[agreements]]
 id = "PKS-BENCH"
@@ -437,6 +452,9 @@ run_scenario() { # scen peer
     h2-mtls)        run_h2load "https://127.0.0.1:$p_mtls$URLPATH" 1 -c "$H2_CLIENTS" -m "$H2_STREAMS" ;;
     lat-h1-plain)   run_h2load "http://127.0.0.1:$p_plain$URLPATH" 0 --h1 -c "$LAT_CONNS" --rps "$per" ;;
     lat-h1-mtls)    run_h2load "https://127.0.0.1:$p_mtls$URLPATH" 1 --h1 -c "$LAT_CONNS" --rps "$per" ;;
+    h1-mtls-cache)  run_wrk "https://127.0.0.1:$p_mtls$CACHEPATH" 1 0 ;;
+    h1-mtls-miss)   run_wrk "https://127.0.0.1:$p_mtls$CACHEPATH" 1 0 -H "Cache-Control: no-cache" ;;
+    h2-mtls-cache)  run_h2load "https://127.0.0.1:$p_mtls$CACHEPATH" 1 -c "$H2_CLIENTS" -m "$H2_STREAMS" ;;
     hs-h1-mtls)     run_wrk "https://127.0.0.1:$p_mtls$URLPATH" 1 1 -H "Connection: close" ;;
     hs-h1-tls)      run_wrk "https://127.0.0.1:$p_tls$URLPATH" 0 1 -H "Connection: close" ;;
     *) log "unknown scenario $scen"; echo "0 0 0 -1 0" ;;
@@ -492,6 +510,8 @@ for peer in $PEERS; do
   for scen in $SCENARIOS; do
    # Penghubung serves mTLS only.
    [[ $peer == penghubung && $scen != *mtls* ]] && continue
+   # nginx and HAProxy ignore a request's no-cache by default: the miss path is Penghubung's.
+   [[ $scen == *-miss && $peer != penghubung && $peer != direct ]] && continue
    for attempt in $(seq 0 "$RETRIES"); do
     log "$peer / $scen$( ((attempt)) && echo " (attempt $((attempt + 1)))")"
     wait_quiet
