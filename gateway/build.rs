@@ -1,6 +1,7 @@
 //! Build script: stamps the version with the commit it was built from, so `penghubung
-//! --version` and audit records can name the exact build. (gRPC code generation from `proto/`
-//! joins here when the gRPC contract lands.)
+//! --version` and audit records can name the exact build; and generates the gRPC code from
+//! `proto/` with protox (pure Rust: no system `protoc`), keeping the file descriptor set for
+//! server reflection.
 
 use std::process::Command;
 
@@ -18,4 +19,26 @@ fn main() {
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
     println!("cargo:rerun-if-changed=gateway/build.rs");
+
+    let protos = [
+        "proto/penghubung/v1/exchange.proto",
+        "proto/penghubung/v1/catalog.proto",
+        "proto/penghubung/v1/audit.proto",
+    ];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(protos, ["proto"]).expect("the gRPC contract compiles");
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    std::fs::write(
+        out.join("penghubung_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )
+    .expect("OUT_DIR is writable");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .build_transport(false)
+        .compile_fds(descriptors)
+        .expect("gRPC code generation");
 }

@@ -98,6 +98,7 @@ pub fn catalog(snapshot: &Snapshot, consumer: usize, today: Date) -> Value {
                         "response_schema": op.response_schema.as_ref().map(|s| &s.name),
                         "params": params,
                         "agreements": agreements,
+                        "cache_ttl_seconds": op.cache_ttl.map(|t| t.as_secs()),
                     })
                 })
                 .collect();

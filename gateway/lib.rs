@@ -59,6 +59,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod exchange;
+pub mod grpc;
 pub mod inventory;
 pub mod openapi;
 pub mod pipeline;

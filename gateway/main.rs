@@ -460,7 +460,16 @@ async fn serve(snapshot: config::Snapshot, listener: TcpListener) -> anyhow::Res
         .await
         .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
     let admin_listen = admin.local_addr()?;
-    tracing::info!(%listen, admin = %admin_listen, gateway = %snapshot.gateway.id, services = snapshot.services.len(), "serving");
+    let grpc = match snapshot.gateway.grpc_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (gRPC)"))?,
+        ),
+        None => None,
+    };
+    let grpc_listen = grpc.as_ref().and_then(|l| l.local_addr().ok());
+    tracing::info!(%listen, admin = %admin_listen, grpc = ?grpc_listen, gateway = %snapshot.gateway.id, services = snapshot.services.len(), "serving");
     let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).context("cannot open the audit log")?);
     // One signal stops both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -476,7 +485,18 @@ async fn serve(snapshot: config::Snapshot, listener: TcpListener) -> anyhow::Res
         gateway.clone(),
         wait(stopped.clone()),
     ));
+    let grpc_task = grpc.map(|grpc| {
+        tokio::spawn(server::serve_grpc(
+            grpc,
+            gateway.clone(),
+            wait(stopped.clone()),
+        ))
+    });
     server::serve(listener, gateway, wait(stopped)).await?;
+    if let Some(task) = grpc_task {
+        // The gRPC listener drains within the same grace.
+        let _ = task.await;
+    }
     admin_task.abort();
     Ok(())
 }

@@ -123,6 +123,11 @@ impl Gateway {
         &self.telemetry
     }
 
+    /// Today's date in the gateway's time zone, on the gateway's calendar clock.
+    pub fn today(&self) -> crate::config::Date {
+        self.clock.today(self.snapshot.gateway.timezone)
+    }
+
     /// The response cache.
     pub fn cache(&self) -> &Cache {
         &self.cache
@@ -157,30 +162,71 @@ impl Gateway {
         // A clone of the URI shares its bytes; the path is formatted only if a refusal is logged.
         let uri = request.uri().clone();
         let mut facts = Facts::default();
-        let (mut response, outcome) = match run(self, caller, &exchange, request, &mut facts).await
-        {
+        let result = run(self, caller, &exchange, request, &mut facts).await;
+        let seen = Seen {
+            caller,
+            exchange: &exchange,
+            method: &method,
+            outcome: "",
+            started,
+        };
+        self.conclude(seen, uri.path(), facts, result).await
+    }
+
+    /// Refuses an exchange that never became an HTTP request (a gRPC call naming no configured
+    /// service or operation), with the same logging, metrics and audit record as any refusal.
+    pub async fn refuse(
+        &self,
+        caller: &Caller,
+        method: &http::Method,
+        path: &str,
+        reject: Reject,
+    ) -> Response<Body> {
+        let exchange = Exchange::begin(&http::HeaderMap::new());
+        let facts = Facts {
+            consumer: match caller.agency {
+                Resolved::Agency(i) => Some(i),
+                _ => None,
+            },
+            ..Facts::default()
+        };
+        let seen = Seen {
+            caller,
+            exchange: &exchange,
+            method,
+            outcome: "",
+            started: std::time::Instant::now(),
+        };
+        self.conclude(seen, path, facts, Err(reject)).await
+    }
+
+    /// The end of every exchange: the outcome, the refusal logged, metrics, the audit record
+    /// (before the response is released), and `SPL-Exchange-Id`.
+    async fn conclude(
+        &self,
+        mut seen: Seen<'_>,
+        path: &str,
+        facts: Facts,
+        result: Result<Response<Body>, Reject>,
+    ) -> Response<Body> {
+        let (mut response, outcome) = match result {
             Ok(response) if matches!(facts.cache, Some("hit" | "coalesced")) => {
                 (response, "served-from-cache")
             }
             Ok(response) if facts.unconforming => (response, "forwarded-schema-violation"),
             Ok(response) => (response, "forwarded"),
             Err(reject) => {
-                log_refusal(&reject, caller, &exchange, &method, uri.path());
-                (reject.to_response(&exchange.id), reject.slug())
+                log_refusal(&reject, seen.caller, seen.exchange, seen.method, path);
+                (reject.to_response(&seen.exchange.id), reject.slug())
             }
         };
         self.count(&facts, outcome);
+        let id = HeaderValue::from_str(&seen.exchange.id);
         if let Some(audit) = &self.audit {
-            let seen = Seen {
-                caller,
-                exchange: &exchange,
-                method: &method,
-                outcome,
-                started,
-            };
+            seen.outcome = outcome;
             response = self.record(audit, seen, facts, response).await;
         }
-        if let Ok(id) = HeaderValue::from_str(&exchange.id) {
+        if let Ok(id) = id {
             response.headers_mut().insert(SPL_EXCHANGE_ID, id);
         }
         response

@@ -284,7 +284,26 @@ impl Reject {
         }
     }
 
-    /// The problem+json response for this refusal.
+    /// The gRPC status code of this refusal, for callers on `grpc_listen` (documented in
+    /// `proto/penghubung/v1/exchange.proto`).
+    pub fn grpc_code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self.status().as_u16() {
+            _ if matches!(self, Reject::AgreementChoiceRequired { .. }) => Code::FailedPrecondition,
+            _ if matches!(self, Reject::BodyTooLarge { .. }) => Code::ResourceExhausted,
+            _ if matches!(self, Reject::AuditUnavailable) => Code::Unavailable,
+            400 | 405 | 415 | 422 => Code::InvalidArgument,
+            403 => Code::PermissionDenied,
+            404 => Code::NotFound,
+            429 => Code::ResourceExhausted,
+            503 => Code::Unavailable,
+            504 => Code::DeadlineExceeded,
+            _ => Code::Internal,
+        }
+    }
+
+    /// The problem+json response for this refusal. It carries a [`Refusal`] in its extensions,
+    /// so that the gRPC front can answer with a status instead.
     pub fn to_response(&self, exchange_id: &str) -> Response<Body> {
         let status = self.status();
         let problem = Problem {
@@ -295,10 +314,16 @@ impl Reject {
             exchange_id,
             violations: self.violations(),
         };
+        let refusal = Refusal {
+            slug: self.slug(),
+            code: self.grpc_code(),
+            detail: problem.detail.clone(),
+        };
         // Serialising a struct of strings and a number cannot fail.
         let json = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = Response::new(full(json));
         *response.status_mut() = status;
+        response.extensions_mut().insert(refusal);
         let headers = response.headers_mut();
         headers.insert(
             CONTENT_TYPE,
@@ -328,6 +353,14 @@ impl Reject {
         }
         response
     }
+}
+
+/// Marks a response as the gateway's refusal (in its extensions).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub slug: &'static str,
+    pub code: tonic::Code,
+    pub detail: String,
 }
 
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");

@@ -1,6 +1,7 @@
-//! The HTTPS listener: accept, TLS handshake with a required client certificate, resolve the
-//! caller once, then serve HTTP/1.1 or HTTP/2 (by ALPN) on the connection through the pipeline.
-//! Shutdown stops accepting, lets in-flight requests finish up to the grace period, and returns.
+//! The listeners: accept, TLS handshake with a required client certificate, resolve the caller
+//! once, then serve HTTP/1.1 or HTTP/2 (by ALPN) on the connection — through the pipeline on the
+//! HTTPS listener, through the gRPC services ([`crate::grpc`]) on `grpc_listen`. Shutdown stops
+//! accepting, lets in-flight requests finish up to the grace period, and returns.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::caller::{Caller, Resolved};
+use crate::grpc::Services;
 use crate::pipeline::Gateway;
 
 /// Serves `listener` until `shutdown` resolves, then drains: in-flight requests get up to the
@@ -23,6 +25,32 @@ use crate::pipeline::Gateway;
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    serve_front(listener, gateway, Front::Https, shutdown).await
+}
+
+/// Serves the gRPC contract on `listener`, with the same TLS, identity and drain as [`serve`].
+pub async fn serve_grpc(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let services = Services::new(gateway.clone()).await;
+    serve_front(listener, gateway, Front::Grpc(services), shutdown).await
+}
+
+/// What a listener speaks once a connection is up.
+#[derive(Clone)]
+enum Front {
+    Https,
+    Grpc(Services),
+}
+
+async fn serve_front(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    front: Front,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let snapshot = gateway.snapshot().clone();
@@ -51,6 +79,7 @@ pub async fn serve(
         let connection = Connection {
             acceptor: acceptor.clone(),
             gateway: gateway.clone(),
+            front: front.clone(),
             http: http.clone(),
             watcher: graceful.watcher(),
             handshake_timeout,
@@ -75,6 +104,7 @@ pub async fn serve(
 struct Connection {
     acceptor: TlsAcceptor,
     gateway: Arc<Gateway>,
+    front: Front,
     http: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
     handshake_timeout: Duration,
@@ -116,14 +146,29 @@ impl Connection {
             ),
         }
 
-        let gateway = self.gateway.clone();
-        let service = service_fn(move |request| {
-            let gateway = gateway.clone();
-            let caller = caller.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(&caller, request).await) }
-        });
-        let conn = self.http.serve_connection(TokioIo::new(tls), service);
-        if let Err(e) = self.watcher.watch(conn.into_owned()).await {
+        let io = TokioIo::new(tls);
+        let ended = match self.front {
+            Front::Https => {
+                let gateway = self.gateway.clone();
+                let service = service_fn(move |request| {
+                    let gateway = gateway.clone();
+                    let caller = caller.clone();
+                    async move { Ok::<_, Infallible>(gateway.handle(&caller, request).await) }
+                });
+                let conn = self.http.serve_connection(io, service);
+                self.watcher.watch(conn.into_owned()).await
+            }
+            Front::Grpc(services) => {
+                let service = service_fn(move |request| {
+                    let services = services.clone();
+                    let caller = caller.clone();
+                    async move { Ok::<_, Infallible>(services.call(caller, request).await) }
+                });
+                let conn = self.http.serve_connection(io, service);
+                self.watcher.watch(conn.into_owned()).await
+            }
+        };
+        if let Err(e) = ended {
             tracing::debug!(%remote, error = %e, "connection ended with an error");
         }
     }

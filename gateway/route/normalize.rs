@@ -121,19 +121,24 @@ impl NormalPath {
         let mut out = String::new();
         for segment in self.segments.iter().skip(from) {
             out.push('/');
-            for &b in segment.as_bytes() {
-                if is_pchar(b) {
-                    out.push(b as char);
-                } else {
-                    // Writing to a String cannot fail.
-                    let _ = write!(out, "%{b:02X}");
-                }
-            }
+            encode_segment(&mut out, segment);
         }
         if out.is_empty() {
             out.push('/');
         }
         out
+    }
+}
+
+/// Appends `segment` percent-encoded as one path segment (every byte outside `pchar`).
+pub fn encode_segment(out: &mut String, segment: &str) {
+    for &b in segment.as_bytes() {
+        if is_pchar(b) {
+            out.push(b as char);
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
     }
 }
 

@@ -56,6 +56,26 @@ impl Template {
         })
     }
 
+    /// The path with each parameter replaced by its value, percent-encoded as one segment;
+    /// the error names the first parameter without a value.
+    pub fn render<'a>(&self, value: impl Fn(&str) -> Option<&'a str>) -> Result<String, String> {
+        let mut out = String::new();
+        for part in &self.parts {
+            out.push('/');
+            match part {
+                Part::Literal(l) => super::normalize::encode_segment(&mut out, l),
+                Part::Param(name) => {
+                    let v = value(name).ok_or_else(|| name.clone())?;
+                    super::normalize::encode_segment(&mut out, v);
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        Ok(out)
+    }
+
     /// The template with parameter names erased (`/a/{}`): two templates with the same shape
     /// match exactly the same paths.
     pub fn shape(&self) -> String {

@@ -1,0 +1,505 @@
+//! The gRPC front over a real mTLS socket, with tonic clients: `Exchange.Call` through the
+//! pipeline (forwarded, refused with the mapped codes, audited), `Catalog`, `Audit` receipts
+//! that verify offline, standard health checking and server reflection.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use penghubung::audit;
+use penghubung::config::load_str;
+use penghubung::grpc::proto;
+use penghubung::grpc::proto::audit_client::AuditClient;
+use penghubung::grpc::proto::catalog_client::CatalogClient;
+use penghubung::grpc::proto::exchange_client::ExchangeClient;
+use penghubung::pipeline::Gateway;
+use penghubung::pki::Issued;
+use support::{closed_port, config_text, recording_upstream, Recorder, TestPki};
+use tokio::net::TcpListener;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::Code;
+
+struct Front {
+    addr: std::net::SocketAddr,
+    gateway: Arc<Gateway>,
+    recorder: Recorder,
+    pki: TestPki,
+}
+
+/// The test configuration, `verifikasi` with its request schema, an audit log, and the gRPC
+/// front on a free port.
+async fn start(upstream: Option<&str>) -> Front {
+    let pki = TestPki::new();
+    let (recording, recorder) = recording_upstream(&pki).await;
+    let upstream = upstream.map_or(recording, str::to_owned);
+    let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    std::fs::write(
+        pki.path().join("audit.key"),
+        penghubung::pki::ed25519_key_pem().unwrap(),
+    )
+    .unwrap();
+    let audit = "\n[audit]\nsigning_key = \"audit.key\"\ntree_head_interval = \"100ms\"\n";
+    let text = config_text(&upstream, "5s", audit)
+        .replacen(
+            "  path = \"/verifikasi\"",
+            "  path = \"/verifikasi\"\n  request_schema = \"dukcapil/verifikasi-request.v1.json\"",
+            1,
+        )
+        .replacen(
+            "max_request_body = \"1KiB\"",
+            &format!(
+                "max_request_body = \"1KiB\"\nschemas_dir = \"{}\"",
+                schemas.display()
+            ),
+            1,
+        );
+    let snapshot =
+        load_str(&text, &pki.path().join("g.toml"), pki.path()).unwrap_or_else(|e| panic!("{e}"));
+    let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(penghubung::server::serve_grpc(
+        listener,
+        gateway.clone(),
+        std::future::pending(),
+    ));
+    Front {
+        addr,
+        gateway,
+        recorder,
+        pki,
+    }
+}
+
+impl Front {
+    async fn channel(&self, identity: &Issued) -> Channel {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.pki.ca.cert_pem()))
+            .identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem))
+            .domain_name("localhost");
+        Channel::from_shared(format!("https://{}", self.addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn call(
+        &self,
+        identity: &Issued,
+        call: proto::CallRequest,
+    ) -> Result<proto::CallResponse, tonic::Status> {
+        let mut client = ExchangeClient::new(self.channel(identity).await);
+        client.call(call).await.map(tonic::Response::into_inner)
+    }
+}
+
+fn penduduk(nik: &str) -> proto::CallRequest {
+    proto::CallRequest {
+        service: "dukcapil-penduduk".into(),
+        operation: "get-penduduk".into(),
+        path_params: HashMap::from([("nik".to_owned(), nik.to_owned())]),
+        ..Default::default()
+    }
+}
+
+fn problem(status: &tonic::Status) -> &str {
+    status
+        .metadata()
+        .get("spl-problem")
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn exchange_call_runs_the_pipeline_and_refusals_map_to_codes() {
+    let f = start(None).await;
+    let answer = f
+        .call(
+            &f.pki.dinkes,
+            proto::CallRequest {
+                query: "ket=uji".into(),
+                ..penduduk("7201010101010001")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(body["path"], "/penduduk/7201010101010001?ket=uji");
+    assert!(!answer.exchange_id.is_empty());
+    assert!(answer.headers.iter().any(|h| h.name == "content-type"));
+    let seen = f.recorder.requests().pop().unwrap();
+    assert_eq!(seen.headers["spl-consumer"], "dinkes");
+    assert_eq!(seen.headers["spl-agreement"], "PKS-TEST-1");
+
+    // Refusals, each with its code and problem slug; none reaches the upstream.
+    let before = f.recorder.count();
+    let cases: Vec<(&Issued, proto::CallRequest, Code, &str)> = vec![
+        // Dukcapil holds no agreement for the terbatas service.
+        (
+            &f.pki.dukcapil,
+            penduduk("7201010101010001"),
+            Code::PermissionDenied,
+            "no-agreement",
+        ),
+        (
+            &f.pki.stranger,
+            penduduk("7201010101010001"),
+            Code::PermissionDenied,
+            "unknown-agency",
+        ),
+        (
+            &f.pki.dinkes,
+            proto::CallRequest {
+                service: "dukcapil-penduduk".into(),
+                operation: "verifikasi".into(),
+                body: br#"{"nik": "7208014001900001"}"#.to_vec(),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "request-schema-violation",
+        ),
+        (
+            &f.pki.dinkes,
+            proto::CallRequest {
+                service: "dukcapil-penduduk".into(),
+                operation: "get-penduduk".into(),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "invalid-parameter",
+        ),
+        (
+            &f.pki.dinkes,
+            penduduk("a/../../x"),
+            Code::InvalidArgument,
+            "malformed-path",
+        ),
+        (
+            &f.pki.dinkes,
+            proto::CallRequest {
+                service: "tidak-ada".into(),
+                operation: "x".into(),
+                ..Default::default()
+            },
+            Code::NotFound,
+            "no-route",
+        ),
+        (
+            &f.pki.dinkes,
+            proto::CallRequest {
+                service: "dukcapil-penduduk".into(),
+                operation: "tidak-ada".into(),
+                ..Default::default()
+            },
+            Code::NotFound,
+            "no-operation",
+        ),
+    ];
+    for (who, call, code, slug) in cases {
+        let what = format!("{}/{} {:?}", call.service, call.operation, call.path_params);
+        let status = f.call(who, call).await.expect_err(&what);
+        assert_eq!(
+            (status.code(), problem(&status)),
+            (code, slug),
+            "{what}: {status:?}"
+        );
+        assert!(status.metadata().get("spl-exchange-id").is_some(), "{what}");
+    }
+    assert_eq!(
+        f.recorder.count(),
+        before,
+        "a refused call reached the upstream"
+    );
+
+    // Every call, forwarded or refused, is in the audit log with its outcome.
+    let mut outcomes = Vec::new();
+    audit::walk(&f.pki.path().join("data/audit"), |r, _| {
+        if r.kind == "exchange" {
+            outcomes.push(r.outcome.clone());
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            "forwarded",
+            "no-agreement",
+            "unknown-agency",
+            "request-schema-violation",
+            "invalid-parameter",
+            "malformed-path",
+            "no-route",
+            "no-operation"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_unavailable() {
+    let f = start(Some(&closed_port().await)).await;
+    let status = f
+        .call(&f.pki.dinkes, penduduk("7201010101010001"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), problem(&status)),
+        (Code::Unavailable, "upstream-unavailable")
+    );
+}
+
+#[tokio::test]
+async fn the_catalog_shows_what_the_caller_may_see() {
+    let f = start(None).await;
+    let mut catalog = CatalogClient::new(f.channel(&f.pki.dinkes).await);
+    let list = catalog
+        .list_services(proto::ListServicesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (list.gateway.as_str(), list.consumer.as_str()),
+        ("spl.test", "dinkes")
+    );
+    let ids: Vec<&str> = list.services.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["dukcapil-penduduk", "dinkes-faskes"]);
+    let penduduk = &list.services[0];
+    assert_eq!(penduduk.classification, "terbatas");
+    let get = &penduduk.operations[0];
+    assert_eq!(get.path, "/dukcapil/penduduk/penduduk/{nik}");
+    assert_eq!(get.agreements[0].id, "PKS-TEST-1");
+    assert!(get.agreements[0].in_force);
+    assert_eq!(
+        penduduk.operations[1].request_schema,
+        "dukcapil/verifikasi-request.v1.json"
+    );
+
+    let one = catalog
+        .get_service(proto::GetServiceRequest {
+            service: "dukcapil-penduduk".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let openapi: serde_json::Value = serde_json::from_slice(&one.openapi).unwrap();
+    assert_eq!(openapi["openapi"], "3.1.0");
+    let missing = catalog
+        .get_service(proto::GetServiceRequest {
+            service: "tidak-ada".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+
+    // An identity that names no agency sees nothing.
+    let mut stranger = CatalogClient::new(f.channel(&f.pki.stranger).await);
+    let refused = stranger
+        .list_services(proto::ListServicesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.code(), problem(&refused)),
+        (Code::PermissionDenied, "unknown-agency")
+    );
+}
+
+#[tokio::test]
+async fn receipts_from_the_audit_service_verify_offline() {
+    let f = start(None).await;
+    let answer = f
+        .call(&f.pki.dinkes, penduduk("7201010101010001"))
+        .await
+        .unwrap();
+    let mut client = AuditClient::new(f.channel(&f.pki.dinkes).await);
+    // A signed tree head covers the exchange within tree_head_interval (100 ms).
+    let mut receipt = None;
+    for _ in 0..100 {
+        match client
+            .get_receipt(proto::GetReceiptRequest {
+                exchange_id: answer.exchange_id.clone(),
+            })
+            .await
+        {
+            Ok(r) => {
+                receipt = Some(r.into_inner());
+                break;
+            }
+            Err(s) if s.code() == Code::FailedPrecondition => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    let receipt = receipt.expect("no tree head covered the exchange");
+    let parsed: audit::Receipt = serde_json::from_str(&receipt.json).unwrap();
+    let signer = f
+        .gateway
+        .snapshot()
+        .audit
+        .as_ref()
+        .unwrap()
+        .signer
+        .clone()
+        .unwrap();
+    let key = audit::unhex(&signer.public_key_hex()).unwrap();
+    let record = audit::verify_receipt(&parsed, &key).unwrap();
+    assert_eq!(
+        record.exchange_id.as_deref(),
+        Some(answer.exchange_id.as_str())
+    );
+    assert_eq!(receipt.record, parsed.record);
+
+    // Dukcapil owns the service, so it may have the receipt; a stranger may not, and learns
+    // nothing about the exchange.
+    let mut owner = AuditClient::new(f.channel(&f.pki.dukcapil).await);
+    assert!(owner
+        .get_receipt(proto::GetReceiptRequest {
+            exchange_id: answer.exchange_id.clone(),
+        })
+        .await
+        .is_ok());
+    let mut stranger = AuditClient::new(f.channel(&f.pki.stranger).await);
+    let refused = stranger
+        .get_receipt(proto::GetReceiptRequest {
+            exchange_id: answer.exchange_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let unknown = client
+        .get_receipt(proto::GetReceiptRequest {
+            exchange_id: "01a20b7e-0000-7000-8000-000000000000".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    let head = client
+        .get_tree_head(proto::GetTreeHeadRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(head.tree_size >= receipt.tree_size);
+    assert_eq!(head.root.len(), 64);
+    let proof = client
+        .get_consistency_proof(proto::GetConsistencyProofRequest {
+            old_size: receipt.tree_size,
+            new_size: head.tree_size,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(proof.new_root, head.root);
+    let bad = client
+        .get_consistency_proof(proto::GetConsistencyProofRequest {
+            old_size: head.tree_size,
+            new_size: receipt.tree_size.saturating_sub(1),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn stock_clients_find_health_and_reflection() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let f = start(None).await;
+    let channel = f.channel(&f.pki.dinkes).await;
+    let mut health = HealthClient::new(channel.clone());
+    for service in [
+        "",
+        "penghubung.v1.Exchange",
+        "penghubung.v1.Catalog",
+        "penghubung.v1.Audit",
+    ] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(status.status, 1, "{service} is not SERVING");
+    }
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream_once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("{answer:?}");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for expected in [
+        "penghubung.v1.Exchange",
+        "penghubung.v1.Catalog",
+        "penghubung.v1.Audit",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.contains(&expected), "{expected} not in {names:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_caller_without_a_certificate_gets_no_grpc_at_all() {
+    let f = start(None).await;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(f.pki.ca.cert_pem()))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{}", f.addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await;
+    let refused = match channel {
+        Err(_) => true,
+        Ok(channel) => ExchangeClient::new(channel)
+            .call(penduduk("7201010101010001"))
+            .await
+            .is_err(),
+    };
+    assert!(refused);
+    assert_eq!(f.recorder.count(), 0);
+}
+
+/// A one-message request stream.
+fn tokio_stream_once<T: Send + Unpin + 'static>(
+    item: T,
+) -> impl tonic::IntoStreamingRequest<Message = T> {
+    futures_once::Once(Some(item))
+}
+
+mod futures_once {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    pub struct Once<T>(pub Option<T>);
+
+    impl<T: Unpin> tonic::codegen::tokio_stream::Stream for Once<T> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<T>> {
+            Poll::Ready(self.0.take())
+        }
+    }
+}
