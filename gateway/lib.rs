@@ -35,6 +35,7 @@
 //! | [`reject`] | every failure, mapped in one place to its status and problem+json document |
 //! | [`audit`] | the hash-chained, signed audit log: writer (group commit), Merkle tree heads, receipts, verification |
 //! | [`telemetry`] | metrics (Prometheus text), a handle the pipeline calls |
+//! | [`grpc`] | the gRPC front on `grpc_listen`: `Exchange.Call` through the pipeline, `Catalog`, `Audit`, health, reflection |
 //! | [`admin`] | the admin listener: `/healthz`, `/readyz`, `/metrics`, `POST /v1/cache/purge` |
 //! | [`catalog`] | `/.well-known/spl/`: the catalog and OpenAPI documents for PD developers |
 //! | [`openapi`] | OpenAPI 3.1 documents built from the configuration and schemas |
@@ -44,7 +45,7 @@
 //! | [`inventory`] | what `check` and `certs` print: services, operations, agencies, certificates and CRLs |
 //!
 //! Side systems (upstream pool, quotas, audit writer, cache, telemetry) are handles the
-//! pipeline calls; the CLI, the admin API and, later, the gRPC service use the same handles.
+//! pipeline calls; the CLI, the admin API and the gRPC front use the same handles.
 
 #![forbid(unsafe_code)]
 

@@ -169,7 +169,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            serve(snapshot, listener).await?;
+            let grpc = match snapshot.gateway.grpc_listen {
+                Some(addr) => Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("cannot listen on {addr} (gRPC)"))?,
+                ),
+                None => None,
+            };
+            serve(snapshot, listener, grpc).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config, warn_days } => {
@@ -236,7 +244,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let listen = listener.local_addr()?;
-            let (prepared, services) = demo::prepare(&dir, listen).await?;
+            // gRPC on the next port (any free port when the main one was chosen freely).
+            let grpc_port = if listen.port() == 0 || listen.port() == u16::MAX {
+                0
+            } else {
+                listen.port() + 1
+            };
+            let grpc = TcpListener::bind((listen.ip(), grpc_port))
+                .await
+                .with_context(|| format!("cannot listen on {}:{grpc_port} (gRPC)", listen.ip()))?;
+            let grpc_listen = grpc.local_addr()?;
+            let (prepared, services) = demo::prepare(&dir, listen, grpc_listen).await?;
             let Some(snapshot) = load(&prepared.config) else {
                 return Ok(ExitCode::FAILURE);
             };
@@ -252,7 +270,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let _ = stdout
                 .write_all(banner.as_bytes())
                 .and_then(|()| stdout.flush());
-            serve(snapshot, listener).await?;
+            serve(snapshot, listener, Some(grpc)).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -453,21 +471,17 @@ fn load(path: &Path) -> Option<config::Snapshot> {
     }
 }
 
-async fn serve(snapshot: config::Snapshot, listener: TcpListener) -> anyhow::Result<()> {
+async fn serve(
+    snapshot: config::Snapshot,
+    listener: TcpListener,
+    grpc: Option<TcpListener>,
+) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
     let admin_listen = snapshot.gateway.admin_listen;
     let admin = TcpListener::bind(admin_listen)
         .await
         .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
     let admin_listen = admin.local_addr()?;
-    let grpc = match snapshot.gateway.grpc_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (gRPC)"))?,
-        ),
-        None => None,
-    };
     let grpc_listen = grpc.as_ref().and_then(|l| l.local_addr().ok());
     tracing::info!(%listen, admin = %admin_listen, grpc = ?grpc_listen, gateway = %snapshot.gateway.id, services = snapshot.services.len(), "serving");
     let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).context("cannot open the audit log")?);

@@ -438,3 +438,47 @@ fn cache_ttl_is_for_get_operations_and_ignored_with_a_warning_on_secret_services
         "{stderr}"
     );
 }
+
+#[test]
+fn peers_are_checked_like_agencies() {
+    let pki = TestPki::new();
+    let text = format!(
+        "{}{}",
+        base(),
+        r#"
+[[peers]]
+id = "splp"
+kind = "nasional"
+identities = ["splp.test"]
+
+[[peers]]
+id = "dinkes"
+kind = "provincial"
+identities = ["dinkes.test"]
+
+[[agreements]]
+id = "PKS-PEER"
+consumer = "splp"
+service = "dukcapil-penduduk"
+purpose = "p"
+valid_from = 2020-01-01
+valid_until = 2099-12-31
+"#
+    );
+    let errors = errors_of(&pki, &text);
+    assert_error(&errors, "peers[0].kind", "\"provincial\" or \"national\"");
+    assert_error(&errors, "peers[1].id", "already names an agency or a peer");
+
+    let text = text
+        .replace("kind = \"nasional\"", "kind = \"national\"")
+        .replace("id = \"dinkes\"\nkind", "id = \"spl-sulteng\"\nkind")
+        .replace(
+            "identities = [\"dinkes.test\"]\n\n[[agreements]]",
+            "identities = [\"spl.sulteng.test\"]\n\n[[agreements]]",
+        );
+    let snapshot =
+        load_str(&text, &pki.path().join("p.toml"), pki.path()).unwrap_or_else(|e| panic!("{e}"));
+    let splp = snapshot.agencies.iter().find(|a| a.code == "splp").unwrap();
+    assert_eq!(splp.party, penghubung::config::Party::National);
+    assert!(snapshot.agreements.iter().any(|a| a.id == "PKS-PEER"));
+}

@@ -32,6 +32,10 @@ struct Front {
 /// The test configuration, `verifikasi` with its request schema, an audit log, and the gRPC
 /// front on a free port.
 async fn start(upstream: Option<&str>) -> Front {
+    start_with(upstream, "").await
+}
+
+async fn start_with(upstream: Option<&str>, extra: &str) -> Front {
     let pki = TestPki::new();
     let (recording, recorder) = recording_upstream(&pki).await;
     let upstream = upstream.map_or(recording, str::to_owned);
@@ -41,8 +45,9 @@ async fn start(upstream: Option<&str>) -> Front {
         penghubung::pki::ed25519_key_pem().unwrap(),
     )
     .unwrap();
-    let audit = "\n[audit]\nsigning_key = \"audit.key\"\ntree_head_interval = \"100ms\"\n";
-    let text = config_text(&upstream, "5s", audit)
+    let audit =
+        format!("\n[audit]\nsigning_key = \"audit.key\"\ntree_head_interval = \"100ms\"\n{extra}");
+    let text = config_text(&upstream, "5s", &audit)
         .replacen(
             "  path = \"/verifikasi\"",
             "  path = \"/verifikasi\"\n  request_schema = \"dukcapil/verifikasi-request.v1.json\"",
@@ -240,6 +245,70 @@ async fn exchange_call_runs_the_pipeline_and_refusals_map_to_codes() {
             "no-operation"
         ]
     );
+}
+
+#[tokio::test]
+async fn a_national_peer_calls_a_regency_service_under_its_agreement() {
+    let peers = r#"
+[[peers]]
+id = "splp-nasional"
+kind = "national"
+clearance = "terbatas"
+identities = ["splp.test"]
+
+[[peers]]
+id = "spl-sulteng"
+kind = "provincial"
+clearance = "terbatas"
+identities = ["spl.sulteng.test"]
+
+[[agreements]]
+id = "PKS-NASIONAL-1"
+consumer = "splp-nasional"
+service = "dukcapil-penduduk"
+operations = ["get-penduduk"]
+purpose = "Integrasi SPLP nasional"
+valid_from = 2020-01-01
+valid_until = 2099-12-31
+"#;
+    let f = start_with(None, peers).await;
+    let national = f.pki.ca.issue_client("splp.test", None).unwrap();
+    let answer = f
+        .call(&national, penduduk("7201010101010001"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    let seen = f.recorder.requests().pop().unwrap();
+    assert_eq!(seen.headers["spl-consumer"], "splp-nasional");
+    assert_eq!(seen.headers["spl-agreement"], "PKS-NASIONAL-1");
+    // Its agreement covers one operation; the provincial peer holds none.
+    let verify = proto::CallRequest {
+        service: "dukcapil-penduduk".into(),
+        operation: "verifikasi".into(),
+        body: br#"{"nik": "7208014101900001", "nama": "WARGA"}"#.to_vec(),
+        ..Default::default()
+    };
+    let status = f.call(&national, verify).await.unwrap_err();
+    assert_eq!(
+        (status.code(), problem(&status)),
+        (Code::PermissionDenied, "operation-not-covered")
+    );
+    let provincial = f.pki.ca.issue_client("spl.sulteng.test", None).unwrap();
+    let status = f
+        .call(&provincial, penduduk("7201010101010001"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), problem(&status)),
+        (Code::PermissionDenied, "no-agreement")
+    );
+    // Terbuka services are open to peers as to agencies.
+    let open = proto::CallRequest {
+        service: "dinkes-faskes".into(),
+        operation: "list-faskes".into(),
+        ..Default::default()
+    };
+    assert_eq!(f.call(&provincial, open).await.unwrap().status, 200);
 }
 
 #[tokio::test]
@@ -502,4 +571,111 @@ mod futures_once {
             Poll::Ready(self.0.take())
         }
     }
+}
+
+/// Runs `examples/grpc/call.py` (Python grpcio, stubs generated from proto/ by grpcio-tools)
+/// against the front, as `identity`; returns its exit success and parsed output.
+async fn python(f: &Front, identity: &Issued, args: &[&str]) -> (bool, serde_json::Value) {
+    let dir = f.pki.path();
+    std::fs::write(dir.join("py-ca.crt"), f.pki.ca.cert_pem()).unwrap();
+    std::fs::write(dir.join("py.crt"), &identity.cert_pem).unwrap();
+    std::fs::write(dir.join("py.key"), &identity.key_pem).unwrap();
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/grpc/call.py"))
+        .args(["--addr", &f.addr.to_string(), "--ca"])
+        .arg(dir.join("py-ca.crt"))
+        .arg("--cert")
+        .arg(dir.join("py.crt"))
+        .arg("--key")
+        .arg(dir.join("py.key"))
+        .args(args);
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("No module named"),
+        "Python grpcio is needed: python3 -m pip install grpcio grpcio-tools\n{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let doc = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: stdout {stdout}\nstderr {stderr}"));
+    (out.status.success(), doc)
+}
+
+#[tokio::test]
+async fn a_client_nobody_here_wrote_calls_exchange_catalog_and_audit() {
+    let peers = r#"
+[[peers]]
+id = "splp-nasional"
+kind = "national"
+clearance = "terbatas"
+identities = ["splp.test"]
+
+[[agreements]]
+id = "PKS-NASIONAL-1"
+consumer = "splp-nasional"
+service = "dukcapil-penduduk"
+purpose = "Integrasi SPLP nasional"
+valid_from = 2020-01-01
+valid_until = 2099-12-31
+"#;
+    let f = start_with(None, peers).await;
+    let national = f.pki.ca.issue_client("splp.test", None).unwrap();
+    let (ok, answer) = python(
+        &f,
+        &national,
+        &[
+            "call",
+            "dukcapil-penduduk",
+            "get-penduduk",
+            "--param",
+            "nik=7201010101010001",
+        ],
+    )
+    .await;
+    assert!(ok, "{answer}");
+    assert_eq!(answer["status"], 200);
+    assert_eq!(answer["body"]["path"], "/penduduk/7201010101010001");
+    let id = answer["exchange_id"].as_str().unwrap().to_owned();
+
+    let (ok, refused) = python(
+        &f,
+        &national,
+        &[
+            "call",
+            "dukcapil-penduduk",
+            "verifikasi",
+            "--body",
+            r#"{"nik": "1"}"#,
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert_eq!(refused["code"], "INVALID_ARGUMENT", "{refused}");
+    assert_eq!(refused["problem"], "request-schema-violation");
+
+    let (ok, catalog) = python(&f, &national, &["catalog"]).await;
+    assert!(ok, "{catalog}");
+    assert_eq!(catalog["consumer"], "splp-nasional");
+    assert_eq!(catalog["services"][0]["id"], "dukcapil-penduduk");
+
+    let (ok, receipt) = python(&f, &national, &["receipt", &id]).await;
+    assert!(ok, "{receipt}");
+    let receipt: audit::Receipt = serde_json::from_value(receipt).unwrap();
+    let signer = f
+        .gateway
+        .snapshot()
+        .audit
+        .as_ref()
+        .unwrap()
+        .signer
+        .clone()
+        .unwrap();
+    let record =
+        audit::verify_receipt(&receipt, &audit::unhex(&signer.public_key_hex()).unwrap()).unwrap();
+    assert_eq!(record.exchange_id.as_deref(), Some(id.as_str()));
+    assert_eq!(record.consumer.as_deref(), Some("splp-nasional"));
 }

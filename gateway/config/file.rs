@@ -20,6 +20,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub agencies: Vec<AgencyEntry>,
     #[serde(default)]
+    pub peers: Vec<PeerEntry>,
+    #[serde(default)]
     pub services: Vec<ServiceEntry>,
     #[serde(default)]
     pub agreements: Vec<AgreementEntry>,
@@ -84,6 +86,20 @@ pub struct AgencyEntry {
     #[serde(default)]
     pub identities: Vec<String>,
     /// SHA-256 fingerprints of the only certificates accepted for this agency.
+    #[serde(default)]
+    pub pin_sha256: Vec<String>,
+}
+
+/// A provincial or national SPL that calls this gateway (over gRPC or HTTPS): authorized like
+/// an agency, under agreements that name its `id` as consumer.
+#[derive(Debug, Deserialize)]
+pub struct PeerEntry {
+    pub id: String,
+    pub kind: String,
+    pub name: Option<String>,
+    pub clearance: Option<String>,
+    #[serde(default)]
+    pub identities: Vec<String>,
     #[serde(default)]
     pub pin_sha256: Vec<String>,
 }

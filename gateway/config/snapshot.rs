@@ -92,6 +92,24 @@ pub struct CacheSettings {
     pub max_size: u64,
 }
 
+/// Who a consumer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Party {
+    Agency,
+    Provincial,
+    National,
+}
+
+impl Party {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Party::Agency => "agency",
+            Party::Provincial => "provincial",
+            Party::National => "national",
+        }
+    }
+}
+
 /// Security classification of a service and clearance of an agency, in increasing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Classification {
@@ -103,7 +121,10 @@ pub enum Classification {
 
 #[derive(Debug, Clone)]
 pub struct Agency {
+    /// The agency code, or the peer id.
     pub code: String,
+    /// A regency agency, or a provincial / national SPL peer (`[[peers]]`).
+    pub party: Party,
     pub name: String,
     pub clearance: Classification,
     pub identities: Vec<String>,

@@ -18,8 +18,8 @@ use super::file::{
 };
 use super::snapshot::{
     Agency, Agreement, AuditSettings, CacheSettings, Classification, Date, Durability,
-    GatewaySettings, Operation, ParamIn, ParamSchema, SchemaMode, Service, Snapshot, TimeZone,
-    Upstream,
+    GatewaySettings, Operation, ParamIn, ParamSchema, Party, SchemaMode, Service, Snapshot,
+    TimeZone, Upstream,
 };
 use super::units::{parse_duration, parse_rate, parse_size};
 use crate::audit::{Redactor, Signer};
@@ -190,16 +190,51 @@ pub fn validate(
     let mut agencies = Vec::new();
     let mut agency_index = Index::default();
     let mut identities: HashMap<String, usize> = HashMap::new();
-    for (i, a) in file.agencies.iter().enumerate() {
-        let at = format!("agencies[{i}]");
+    // [[peers]] join the agencies: consumers like them, under agreements like them.
+    let peers = file.peers.iter().enumerate().map(|(i, p)| {
+        let party = match p.kind.as_str() {
+            "provincial" => Some(Party::Provincial),
+            "national" => Some(Party::National),
+            other => {
+                errors.push(
+                    format!("peers[{i}].kind"),
+                    format!("`{other}` is not a peer kind; use \"provincial\" or \"national\""),
+                );
+                None
+            }
+        };
+        let entry = AgencyEntry {
+            code: p.id.clone(),
+            name: p.name.clone().unwrap_or_else(|| p.id.clone()),
+            clearance: p.clearance.clone(),
+            identities: p.identities.clone(),
+            pin_sha256: p.pin_sha256.clone(),
+        };
+        (format!("peers[{i}]"), "id", entry, party)
+    });
+    let peers: Vec<_> = peers.collect();
+    let parties = file
+        .agencies
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("agencies[{i}]"), "code", a, Some(Party::Agency)))
+        .chain(
+            peers
+                .iter()
+                .map(|(at, key, entry, party)| (at.clone(), *key, entry, *party)),
+        );
+    for (at, key, a, party) in parties {
         if !agency_index.declared.insert(a.code.as_str()) {
-            errors.push(
-                format!("{at}.code"),
-                format!("duplicate agency code `{}`", a.code),
-            );
+            let message = match party {
+                Some(Party::Agency) => format!("duplicate agency code `{}`", a.code),
+                _ => format!("`{}` already names an agency or a peer", a.code),
+            };
+            errors.push(format!("{at}.{key}"), message);
             continue;
         }
-        if let Some(agency) = agency(&mut errors, &at, a) {
+        let Some(party) = party else { continue };
+        if let Some(mut agency) = agency(&mut errors, &at, key, a) {
+            agency.party = party;
             for (j, name) in agency.identities.iter().enumerate() {
                 match identities.get(name) {
                     Some(&other) => errors.push(
@@ -405,9 +440,10 @@ struct ServiceContext<'a> {
     resolve: &'a dyn Fn(&str) -> PathBuf,
 }
 
-fn agency(errors: &mut Errors, at: &str, a: &AgencyEntry) -> Option<Agency> {
+/// An `[[agencies]]` entry, or a `[[peers]]` entry in its shape (`key` names its id key).
+fn agency(errors: &mut Errors, at: &str, key: &str, a: &AgencyEntry) -> Option<Agency> {
     let code_ok = errors
-        .check(format!("{at}.code"), check_id(&a.code))
+        .check(format!("{at}.{key}"), check_id(&a.code))
         .is_some();
     if a.name.trim().is_empty() {
         errors.push(format!("{at}.name"), "must not be empty");
@@ -427,6 +463,7 @@ fn agency(errors: &mut Errors, at: &str, a: &AgencyEntry) -> Option<Agency> {
     }
     Some(Agency {
         code: a.code.clone(),
+        party: Party::Agency,
         name: a.name.clone(),
         clearance: clearance?,
         identities: a.identities.clone(),
