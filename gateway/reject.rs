@@ -121,6 +121,10 @@ pub enum Reject {
         "the response of service `{service}` exceeds {limit} bytes, more than the gateway records"
     )]
     UpstreamResponseTooLarge { service: String, limit: u64 },
+    /// The gateway could not obtain the credentials `upstream_auth` asks for (the cause is
+    /// logged, never sent: it may concern secrets).
+    #[error("the gateway could not obtain credentials for the upstream of service `{service}`")]
+    UpstreamCredentials { service: String },
     #[error("the audit log cannot record exchanges; nothing is forwarded unrecorded")]
     AuditUnavailable,
     #[error("the upstream of service `{service}` broke the HTTP protocol")]
@@ -180,6 +184,7 @@ impl Reject {
             | Reject::UpstreamProtocol { .. }
             | Reject::UpstreamBodyRead { .. }
             | Reject::UpstreamResponseTooLarge { .. }
+            | Reject::UpstreamCredentials { .. }
             | Reject::UpstreamSchemaViolation { .. } => StatusCode::BAD_GATEWAY,
             Reject::UpstreamUnavailable { .. } | Reject::AuditUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -207,6 +212,7 @@ impl Reject {
             Reject::InvalidParameter { .. } => "invalid-parameter",
             Reject::UpstreamSchemaViolation { .. } => "upstream-schema-violation",
             Reject::UpstreamResponseTooLarge { .. } => "upstream-response-too-large",
+            Reject::UpstreamCredentials { .. } => "upstream-credentials",
             Reject::BadPath(_) => "malformed-path",
             Reject::NoService => "no-route",
             Reject::NoOperation { .. } => "no-operation",
@@ -243,6 +249,7 @@ impl Reject {
             Reject::InvalidParameter { .. } => "Invalid parameter",
             Reject::UpstreamSchemaViolation { .. } => "Upstream response breaks its schema",
             Reject::UpstreamResponseTooLarge { .. } => "Upstream response too large",
+            Reject::UpstreamCredentials { .. } => "Upstream credentials unavailable",
             Reject::BadPath(_) => "Malformed request path",
             Reject::NoService => "No such service",
             Reject::NoOperation { .. } => "No such operation",
@@ -269,6 +276,7 @@ impl Reject {
             | Reject::UpstreamProtocol { .. }
             | Reject::UpstreamBodyRead { .. }
             | Reject::UpstreamResponseTooLarge { .. }
+            | Reject::UpstreamCredentials { .. }
             | Reject::UpstreamSchemaViolation { .. } => Severity::Upstream,
             _ => Severity::Caller,
         }

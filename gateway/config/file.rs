@@ -116,8 +116,27 @@ pub struct ServiceEntry {
     #[serde(default)]
     pub allow_plaintext: bool,
     pub max_request_body: Option<String>,
+    pub upstream_auth: Option<UpstreamAuthEntry>,
     #[serde(default)]
     pub operations: Vec<OperationEntry>,
+}
+
+/// How the gateway authenticates to a service's upstream beyond its client certificate (e.g.
+/// the national SPLP's REST API). Secret values are named by file or environment variable;
+/// `client_secret` and `secret` exist only to refuse a secret written into the TOML.
+#[derive(Debug, Deserialize)]
+pub struct UpstreamAuthEntry {
+    pub kind: String,
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub scope: Option<String>,
+    pub header: Option<String>,
+    pub secret_file: Option<String>,
+    pub secret_env: Option<String>,
+    pub client_secret: Option<toml::Value>,
+    pub secret: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

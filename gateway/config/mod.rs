@@ -3,6 +3,7 @@
 //! `config.toml -> FileConfig -> validate -> Snapshot`: the file shape is untrusted text, the
 //! snapshot is what the pipeline reads. A file that fails validation never becomes a snapshot.
 
+mod credentials;
 mod error;
 mod file;
 mod snapshot;
@@ -11,6 +12,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use credentials::{Secret, UpstreamAuth};
 pub use error::{ConfigError, ConfigErrors};
 pub use file::FileConfig;
 pub use snapshot::{

@@ -145,6 +145,8 @@ pub struct Service {
     pub upstreams: Vec<Upstream>,
     /// Client configuration for `https` upstreams (upstream CA + the gateway's certificate).
     pub upstream_tls: Option<rustls::ClientConfig>,
+    /// Credentials for the upstream beyond the client certificate (`upstream_auth`).
+    pub upstream_auth: Option<super::UpstreamAuth>,
     pub timeout: Duration,
     pub max_request_body: u64,
     pub operations: Vec<Operation>,

@@ -547,6 +547,18 @@ fn service(
         }
     };
 
+    let upstream_auth = match &s.upstream_auth {
+        None => Some(None),
+        Some(entry) => super::credentials::upstream_auth(
+            errors,
+            &format!("{at}.upstream_auth"),
+            entry,
+            s.allow_plaintext,
+            ctx.resolve,
+        )
+        .map(Some),
+    };
+
     let mut operations = Vec::new();
     let mut op_ids = HashSet::new();
     for (j, o) in s.operations.iter().enumerate() {
@@ -590,6 +602,7 @@ fn service(
         prefix: prefix?,
         upstreams,
         upstream_tls: upstream_tls?,
+        upstream_auth: upstream_auth?,
         timeout: timeout?,
         max_request_body: max_body?,
         operations,

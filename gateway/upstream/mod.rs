@@ -1,5 +1,6 @@
 //! Forwarding to upstreams: pooled mTLS clients and header rewriting.
 
+mod credentials;
 mod headers;
 mod pool;
 

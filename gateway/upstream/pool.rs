@@ -7,15 +7,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::AUTHORIZATION;
 use http::uri::PathAndQuery;
-use http::{Request, Response, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::credentials::{self, Credentials, HttpClient, TokenSource};
 use crate::config::{Service, Snapshot};
 use crate::reject::Reject;
 
@@ -26,8 +28,9 @@ pub struct Pool {
 }
 
 struct ServicePool {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
     next: AtomicUsize,
+    credentials: Option<Credentials>,
 }
 
 // === impl Pool ===
@@ -40,6 +43,7 @@ impl Pool {
             .map(|service| ServicePool {
                 client: client_for(service),
                 next: AtomicUsize::new(0),
+                credentials: service.upstream_auth.as_ref().map(Credentials::new),
             })
             .collect();
         Pool { services }
@@ -74,31 +78,92 @@ impl Pool {
         *request.uri_mut() = Uri::from_parts(parts).map_err(|e| Reject::BadHeader(e.into()))?;
         *request.version_mut() = http::Version::HTTP_11;
 
-        match tokio::time::timeout(service.timeout, pool.client.request(request)).await {
-            Err(_elapsed) => Err(Reject::UpstreamTimeout {
-                service: service.id.clone(),
-                after: service.timeout,
-            }),
-            Ok(Err(source)) if source.is_connect() && is_tls_failure(&source) => {
-                Err(Reject::UpstreamTls {
-                    service: service.id.clone(),
-                    source,
-                })
+        let with_token = match &pool.credentials {
+            None => None,
+            Some(Credentials::ApiKey { header, value }) => {
+                request.headers_mut().insert(header.clone(), value.clone());
+                None
             }
-            Ok(Err(source)) if source.is_connect() => Err(Reject::UpstreamUnavailable {
-                service: service.id.clone(),
-                source,
-            }),
-            Ok(Err(source)) => Err(Reject::UpstreamProtocol {
-                service: service.id.clone(),
-                source,
-            }),
-            Ok(Ok(response)) => Ok(response),
+            Some(Credentials::OAuth2(source)) => {
+                let token = bearer(source, &pool.client, service).await?;
+                request
+                    .headers_mut()
+                    .insert(AUTHORIZATION, token.header.clone());
+                Some((source, token.generation))
+            }
+        };
+        // With a token, keep what a retry needs: the upstream may refuse a token it revoked.
+        let retry = with_token.map(|(source, generation)| {
+            let mut again = Request::new(request.body().clone());
+            *again.method_mut() = request.method().clone();
+            *again.uri_mut() = request.uri().clone();
+            *again.version_mut() = request.version();
+            *again.headers_mut() = request.headers().clone();
+            (source, generation, again)
+        });
+        let response = send(pool, service, request).await?;
+        match retry {
+            Some((source, generation, mut again))
+                if response.status() == StatusCode::UNAUTHORIZED =>
+            {
+                tracing::info!(service = %service.id, "the upstream refused its token (401): fetching another, retrying once");
+                source.reject(generation);
+                let token = bearer(source, &pool.client, service).await?;
+                again.headers_mut().insert(AUTHORIZATION, token.header);
+                send(pool, service, again).await
+            }
+            _ => Ok(response),
         }
     }
 }
 
-fn client_for(service: &Service) -> Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
+/// A token for the service's upstream, or the refusal that says the gateway could not get one.
+async fn bearer(
+    source: &TokenSource,
+    client: &HttpClient,
+    service: &Service,
+) -> Result<credentials::Bearer, Reject> {
+    source
+        .bearer(client, service.timeout)
+        .await
+        .map_err(|cause| {
+            tracing::warn!(service = %service.id, %cause, "no credentials for the upstream");
+            Reject::UpstreamCredentials {
+                service: service.id.clone(),
+            }
+        })
+}
+
+/// Sends one request, waiting for the response head at most the service's `timeout`.
+async fn send(
+    pool: &ServicePool,
+    service: &Service,
+    request: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, Reject> {
+    match tokio::time::timeout(service.timeout, pool.client.request(request)).await {
+        Err(_elapsed) => Err(Reject::UpstreamTimeout {
+            service: service.id.clone(),
+            after: service.timeout,
+        }),
+        Ok(Err(source)) if source.is_connect() && is_tls_failure(&source) => {
+            Err(Reject::UpstreamTls {
+                service: service.id.clone(),
+                source,
+            })
+        }
+        Ok(Err(source)) if source.is_connect() => Err(Reject::UpstreamUnavailable {
+            service: service.id.clone(),
+            source,
+        }),
+        Ok(Err(source)) => Err(Reject::UpstreamProtocol {
+            service: service.id.clone(),
+            source,
+        }),
+        Ok(Ok(response)) => Ok(response),
+    }
+}
+
+fn client_for(service: &Service) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
