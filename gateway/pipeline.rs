@@ -15,10 +15,10 @@ use crate::cache::{self, Cache, Fetched, Key, Lookup, Sharing};
 use crate::caller::{Caller, Resolved};
 use crate::catalog;
 use crate::clock::Clock;
-use crate::config::{Classification, Snapshot};
+use crate::config::{Classification, Protocol, Snapshot};
 use crate::exchange::Exchange;
 use crate::quota::{Decision, Quotas};
-use crate::reject::{rate_limit_headers, retry_seconds, Reject, Severity};
+use crate::reject::{rate_limit_headers, retry_seconds, Refusal, Reject, Severity};
 use crate::route::{self, Miss};
 use crate::telemetry::{Direction, Telemetry};
 use crate::upstream::{self, Forwarding, Pool, SPL_AGREEMENT, SPL_EXCHANGE_ID};
@@ -66,6 +66,8 @@ struct Seen<'a> {
     method: &'a http::Method,
     outcome: &'static str,
     started: std::time::Instant,
+    /// The caller speaks gRPC: refusals are gRPC statuses, and responses stream.
+    grpc: bool,
 }
 
 // === impl Gateway ===
@@ -161,6 +163,7 @@ impl Gateway {
         let method = request.method().clone();
         // A clone of the URI shares its bytes; the path is formatted only if a refusal is logged.
         let uri = request.uri().clone();
+        let grpc = is_grpc(request.headers());
         let mut facts = Facts::default();
         let result = run(self, caller, &exchange, request, &mut facts).await;
         let seen = Seen {
@@ -169,6 +172,7 @@ impl Gateway {
             method: &method,
             outcome: "",
             started,
+            grpc,
         };
         self.conclude(seen, uri.path(), facts, result).await
     }
@@ -196,6 +200,7 @@ impl Gateway {
             method,
             outcome: "",
             started: std::time::Instant::now(),
+            grpc: false,
         };
         self.conclude(seen, path, facts, Err(reject)).await
     }
@@ -217,7 +222,7 @@ impl Gateway {
             Ok(response) => (response, "forwarded"),
             Err(reject) => {
                 log_refusal(&reject, seen.caller, seen.exchange, seen.method, path);
-                (reject.to_response(&seen.exchange.id), reject.slug())
+                (refusal(&reject, &seen), reject.slug())
             }
         };
         self.count(&facts, outcome);
@@ -282,6 +287,20 @@ where
     let operation = &service.operations[matched.operation];
     facts.service = Some(matched.service);
     facts.operation = Some(matched.operation);
+    // A gRPC service takes gRPC calls only, and an HTTP service no gRPC call.
+    let grpc_call = is_grpc(request.headers());
+    if grpc_call != (service.protocol == Protocol::Grpc) {
+        return Err(Reject::UnsupportedMediaType {
+            expected: match service.protocol {
+                Protocol::Grpc => "gRPC (application/grpc)",
+                Protocol::Http => "plain HTTP requests",
+            },
+            found: request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        });
+    }
     if gw.audit.is_some() {
         facts.target = Some(audit::audit_target(
             &service.prefix,
@@ -391,7 +410,16 @@ where
             host: host.as_deref(),
         },
     );
-    let target = path.encoded_from(matched.prefix_len);
+    // A gRPC method is forwarded whole (`/pkg.Service/Method`), and gRPC wants `te: trailers`.
+    let target = match service.protocol {
+        Protocol::Http => path.encoded_from(matched.prefix_len),
+        Protocol::Grpc => {
+            parts
+                .headers
+                .insert(http::header::TE, HeaderValue::from_static("trailers"));
+            path.encoded_from(0)
+        }
+    };
     let query = parts.uri.query().map(str::to_owned);
 
     // Cache: every policy stage above has passed for this request. A fresh entry is served;
@@ -557,6 +585,14 @@ impl Gateway {
         facts: Facts,
         response: Response<Body>,
     ) -> Response<Body> {
+        // A gRPC answer streams (server-streaming calls may be long); it is recorded when it
+        // ends, from digests taken on the way.
+        if seen.grpc && response.extensions().get::<Refusal>().is_none() {
+            let record = self.skeleton(&seen, facts);
+            let (parts, body) = response.into_parts();
+            let body = audit::stream::recorded(body, record, audit.clone(), seen.started, &parts);
+            return Response::from_parts(parts, body);
+        }
         let (parts, body) = response.into_parts();
         let (parts, bytes, outcome) = match Limited::new(body, MAX_AUDITED_RESPONSE).collect().await
         {
@@ -577,7 +613,7 @@ impl Gateway {
                         limit: MAX_AUDITED_RESPONSE as u64,
                     },
                 };
-                let (parts, body) = reject.to_response(&seen.exchange.id).into_parts();
+                let (parts, body) = refusal(&reject, &seen).into_parts();
                 let bytes = body
                     .collect()
                     .await
@@ -586,19 +622,37 @@ impl Gateway {
                 (parts, bytes, reject.slug())
             }
         };
+        let mut record = self.skeleton(&seen, facts);
+        record.outcome = outcome.to_owned();
+        record.status = Some(parts.status.as_u16());
+        record.grpc_status = audit::stream::grpc_status(&parts.headers);
+        record.response = Some(BodyDigest::of(&bytes));
+        record.latency_us =
+            Some(u64::try_from(seen.started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        match audit.append(record).await {
+            Ok(_) => Response::from_parts(parts, full(bytes)),
+            Err(e) => {
+                tracing::error!(exchange_id = %seen.exchange.id, error = %e, "exchange not recorded; refusing it");
+                refusal(&Reject::AuditUnavailable, &seen)
+            }
+        }
+    }
+
+    /// The exchange's record, but for what only the response's end tells (status, response
+    /// digest, latency).
+    fn skeleton(&self, seen: &Seen<'_>, facts: Facts) -> Record {
         let s = &*self.snapshot;
         let service = facts.service.map(|i| &s.services[i]);
         let operation = service
             .zip(facts.operation)
             .map(|(svc, j)| &svc.operations[j]);
         let agreement = facts.agreement.map(|i| &s.agreements[i]);
-        let record = Record {
+        Record {
             time: audit::timestamp(self.clock.now_millis()),
             gateway: self.snapshot.gateway.id.clone(),
             kind: "exchange".to_owned(),
-            outcome: outcome.to_owned(),
+            outcome: seen.outcome.to_owned(),
             exchange_id: Some(seen.exchange.id.clone()),
-            status: Some(parts.status.as_u16()),
             consumer: facts.consumer.map(|i| s.agencies[i].code.clone()),
             cert_sha256: Some(seen.caller.identity.fingerprint.clone()),
             service: service.map(|svc| svc.id.clone()),
@@ -610,19 +664,10 @@ impl Gateway {
             path_template: operation.map(|op| op.path.clone()),
             target: facts.target,
             request: facts.request,
-            response: Some(BodyDigest::of(&bytes)),
-            latency_us: Some(u64::try_from(seen.started.elapsed().as_micros()).unwrap_or(u64::MAX)),
             cache: facts.cache.map(str::to_owned),
             detail: facts.origin.map(|id| format!("stored by exchange {id}")),
             trace_id: Some(seen.exchange.trace.trace_id.clone()),
             ..Record::default()
-        };
-        match audit.append(record).await {
-            Ok(_) => Response::from_parts(parts, full(bytes)),
-            Err(e) => {
-                tracing::error!(exchange_id = %seen.exchange.id, error = %e, "exchange not recorded; refusing it");
-                Reject::AuditUnavailable.to_response(&seen.exchange.id)
-            }
         }
     }
 }
@@ -692,6 +737,22 @@ impl Gateway {
         );
         Ok(purged)
     }
+}
+
+/// The refusal as the caller's protocol expects it.
+fn refusal(reject: &Reject, seen: &Seen<'_>) -> Response<Body> {
+    if seen.grpc {
+        reject.to_grpc_response(&seen.exchange.id)
+    } else {
+        reject.to_response(&seen.exchange.id)
+    }
+}
+
+/// A gRPC request (`application/grpc`, `application/grpc+proto`, ...).
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 fn miss_to_reject(snapshot: &Snapshot, miss: Miss, method: &http::Method) -> Reject {

@@ -72,8 +72,11 @@ pub enum Reject {
     },
     #[error("the request body is not well-formed JSON: {detail}")]
     MalformedJson { detail: String },
-    #[error("this operation takes application/json, not {}", found.as_deref().unwrap_or("a body without Content-Type"))]
-    UnsupportedMediaType { found: Option<String> },
+    #[error("this operation takes {expected}, not {}", found.as_deref().unwrap_or("a body without Content-Type"))]
+    UnsupportedMediaType {
+        expected: &'static str,
+        found: Option<String>,
+    },
     #[error("the request body breaks schema `{schema}` ({} violation{})", violations.len(), if violations.len() == 1 { "" } else { "s" })]
     RequestSchemaViolation {
         schema: String,
@@ -369,6 +372,36 @@ pub struct Refusal {
     pub slug: &'static str,
     pub code: tonic::Code,
     pub detail: String,
+}
+
+impl Reject {
+    /// The refusal as a gRPC "Trailers-Only" response, for callers speaking gRPC: HTTP 200,
+    /// `grpc-status` and `grpc-message` (the detail, percent-encoded), and `spl-problem`.
+    pub fn to_grpc_response(&self, exchange_id: &str) -> Response<Body> {
+        let (mut parts, _) = self.to_response(exchange_id).into_parts();
+        parts.status = StatusCode::OK;
+        let headers = &mut parts.headers;
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from(self.grpc_code() as i32));
+        if let Ok(message) = HeaderValue::from_str(&grpc_message(&self.to_string())) {
+            headers.insert("grpc-message", message);
+        }
+        headers.insert("spl-problem", HeaderValue::from_static(self.slug()));
+        Response::from_parts(parts, full(bytes::Bytes::new()))
+    }
+}
+
+/// `grpc-message` encoding: percent-encoded UTF-8 outside printable ASCII and `%`.
+fn grpc_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if (b' '..=b'~').contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");

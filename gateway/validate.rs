@@ -59,6 +59,7 @@ pub fn request(operation: &Operation, headers: &HeaderMap, body: &Bytes) -> Resu
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     if !content_type.as_deref().is_some_and(is_json) {
         return Err(Reject::UnsupportedMediaType {
+            expected: "application/json",
             found: content_type,
         });
     }

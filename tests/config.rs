@@ -482,3 +482,79 @@ valid_until = 2099-12-31
     assert_eq!(splp.party, penghubung::config::Party::National);
     assert!(snapshot.agreements.iter().any(|a| a.id == "PKS-PEER"));
 }
+
+#[test]
+fn grpc_services_are_checked() {
+    let pki = TestPki::new();
+    let grpc = r#"
+[[services]]
+id = "grpc-a"
+owner = "dinkes"
+classification = "terbatas"
+protocol = "grpc"
+prefix = "/not-a-service-name"
+upstreams = ["https://127.0.0.1:9"]
+upstream_ca = "ca.crt"
+
+  [[services.operations]]
+  id = "get"
+  method = "GET"
+  path = "/other.v1.Service/Get"
+  response_schema = "x.json"
+  cache_ttl = "10s"
+
+[[services]]
+id = "grpc-b"
+owner = "dinkes"
+classification = "terbatas"
+protocol = "soap"
+prefix = "/b"
+upstreams = ["https://127.0.0.1:9"]
+upstream_ca = "ca.crt"
+
+  [[services.operations]]
+  id = "get"
+  path = "/x"
+"#;
+    let errors = errors_of(&pki, &format!("{}{grpc}", base()));
+    assert_error(&errors, "services[2].prefix", "full gRPC service name");
+    assert_error(
+        &errors,
+        "services[2].operations[0].method",
+        "called with POST, not GET",
+    );
+    assert_error(
+        &errors,
+        "services[2].operations[0].path",
+        "names its full method",
+    );
+    assert_error(
+        &errors,
+        "services[2].operations[0].response_schema",
+        "does not apply to gRPC",
+    );
+    assert_error(
+        &errors,
+        "services[2].operations[0].cache_ttl",
+        "does not apply to gRPC",
+    );
+    assert_error(&errors, "services[3].protocol", "`soap` is not a protocol");
+    assert_error(&errors, "services[3].operations[0].method", "is required");
+
+    let good = grpc
+        .replace("/not-a-service-name", "/kependudukan.v1.Penduduk")
+        .replace("  method = \"GET\"\n  path = \"/other.v1.Service/Get\"\n  response_schema = \"x.json\"\n  cache_ttl = \"10s\"", "  path = \"/kependudukan.v1.Penduduk/Get\"")
+        .replace("protocol = \"soap\"", "protocol = \"http\"")
+        .replace("  id = \"get\"\n  path = \"/x\"", "  id = \"get\"\n  method = \"GET\"\n  path = \"/x\"");
+    let snapshot = load_str(
+        &format!("{}{good}", base()),
+        &pki.path().join("g.toml"),
+        pki.path(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        snapshot.services[2].protocol,
+        penghubung::config::Protocol::Grpc
+    );
+    assert_eq!(snapshot.services[2].operations[0].path, "/Get");
+}

@@ -7,6 +7,7 @@ mod record;
 mod redact;
 mod segment;
 mod sign;
+pub mod stream;
 mod writer;
 
 pub use merkle::{

@@ -27,6 +27,9 @@ pub struct Record {
     pub exchange_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// gRPC calls: the `grpc-status` the caller got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

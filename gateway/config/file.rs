@@ -110,6 +110,8 @@ pub struct ServiceEntry {
     pub owner: String,
     pub classification: String,
     pub prefix: String,
+    /// `http` (the default) or `grpc`: gRPC pass-through over HTTP/2.
+    pub protocol: Option<String>,
     pub upstreams: Vec<String>,
     pub upstream_ca: Option<String>,
     pub timeout: Option<String>,
@@ -142,7 +144,8 @@ pub struct UpstreamAuthEntry {
 #[derive(Debug, Deserialize)]
 pub struct OperationEntry {
     pub id: String,
-    pub method: String,
+    /// Required for HTTP services; gRPC methods are POST.
+    pub method: Option<String>,
     pub path: String,
     pub request_schema: Option<String>,
     pub response_schema: Option<String>,

@@ -92,6 +92,14 @@ pub struct CacheSettings {
     pub max_size: u64,
 }
 
+/// What a service's callers and upstream speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    /// gRPC pass-through: HTTP/2 both ways, the full method path forwarded as is, trailers kept.
+    Grpc,
+}
+
 /// Who a consumer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Party {
@@ -142,6 +150,7 @@ pub struct Service {
     pub owner: usize,
     pub classification: Classification,
     pub prefix: String,
+    pub protocol: Protocol,
     pub upstreams: Vec<Upstream>,
     /// Client configuration for `https` upstreams (upstream CA + the gateway's certificate).
     pub upstream_tls: Option<rustls::ClientConfig>,

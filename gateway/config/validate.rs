@@ -18,8 +18,8 @@ use super::file::{
 };
 use super::snapshot::{
     Agency, Agreement, AuditSettings, CacheSettings, Classification, Date, Durability,
-    GatewaySettings, Operation, ParamIn, ParamSchema, Party, SchemaMode, Service, Snapshot,
-    TimeZone, Upstream,
+    GatewaySettings, Operation, ParamIn, ParamSchema, Party, Protocol, SchemaMode, Service,
+    Snapshot, TimeZone, Upstream,
 };
 use super::units::{parse_duration, parse_rate, parse_size};
 use crate::audit::{Redactor, Signer};
@@ -492,6 +492,27 @@ fn service(
         classification(&s.classification),
     );
     let prefix = errors.check(format!("{at}.prefix"), check_prefix(&s.prefix));
+    let protocol = match s.protocol.as_deref() {
+        None | Some("http") => Some(Protocol::Http),
+        Some("grpc") => {
+            // The prefix is the gRPC service's full name: `/pkg.Service`.
+            if !(s.prefix.len() > 1 && s.prefix[1..].contains('.') && !s.prefix[1..].contains('/'))
+            {
+                errors.push(
+                    format!("{at}.prefix"),
+                    format!("`{}`: a grpc service's prefix is its full gRPC service name, e.g. \"/kependudukan.v1.Penduduk\"", s.prefix),
+                );
+            }
+            Some(Protocol::Grpc)
+        }
+        Some(other) => {
+            errors.push(
+                format!("{at}.protocol"),
+                format!("`{other}` is not a protocol; use \"http\" or \"grpc\""),
+            );
+            None
+        }
+    };
     let timeout = opt(errors, &format!("{at}.timeout"), &s.timeout, parse_duration)
         .map(|t| t.unwrap_or(DEFAULT_TIMEOUT));
     let max_body = opt(
@@ -570,7 +591,8 @@ fn service(
             );
             continue;
         }
-        operations.extend(operation(errors, &at, o, schemas));
+        let grpc = (protocol == Some(Protocol::Grpc)).then_some(s.prefix.as_str());
+        operations.extend(operation(errors, &at, o, schemas, grpc));
     }
     if s.operations.is_empty() {
         errors.push(
@@ -600,6 +622,7 @@ fn service(
         owner: owner?,
         classification: classification?,
         prefix: prefix?,
+        protocol: protocol?,
         upstreams,
         upstream_tls: upstream_tls?,
         upstream_auth: upstream_auth?,
@@ -615,10 +638,65 @@ fn operation(
     at: &str,
     o: &OperationEntry,
     schemas: &mut Schemas<'_>,
+    grpc: Option<&str>,
 ) -> Option<Operation> {
     let id_ok = errors.check(format!("{at}.id"), check_id(&o.id)).is_some();
-    let method = errors.check(format!("{at}.method"), parse_method(&o.method));
-    let template = errors.check(format!("{at}.path"), Template::parse(&o.path));
+    let (method, path) = match grpc {
+        None => (
+            match &o.method {
+                Some(m) => errors.check(format!("{at}.method"), parse_method(m)),
+                None => {
+                    errors.push(
+                        format!("{at}.method"),
+                        "is required: GET, POST, PUT, PATCH or DELETE",
+                    );
+                    None
+                }
+            },
+            Some(o.path.clone()),
+        ),
+        Some(prefix) => {
+            let method = match o.method.as_deref() {
+                None | Some("POST") => Some(Method::POST),
+                Some(other) => {
+                    errors.push(
+                        format!("{at}.method"),
+                        format!("gRPC methods are called with POST, not {other}"),
+                    );
+                    None
+                }
+            };
+            // `/pkg.Service/Method`, matched after the prefix (the service name).
+            let rest = o.path.strip_prefix(prefix).filter(|rest| {
+                rest.len() > 1 && rest.starts_with('/') && !rest[1..].contains(['/', '{', '}'])
+            });
+            if rest.is_none() {
+                errors.push(
+                    format!("{at}.path"),
+                    format!(
+                        "`{}`: a gRPC operation names its full method, `{prefix}/<Method>`",
+                        o.path
+                    ),
+                );
+            }
+            for (key, set) in [
+                ("request_schema", o.request_schema.is_some()),
+                ("response_schema", o.response_schema.is_some()),
+                ("cache_ttl", o.cache_ttl.is_some()),
+                ("params", !o.params.is_empty()),
+            ] {
+                if set {
+                    errors.push(
+                        format!("{at}.{key}"),
+                        "does not apply to gRPC operations (protobuf bodies are passed through)",
+                    );
+                }
+            }
+            (method, rest.map(str::to_owned))
+        }
+    };
+    let path = path?;
+    let template = errors.check(format!("{at}.path"), Template::parse(&path));
     let mut schema = |errors: &mut Errors, key: &str, name: &Option<String>| {
         let Some(name) = name else { return Some(None) };
         errors
@@ -695,7 +773,7 @@ fn operation(
     let op = Operation {
         id: o.id.clone(),
         method: method?,
-        path: o.path.clone(),
+        path,
         template: template?,
         request_schema: request_schema?,
         response_schema: response_schema?,

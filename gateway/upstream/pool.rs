@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::credentials::{self, Credentials, HttpClient, TokenSource};
-use crate::config::{Service, Snapshot};
+use crate::config::{Protocol, Service, Snapshot};
 use crate::reject::Reject;
 
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -76,7 +76,10 @@ impl Pool {
         parts.path_and_query =
             Some(PathAndQuery::try_from(path).map_err(|e| Reject::BadHeader(e.into()))?);
         *request.uri_mut() = Uri::from_parts(parts).map_err(|e| Reject::BadHeader(e.into()))?;
-        *request.version_mut() = http::Version::HTTP_11;
+        *request.version_mut() = match service.protocol {
+            Protocol::Http => http::Version::HTTP_11,
+            Protocol::Grpc => http::Version::HTTP_2,
+        };
 
         let with_token = match &pool.credentials {
             None => None,
@@ -181,15 +184,21 @@ fn client_for(service: &Service) -> HttpClient {
         })
         .expect("ring supports the default TLS versions")
     });
-    let connector = HttpsConnectorBuilder::new()
+    let builder = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
+        .https_or_http();
+    let mut client = Client::builder(TokioExecutor::new());
+    client
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .build(connector)
+        .pool_timer(TokioTimer::new());
+    match service.protocol {
+        Protocol::Http => client.build(builder.enable_http1().wrap_connector(http)),
+        // gRPC needs HTTP/2 (ALPN h2 over TLS, prior knowledge in plaintext) and its trailers.
+        Protocol::Grpc => {
+            client.http2_only(true).timer(TokioTimer::new());
+            client.build(builder.enable_http2().wrap_connector(http))
+        }
+    }
 }
 
 /// Whether a connect error was the TLS handshake failing (an upstream certificate not from the
