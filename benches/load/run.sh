@@ -28,6 +28,9 @@
 #              h1-mtls-cache / h2-mtls-cache: every request after the first is a hit;
 #              h1-mtls-miss (Penghubung and direct only): the same path with `Cache-Control:
 #              no-cache`, so every request goes upstream and stores again (the miss path)
+#   grpc-mtls (Penghubung only): Exchange.Call of bench/get-item on grpc_listen with the tonic
+#              client (benches/load/grpc_load.rs), H2_CLIENTS connections x H2_STREAMS calls;
+#              compare with h2-mtls, the same operation over HTTPS
 #   AUDIT [off]  off | sync | interval: Penghubung's audit log (under the run's work dir) and
 #              its durability
 #   TAG  free text recorded in the results file
@@ -64,13 +67,14 @@ PENGHUBUNG_BIN=${PENGHUBUNG_BIN:-$ROOT/target/release/penghubung}
 PASSES=${PASSES:-3}
 URLPATH=${URLPATH:-/bench/item}
 CACHEPATH=${CACHEPATH:-/bench/cached}
+GRPC_LOAD=${GRPC_LOAD:-$ROOT/target/release/examples/grpc_load}
 SHIM=$HERE/clientcert_shim.so
 mkdir -p "$HERE/results"
 STAMP=$(date +%Y%m%d-%H%M%S)
 
 # Ports: upstream 18080 plain / 18443 TLS / 18444 mTLS; peers 28080 / 28443 / 28444.
 UP_PLAIN=18080 UP_TLS=18443 UP_MTLS=18444
-PX_PLAIN=28080 PX_TLS=28443 PX_MTLS=28444
+PX_PLAIN=28080 PX_TLS=28443 PX_MTLS=28444 PX_GRPC=28445
 
 W=$(mktemp -d /tmp/peers.XXXXXX)
 STARTED=()   # PIDs we started
@@ -238,6 +242,7 @@ EOF
 [gateway]
 id = "spl.bench"
 listen = "127.0.0.1:$PX_MTLS"
+grpc_listen = "127.0.0.1:$PX_GRPC"
 admin_listen = "127.0.0.1:0"
 data_dir = "$W/penghubung/data"
 shutdown_grace = "2s"
@@ -409,6 +414,14 @@ print("%.0f %.3f %.3f %d %d" % (float(rps.group(1)), ms(p50.group(1)), ms(p99.gr
 EOF
 }
 
+run_grpc() { # port: Exchange.Call of the same operation (bench/get-item) with the tonic client
+  pin 0 /usr/bin/time -f "%U %S" -o "$W/lg.time" timeout $TO "$GRPC_LOAD" --addr "127.0.0.1:$1" \
+    --ca "$W/ca.crt" --cert "$W/client.crt" --key "$W/client.key" \
+    --connections "$H2_CLIENTS" --streams "$H2_STREAMS" --duration "$DUR" > "$W/grpc.out" 2>&1 || true
+  cp "$W/grpc.out" "$W/last.out"
+  tail -1 "$W/grpc.out" | awk 'NF==5{print; ok=1} END{if(!ok) print "0 0 0 -1 0"}'
+}
+
 run_h2load() { # url mtls(0/1) [extra h2load args...]
   local url=$1 mtls=$2; shift 2
   local env=()
@@ -454,6 +467,7 @@ run_scenario() { # scen peer
     lat-h1-mtls)    run_h2load "https://127.0.0.1:$p_mtls$URLPATH" 1 --h1 -c "$LAT_CONNS" --rps "$per" ;;
     h1-mtls-cache)  run_wrk "https://127.0.0.1:$p_mtls$CACHEPATH" 1 0 ;;
     h1-mtls-miss)   run_wrk "https://127.0.0.1:$p_mtls$CACHEPATH" 1 0 -H "Cache-Control: no-cache" ;;
+    grpc-mtls)      run_grpc "$PX_GRPC" ;;
     h2-mtls-cache)  run_h2load "https://127.0.0.1:$p_mtls$CACHEPATH" 1 -c "$H2_CLIENTS" -m "$H2_STREAMS" ;;
     hs-h1-mtls)     run_wrk "https://127.0.0.1:$p_mtls$URLPATH" 1 1 -H "Connection: close" ;;
     hs-h1-tls)      run_wrk "https://127.0.0.1:$p_tls$URLPATH" 0 1 -H "Connection: close" ;;
@@ -471,7 +485,7 @@ if [[ ! -f $SHIM || $HERE/clientcert_shim.c -nt $SHIM ]]; then
 fi
 if [[ " $PEERS " == *" penghubung "* ]]; then
   log "building penghubung (release)"
-  (cd "$ROOT" && cargo build --release --locked -q)
+  (cd "$ROOT" && cargo build --release --locked -q && cargo build --release --locked -q --example grpc_load)
 fi
 
 # one-line TLS sanity check of the mTLS listener: protocol + that a client cert is required
@@ -510,6 +524,8 @@ for peer in $PEERS; do
   for scen in $SCENARIOS; do
    # Penghubung serves mTLS only.
    [[ $peer == penghubung && $scen != *mtls* ]] && continue
+   # Exchange.Call is Penghubung's own gRPC front: nobody else serves it.
+   [[ $scen == grpc-* && $peer != penghubung ]] && continue
    # nginx and HAProxy ignore a request's no-cache by default: the miss path is Penghubung's.
    [[ $scen == *-miss && $peer != penghubung && $peer != direct ]] && continue
    for attempt in $(seq 0 "$RETRIES"); do
