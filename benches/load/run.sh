@@ -30,7 +30,8 @@
 #              no-cache`, so every request goes upstream and stores again (the miss path)
 #   grpc-mtls (Penghubung only): Exchange.Call of bench/get-item on grpc_listen with the tonic
 #              client (benches/load/grpc_load.rs), H2_CLIENTS connections x H2_STREAMS calls;
-#              compare with h2-mtls, the same operation over HTTPS
+#              compare with h2-mtls, the same operation over HTTPS; grpc-mtls-h2load sends the
+#              same call with h2load (one pre-encoded message), to tell client from gateway cost
 #   AUDIT [off]  off | sync | interval: Penghubung's audit log (under the run's work dir) and
 #              its durability
 #   TAG  free text recorded in the results file
@@ -127,6 +128,9 @@ items = [{"id": i, "name": "item-%06d" % i, "agency": "bench", "ok": True} for i
 body = json.dumps({"status": "ok", "items": items}, separators=(",", ":"))
 body = body[:-1] + ',"pad":"' + "x" * max(0, 1024 - len(body) - 9) + '"}'
 open(w + "/body.json", "w").write(body)
+# Exchange.Call{service: "bench", operation: "get-item"} as one gRPC message (5-byte prefix).
+call = b"\x0a\x05bench\x12\x08get-item"
+open(w + "/call.bin", "wb").write(b"\x00" + len(call).to_bytes(4, "big") + call)
 open(w + "/post.lua", "w").write(
     'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [[%s]]\n' % body)
 EOF
@@ -468,6 +472,8 @@ run_scenario() { # scen peer
     h1-mtls-cache)  run_wrk "https://127.0.0.1:$p_mtls$CACHEPATH" 1 0 ;;
     h1-mtls-miss)   run_wrk "https://127.0.0.1:$p_mtls$CACHEPATH" 1 0 -H "Cache-Control: no-cache" ;;
     grpc-mtls)      run_grpc "$PX_GRPC" ;;
+    grpc-mtls-h2load) run_h2load "https://127.0.0.1:$PX_GRPC/penghubung.v1.Exchange/Call" 1 -c "$H2_CLIENTS" -m "$H2_STREAMS" \
+                      -d "$W/call.bin" -H "content-type: application/grpc" -H "te: trailers" ;;
     h2-mtls-cache)  run_h2load "https://127.0.0.1:$p_mtls$CACHEPATH" 1 -c "$H2_CLIENTS" -m "$H2_STREAMS" ;;
     hs-h1-mtls)     run_wrk "https://127.0.0.1:$p_mtls$URLPATH" 1 1 -H "Connection: close" ;;
     hs-h1-tls)      run_wrk "https://127.0.0.1:$p_tls$URLPATH" 0 1 -H "Connection: close" ;;
