@@ -212,14 +212,14 @@ fn http_request(
     call: &proto::CallRequest,
 ) -> Result<Request<Full<Bytes>>, Box<Unroutable>> {
     let snapshot = gateway.snapshot();
-    let named = format!("grpc:{}/{}", call.service, call.operation);
+    let named = || format!("grpc:{}/{}", call.service, call.operation);
     let Some(service) = snapshot.services.iter().find(|s| s.id == call.service) else {
-        return Err(Box::new((Method::POST, named, Reject::NoService)));
+        return Err(Box::new((Method::POST, named(), Reject::NoService)));
     };
     let Some(operation) = service.operations.iter().find(|o| o.id == call.operation) else {
         return Err(Box::new((
             Method::POST,
-            named,
+            named(),
             Reject::NoOperation {
                 service: service.id.clone(),
             },
@@ -231,7 +231,7 @@ fn http_request(
         .map_err(|missing| {
             Box::new((
                 operation.method.clone(),
-                named.clone(),
+                named(),
                 Reject::InvalidParameter {
                     name: missing,
                     location: "path",
@@ -259,7 +259,7 @@ fn http_request(
     }
     builder
         .body(Full::new(Bytes::from(call.body.clone())))
-        .map_err(|e| Box::new((operation.method.clone(), named, Reject::BadHeader(e))))
+        .map_err(|e| Box::new((operation.method.clone(), named(), Reject::BadHeader(e))))
 }
 
 fn refused(reject: &Reject) -> Status {

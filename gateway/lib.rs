@@ -42,6 +42,7 @@
 //! | [`schema`], [`validate`] | the schema registry, and validation of parameters, requests and responses |
 //! | [`pki`] | a development PKI (rcgen) for `pki init`, the demo and the tests |
 //! | [`demo`] | `penghubung demo`: two sample PD services behind the gateway |
+//! | [`report`] | `penghubung report`: the periodic review, computed from the audit log |
 //! | [`inventory`] | what `check` and `certs` print: services, operations, agencies, certificates and CRLs |
 //!
 //! Side systems (upstream pool, quotas, audit writer, cache, telemetry) are handles the
@@ -67,6 +68,7 @@ pub mod pipeline;
 pub mod pki;
 pub mod quota;
 pub mod reject;
+pub mod report;
 pub mod route;
 pub mod schema;
 pub mod server;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use penghubung::pipeline::Gateway;
-use penghubung::{audit, config, demo, inventory, pki, server};
+use penghubung::{audit, config, demo, inventory, pki, report, server};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -57,6 +57,26 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// The periodic SPL review, from the audit log: exchanges per consumer, service and
+    /// outcome, refusals by reason, and per service latency percentiles and availability.
+    Report {
+        /// The audit directory (`<data_dir>/audit`); its chain is verified while it is read.
+        #[arg(long)]
+        audit: PathBuf,
+        /// First day, YYYY-MM-DD.
+        #[arg(long)]
+        since: String,
+        /// Last day (inclusive), YYYY-MM-DD.
+        #[arg(long)]
+        until: String,
+        /// md, csv or json.
+        #[arg(long, default_value = "md")]
+        format: String,
+        /// The time zone the days are in: Asia/Jakarta (WIB), Asia/Makassar (WITA),
+        /// Asia/Jayapura (WIT), Asia/Pontianak or UTC.
+        #[arg(long, default_value = "Asia/Jakarta")]
+        timezone: String,
     },
     /// Development PKI.
     Pki {
@@ -188,6 +208,43 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 inventory::summary(&snapshot, time::OffsetDateTime::now_utc(), warn_days);
             print!("{text}");
             Ok(exit_for(health))
+        }
+        Command::Report {
+            audit,
+            since,
+            until,
+            format,
+            timezone,
+        } => {
+            let window = (|| {
+                let zone = config::TimeZone::parse(&timezone).ok_or_else(|| {
+                    format!("--timezone: `{timezone}` is not a supported time zone")
+                })?;
+                let since = report::parse_date(&since).map_err(|e| format!("--since: {e}"))?;
+                let until = report::parse_date(&until).map_err(|e| format!("--until: {e}"))?;
+                if until < since {
+                    return Err("--until is before --since".to_owned());
+                }
+                if !["md", "csv", "json"].contains(&format.as_str()) {
+                    return Err(format!("--format: `{format}`; use md, csv or json"));
+                }
+                Ok(report::Window { since, until, zone })
+            })();
+            let built = window.and_then(|w| report::build(&audit, w));
+            match built {
+                Ok(r) => {
+                    match format.as_str() {
+                        "csv" => print!("{}", r.csv()),
+                        "json" => println!("{}", serde_json::to_string_pretty(&r.json())?),
+                        _ => print!("{}", r.markdown()),
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("penghubung report: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Openapi { config, service } => {
             let Some(snapshot) = load(&config) else {

@@ -106,7 +106,10 @@ async fn main() {
         all.extend(latencies);
         errors += e;
     }
-    let elapsed = started.elapsed().as_secs_f64().max(a.duration.as_secs_f64());
+    let elapsed = started
+        .elapsed()
+        .as_secs_f64()
+        .max(a.duration.as_secs_f64());
     all.sort();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))

@@ -84,7 +84,13 @@ impl Recorded {
             Some(u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX));
         let audit = self.audit.clone();
         let id = record.exchange_id.clone().unwrap_or_default();
-        self.appending = Some(tokio::spawn(async move {
+        // A body dropped while the runtime shuts down has nowhere to append from; the log
+        // then lacks the call, which the crash-recovery rules already allow for.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(exchange_id = %id, "streamed exchange dropped at shutdown, unrecorded");
+            return;
+        };
+        self.appending = Some(runtime.spawn(async move {
             match audit.append(record).await {
                 Ok(_) => true,
                 Err(e) => {

@@ -1,0 +1,363 @@
+//! `penghubung report`: the periodic SPL review the regulations ask for (Perbup Parigi Moutong
+//! 52/2024 Ps. 22 (6)-(7)), computed from the audit log — not from metrics, so it covers every
+//! exchange, survives restarts, and is as trustworthy as the log (whose chain is verified while
+//! it is read: a broken log gives no report).
+//!
+//! For a window of whole days in a time zone: exchanges per consumer × service × outcome,
+//! refusals by reason, and per service the latency percentiles of the exchanges it answered and
+//! its availability — answered ÷ (answered + failed on the gateway's or upstream's side), where
+//! an upstream 5xx, an upstream failure (`upstream-*`) and `audit-unavailable` count as failed
+//! and a caller's refusal (4xx policy and validation answers) counts as neither.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::audit::{self, Record};
+use crate::clock::midnight_millis;
+use crate::config::{Date, TimeZone};
+
+/// What the report covers: `[since, until]`, whole days in `zone`.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub since: Date,
+    pub until: Date,
+    pub zone: TimeZone,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub window: Option<Window>,
+    pub exchanges: u64,
+    /// (consumer, service, outcome) → exchanges.
+    pub by_outcome: BTreeMap<(String, String, String), u64>,
+    /// Refusal reason (problem slug) → exchanges.
+    pub refusals: BTreeMap<String, u64>,
+    pub services: BTreeMap<String, ServiceFigures>,
+}
+
+#[derive(Debug, Default)]
+pub struct ServiceFigures {
+    pub answered: u64,
+    pub failed: u64,
+    pub refused: u64,
+    latencies_us: Vec<u64>,
+}
+
+/// How an exchange counts for availability.
+enum Kind {
+    Answered,
+    Failed,
+    Refused,
+}
+
+// === impl Window ===
+
+impl Window {
+    /// Milliseconds since the epoch: from the first day's midnight, to the day after the last.
+    fn range(&self) -> (i64, i64) {
+        let end = midnight_millis(self.until, self.zone) + 86_400_000;
+        (midnight_millis(self.since, self.zone), end)
+    }
+}
+
+/// `YYYY-MM-DD`.
+pub fn parse_date(text: &str) -> Result<Date, String> {
+    let bad = || format!("`{text}` is not a date (YYYY-MM-DD)");
+    let mut parts = text.split('-');
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let (year, month, day) = (
+        y.parse::<u16>().map_err(|_| bad())?,
+        m.parse::<u8>().map_err(|_| bad())?,
+        d.parse::<u8>().map_err(|_| bad())?,
+    );
+    if y.len() != 4 || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return Err(bad());
+    }
+    Ok(Date { year, month, day })
+}
+
+/// The report of the exchanges in `dir` (`<data_dir>/audit`) within `window`.
+pub fn build(dir: &Path, window: Window) -> Result<Report, String> {
+    let (from, to) = window.range();
+    let mut report = Report {
+        window: Some(window),
+        ..Report::default()
+    };
+    audit::walk(dir, |record, _| {
+        if record.kind != "exchange" {
+            return Ok(());
+        }
+        let at = millis(&record.time).ok_or_else(|| format!("bad time `{}`", record.time))?;
+        if (from..to).contains(&at) {
+            report.add(record);
+        }
+        Ok(())
+    })
+    .map_err(|e| format!("the audit log does not verify, so no report: {e}"))?;
+    for figures in report.services.values_mut() {
+        figures.latencies_us.sort_unstable();
+    }
+    Ok(report)
+}
+
+// === impl Report ===
+
+impl Report {
+    fn add(&mut self, r: &Record) {
+        self.exchanges += 1;
+        let consumer = r
+            .consumer
+            .clone()
+            .unwrap_or_else(|| "(unidentified)".into());
+        let service = r.service.clone().unwrap_or_else(|| "(no service)".into());
+        *self
+            .by_outcome
+            .entry((consumer, service.clone(), r.outcome.clone()))
+            .or_default() += 1;
+        let kind = match r.outcome.as_str() {
+            "forwarded" | "forwarded-schema-violation" | "served-from-cache" => {
+                if r.status.is_some_and(|s| s >= 500)
+                    || r.grpc_status.is_some_and(|g| g != 0 && is_server_grpc(g))
+                {
+                    Kind::Failed
+                } else {
+                    Kind::Answered
+                }
+            }
+            slug if slug.starts_with("upstream-") || slug == "audit-unavailable" => Kind::Failed,
+            _ => Kind::Refused,
+        };
+        if !matches!(
+            r.outcome.as_str(),
+            "forwarded" | "forwarded-schema-violation" | "served-from-cache"
+        ) {
+            *self.refusals.entry(r.outcome.clone()).or_default() += 1;
+        }
+        if r.service.is_none() {
+            return;
+        }
+        let figures = self.services.entry(service).or_default();
+        match kind {
+            Kind::Answered => {
+                figures.answered += 1;
+                figures.latencies_us.extend(r.latency_us);
+            }
+            Kind::Failed => figures.failed += 1,
+            Kind::Refused => figures.refused += 1,
+        }
+    }
+
+    /// Markdown, for the review document.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# SPL review: {}\n", self.title());
+        let _ = writeln!(out, "Exchanges in the window: {}.\n", self.exchanges);
+        let _ = writeln!(out, "## Services\n");
+        let _ = writeln!(
+            out,
+            "| service | answered | failed | refused | availability | p50 ms | p95 ms | p99 ms |\n|---|---|---|---|---|---|---|---|"
+        );
+        for (service, f) in &self.services {
+            let _ = writeln!(
+                out,
+                "| {service} | {} | {} | {} | {} | {} | {} | {} |",
+                f.answered,
+                f.failed,
+                f.refused,
+                f.availability()
+                    .map_or("—".into(), |a| format!("{:.2}%", a * 100.0)),
+                ms(f.percentile(0.50)),
+                ms(f.percentile(0.95)),
+                ms(f.percentile(0.99)),
+            );
+        }
+        let _ = writeln!(out, "\n## Exchanges by consumer, service and outcome\n");
+        let _ = writeln!(
+            out,
+            "| consumer | service | outcome | exchanges |\n|---|---|---|---|"
+        );
+        for ((consumer, service, outcome), n) in &self.by_outcome {
+            let _ = writeln!(out, "| {consumer} | {service} | {outcome} | {n} |");
+        }
+        let _ = writeln!(out, "\n## Refusals and failures by reason\n");
+        let _ = writeln!(out, "| reason | exchanges |\n|---|---|");
+        for (reason, n) in &self.refusals {
+            let _ = writeln!(out, "| {reason} | {n} |");
+        }
+        out
+    }
+
+    /// CSV: one table, `section` naming which.
+    pub fn csv(&self) -> String {
+        let mut out = String::from("section,consumer,service,outcome,count,answered,failed,refused,availability,p50_ms,p95_ms,p99_ms\n");
+        for (service, f) in &self.services {
+            let _ = writeln!(
+                out,
+                "service,,{},,,{},{},{},{},{},{},{}",
+                csv_field(service),
+                f.answered,
+                f.failed,
+                f.refused,
+                f.availability()
+                    .map_or(String::new(), |a| format!("{a:.4}")),
+                ms(f.percentile(0.50)),
+                ms(f.percentile(0.95)),
+                ms(f.percentile(0.99)),
+            );
+        }
+        for ((consumer, service, outcome), n) in &self.by_outcome {
+            let _ = writeln!(
+                out,
+                "exchanges,{},{},{},{n},,,,,,,",
+                csv_field(consumer),
+                csv_field(service),
+                csv_field(outcome)
+            );
+        }
+        for (reason, n) in &self.refusals {
+            let _ = writeln!(out, "refusals,,,{},{n},,,,,,,", csv_field(reason));
+        }
+        out
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "window": self.window.map(|w| json!({
+                "since": w.since.to_string(),
+                "until": w.until.to_string(),
+                "timezone": w.zone.name,
+            })),
+            "exchanges": self.exchanges,
+            "services": self.services.iter().map(|(id, f)| json!({
+                "service": id,
+                "answered": f.answered,
+                "failed": f.failed,
+                "refused": f.refused,
+                "availability": f.availability(),
+                "latency_ms": {
+                    "p50": f.percentile(0.50).map(|u| u as f64 / 1000.0),
+                    "p95": f.percentile(0.95).map(|u| u as f64 / 1000.0),
+                    "p99": f.percentile(0.99).map(|u| u as f64 / 1000.0),
+                },
+            })).collect::<Vec<_>>(),
+            "exchanges_by_outcome": self.by_outcome.iter().map(|((c, s, o), n)| json!({
+                "consumer": c, "service": s, "outcome": o, "exchanges": n,
+            })).collect::<Vec<_>>(),
+            "refusals": self.refusals,
+        })
+    }
+
+    fn title(&self) -> String {
+        self.window.map_or_else(String::new, |w| {
+            format!("{} to {} ({})", w.since, w.until, w.zone.name)
+        })
+    }
+}
+
+// === impl ServiceFigures ===
+
+impl ServiceFigures {
+    pub fn availability(&self) -> Option<f64> {
+        let total = self.answered + self.failed;
+        (total > 0).then(|| self.answered as f64 / total as f64)
+    }
+
+    /// The nearest-rank percentile of the answered exchanges' latency, in µs.
+    pub fn percentile(&self, p: f64) -> Option<u64> {
+        if self.latencies_us.is_empty() {
+            return None;
+        }
+        let rank = (p * self.latencies_us.len() as f64).ceil() as usize;
+        Some(self.latencies_us[rank.clamp(1, self.latencies_us.len()) - 1])
+    }
+}
+
+/// gRPC codes that are the server's fault (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
+/// UNAVAILABLE, DATA_LOSS), not the caller's.
+fn is_server_grpc(code: u32) -> bool {
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+}
+
+fn ms(us: Option<u64>) -> String {
+    us.map_or_else(|| "—".into(), |u| format!("{:.2}", u as f64 / 1000.0))
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// `2026-11-24T03:59:44.123Z` (the audit log's own format) → milliseconds since the epoch.
+fn millis(time: &str) -> Option<i64> {
+    let b = time.as_bytes();
+    if b.len() != 24 || b[10] != b'T' || b[23] != b'Z' {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| time.get(range)?.parse::<i64>().ok();
+    let date = Date {
+        year: u16::try_from(num(0..4)?).ok()?,
+        month: u8::try_from(num(5..7)?).ok()?,
+        day: u8::try_from(num(8..10)?).ok()?,
+    };
+    let utc = TimeZone::parse("UTC")?;
+    Some(
+        midnight_millis(date, utc)
+            + num(11..13)? * 3_600_000
+            + num(14..16)? * 60_000
+            + num(17..19)? * 1000
+            + num(20..23)?,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_times_parse() {
+        assert_eq!(millis("1970-01-01T00:00:01.002Z"), Some(1002));
+        assert_eq!(
+            millis(&audit::timestamp(1_735_689_600_123)),
+            Some(1_735_689_600_123)
+        );
+        assert_eq!(millis("2026-11-24 03:59:44Z"), None);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let f = ServiceFigures {
+            answered: 4,
+            latencies_us: vec![10, 20, 30, 40],
+            ..ServiceFigures::default()
+        };
+        assert_eq!(f.percentile(0.5), Some(20));
+        assert_eq!(f.percentile(0.99), Some(40));
+        assert_eq!(f.percentile(0.01), Some(10));
+        assert_eq!(ServiceFigures::default().percentile(0.5), None);
+    }
+
+    #[test]
+    fn dates_parse_strictly() {
+        assert_eq!(
+            parse_date("2026-11-01"),
+            Ok(Date {
+                year: 2026,
+                month: 11,
+                day: 1
+            })
+        );
+        for bad in ["2026-13-01", "26-11-01", "2026/11/01", "2026-11-01-x", ""] {
+            assert!(parse_date(bad).is_err(), "{bad}");
+        }
+    }
+}
