@@ -113,7 +113,7 @@ upstream_ca = "ca.crt"
         let snapshot = load_str(&text, &dir.path().join("b.toml"), dir.path()).unwrap();
         let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).unwrap());
         let caller = Caller::resolve(
-            gateway.snapshot(),
+            &gateway.snapshot(),
             "127.0.0.1:1".parse().unwrap(),
             IdentityField::SubjectCn.extract(&client.cert),
         );

@@ -1,5 +1,5 @@
 //! The admin listener (`[gateway] admin_listen`, loopback only until admin certificates land):
-//! `/healthz`, `/readyz`, `/metrics` and `POST /v1/cache/purge`, through the same handles the
+//! `/healthz`, `/readyz`, `/metrics`, `POST /v1/reload` and `POST /v1/cache/purge`, through the same handles the
 //! pipeline uses. Errors are problem+json documents, like the pipeline's.
 
 use std::convert::Infallible;
@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::body::{full, Body};
-use crate::pipeline::{Gateway, PurgeError};
+use crate::pipeline::{Gateway, PurgeError, ReloadError};
 
 /// Serves the admin API on `listener` until `shutdown` resolves.
 pub async fn serve_admin(
@@ -52,6 +52,16 @@ async fn answer(
     remote: SocketAddr,
 ) -> Response<Body> {
     let path = request.uri().path();
+    if path == "/v1/reload" {
+        if request.method() != Method::POST {
+            return problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "reloading is a POST",
+            );
+        }
+        return reload(gateway, remote).await;
+    }
     if path == "/v1/cache/purge" {
         if request.method() != Method::POST {
             return problem(
@@ -164,6 +174,60 @@ async fn purge(
                 "the purge could not be recorded in the audit log, so it was not done",
             )
         }
+    }
+}
+
+/// `POST /v1/reload`: the file is read, validated and swapped in, or refused with every error.
+async fn reload(gateway: &Gateway, remote: SocketAddr) -> Response<Body> {
+    match gateway.reload(&format!("admin {remote}")).await {
+        Ok(done) => {
+            let doc = serde_json::json!({
+                "generation": done.generation,
+                "sha256": done.digest,
+                "cache_dropped": done.cache_dropped,
+                "warnings": done.warnings.iter().map(|w| format!("{}: {}", w.path, w.message)).collect::<Vec<_>>(),
+            });
+            let mut response = text(StatusCode::OK, &format!("{doc}\n"));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(ReloadError::Invalid(errors)) => {
+            let mut response = problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "config-invalid",
+                &format!(
+                    "{}: {} error(s); the running configuration stays",
+                    errors.file.display(),
+                    errors.errors.len()
+                ),
+            );
+            let list: Vec<serde_json::Value> = errors
+                .errors
+                .iter()
+                .map(|e| serde_json::json!({"path": e.path, "message": e.message}))
+                .collect();
+            let doc = serde_json::json!({
+                "type": "urn:penghubung:problem:config-invalid",
+                "title": "Unprocessable Entity",
+                "status": 422,
+                "detail": format!("{}: {} error(s); the running configuration stays", errors.file.display(), errors.errors.len()),
+                "errors": list,
+            });
+            *response.body_mut() = full(doc.to_string());
+            response
+        }
+        Err(e @ ReloadError::Unrecorded(_)) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit-unavailable",
+            &e.to_string(),
+        ),
+        Err(e @ ReloadError::Internal(_)) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "reload-failed",
+            &e.to_string(),
+        ),
     }
 }
 

@@ -11,6 +11,8 @@ pub struct Caller {
     pub remote: SocketAddr,
     pub identity: PeerIdentity,
     pub agency: Resolved,
+    /// The configuration generation `agency` was resolved in (see `Gateway::reload`).
+    pub generation: u64,
 }
 
 /// What the certificate's identity resolved to.
@@ -43,6 +45,18 @@ impl Caller {
             remote,
             identity,
             agency,
+            generation: 0,
         }
+    }
+
+    /// This caller as the configuration of `generation` sees it: itself, or resolved again
+    /// after a reload (agency indexes, identities and pins may have changed).
+    pub fn at(&self, snapshot: &Snapshot, generation: u64) -> std::borrow::Cow<'_, Caller> {
+        if self.generation == generation {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut again = Caller::resolve(snapshot, self.remote, self.identity.clone());
+        again.generation = generation;
+        std::borrow::Cow::Owned(again)
     }
 }

@@ -279,7 +279,7 @@ impl Catalog for Front {
         let caller = Front::caller(&request)?;
         let consumer = self.agency(&caller)?;
         let snapshot = self.gateway.snapshot();
-        let doc = crate::catalog::catalog(snapshot, consumer, self.gateway.today());
+        let doc = crate::catalog::catalog(&snapshot, consumer, self.gateway.today());
         let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
         Ok(tonic::Response::new(proto::ListServicesResponse {
             gateway: text(&doc["gateway"]),
@@ -302,7 +302,7 @@ impl Catalog for Front {
         let consumer = self.agency(&caller)?;
         let id = request.into_inner().service;
         let snapshot = self.gateway.snapshot();
-        let doc = crate::catalog::catalog(snapshot, consumer, self.gateway.today());
+        let doc = crate::catalog::catalog(&snapshot, consumer, self.gateway.today());
         let found = doc["services"]
             .as_array()
             .into_iter()

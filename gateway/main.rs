@@ -25,6 +25,9 @@ enum Command {
     Serve {
         #[arg(long, short, env = "PENGHUBUNG_CONFIG")]
         config: PathBuf,
+        /// Reload when the configuration file changes (checked every second), as on SIGHUP.
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a configuration file without serving and print what it publishes and its
     /// certificates. Exits 1 when the file is invalid or a certificate has expired.
@@ -181,7 +184,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { config } => {
+        Command::Serve { config, watch } => {
             let Some(snapshot) = load(&config) else {
                 return Ok(ExitCode::FAILURE);
             };
@@ -197,7 +200,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ),
                 None => None,
             };
-            serve(snapshot, listener, grpc).await?;
+            serve(snapshot, listener, grpc, watch).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config, warn_days } => {
@@ -327,7 +330,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let _ = stdout
                 .write_all(banner.as_bytes())
                 .and_then(|()| stdout.flush());
-            serve(snapshot, listener, Some(grpc)).await?;
+            serve(snapshot, listener, Some(grpc), false).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -532,6 +535,7 @@ async fn serve(
     snapshot: config::Snapshot,
     listener: TcpListener,
     grpc: Option<TcpListener>,
+    watch: bool,
 ) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
     let admin_listen = snapshot.gateway.admin_listen;
@@ -551,6 +555,11 @@ async fn serve(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    // Reload on SIGHUP, and with --watch when the file changes.
+    tokio::spawn(reload_on_sighup(gateway.clone()));
+    if watch {
+        tokio::spawn(reload_on_change(gateway.clone()));
+    }
     let admin_task = tokio::spawn(penghubung::admin::serve_admin(
         admin,
         gateway.clone(),
@@ -570,6 +579,37 @@ async fn serve(
     }
     admin_task.abort();
     Ok(())
+}
+
+async fn reload_on_sighup(gateway: Arc<Gateway>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading");
+            let _ = gateway.reload("SIGHUP").await;
+        }
+    }
+}
+
+/// Polls the configuration file's modification time; a change reloads.
+async fn reload_on_change(gateway: Arc<Gateway>) {
+    let path = gateway.snapshot().source.clone();
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = stamp(&path);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = stamp(&path);
+        if now != seen {
+            seen = now;
+            tracing::info!(file = %path.display(), "configuration file changed: reloading");
+            let _ = gateway.reload("watch").await;
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use http::{Method, Request, Response};
@@ -27,13 +29,35 @@ use crate::validate;
 /// The gateway as a value: a snapshot and the handles the pipeline calls. Tests drive it
 /// without sockets where they can; the server drives it from connections.
 pub struct Gateway {
-    snapshot: Arc<Snapshot>,
-    upstreams: Pool,
-    quotas: Quotas,
+    /// The configuration in force and the handles built from it, swapped whole on reload; a
+    /// request keeps the one it started with.
+    active: ArcSwap<Active>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
     clock: Clock,
     audit: Option<AuditLog>,
     cache: Cache,
     telemetry: Telemetry,
+}
+
+/// A snapshot and what is built from it: the upstream pools and the quotas.
+pub struct Active {
+    pub snapshot: Arc<Snapshot>,
+    /// Counts reloads: a caller resolved against another generation is resolved again.
+    pub generation: u64,
+    upstreams: Pool,
+    quotas: Quotas,
+}
+
+impl Active {
+    fn new(snapshot: Arc<Snapshot>, generation: u64) -> Active {
+        Active {
+            upstreams: Pool::new(&snapshot),
+            quotas: Quotas::new(&snapshot),
+            snapshot,
+            generation,
+        }
+    }
 }
 
 /// With an audit log, a response is read whole for its digest before it is released; one larger
@@ -61,6 +85,7 @@ struct Facts {
 
 /// The exchange as the audit record describes it.
 struct Seen<'a> {
+    active: &'a Active,
     caller: &'a Caller,
     exchange: &'a Exchange,
     method: &'a http::Method,
@@ -110,10 +135,9 @@ impl Gateway {
         };
         let telemetry = Telemetry::new();
         Ok(Gateway {
-            upstreams: Pool::new(&snapshot),
-            quotas: Quotas::new(&snapshot),
             cache: Cache::new(&snapshot.cache, telemetry.cache().clone()),
-            snapshot,
+            active: ArcSwap::from_pointee(Active::new(snapshot, 0)),
+            reloading: tokio::sync::Mutex::new(()),
             clock,
             audit,
             telemetry,
@@ -127,7 +151,7 @@ impl Gateway {
 
     /// Today's date in the gateway's time zone, on the gateway's calendar clock.
     pub fn today(&self) -> crate::config::Date {
-        self.clock.today(self.snapshot.gateway.timezone)
+        self.clock.today(self.snapshot().gateway.timezone)
     }
 
     /// The response cache.
@@ -147,8 +171,14 @@ impl Gateway {
         self.audit.as_ref()
     }
 
-    pub fn snapshot(&self) -> &Arc<Snapshot> {
-        &self.snapshot
+    /// The configuration in force now, with its generation and handles.
+    pub fn active(&self) -> Arc<Active> {
+        self.active.load_full()
+    }
+
+    /// The configuration in force now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.active.load().snapshot.clone()
     }
 
     /// Handles one request; never fails: a refusal is a problem+json response. Every response
@@ -164,9 +194,13 @@ impl Gateway {
         // A clone of the URI shares its bytes; the path is formatted only if a refusal is logged.
         let uri = request.uri().clone();
         let grpc = is_grpc(request.headers());
+        let active = self.active.load_full();
+        let caller = caller.at(&active.snapshot, active.generation);
+        let caller = &*caller;
         let mut facts = Facts::default();
-        let result = run(self, caller, &exchange, request, &mut facts).await;
+        let result = run(self, &active, caller, &exchange, request, &mut facts).await;
         let seen = Seen {
+            active: &active,
             caller,
             exchange: &exchange,
             method: &method,
@@ -187,6 +221,9 @@ impl Gateway {
         reject: Reject,
     ) -> Response<Body> {
         let exchange = Exchange::begin(&http::HeaderMap::new());
+        let active = self.active.load_full();
+        let caller = caller.at(&active.snapshot, active.generation);
+        let caller = &*caller;
         let facts = Facts {
             consumer: match caller.agency {
                 Resolved::Agency(i) => Some(i),
@@ -195,6 +232,7 @@ impl Gateway {
             ..Facts::default()
         };
         let seen = Seen {
+            active: &active,
             caller,
             exchange: &exchange,
             method,
@@ -225,7 +263,12 @@ impl Gateway {
                 (refusal(&reject, &seen), reject.slug())
             }
         };
-        self.count(&facts, outcome);
+        self.count(
+            &seen.active.snapshot,
+            seen.active.generation,
+            &facts,
+            outcome,
+        );
         let id = HeaderValue::from_str(&seen.exchange.id);
         if let Some(audit) = &self.audit {
             seen.outcome = outcome;
@@ -243,6 +286,7 @@ impl Gateway {
 /// → respond.
 async fn run<B>(
     gw: &Gateway,
+    active: &Active,
     caller: &Caller,
     exchange: &Exchange,
     request: Request<B>,
@@ -252,7 +296,7 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let snapshot = &*gw.snapshot;
+    let snapshot = &*active.snapshot;
 
     // Fail closed: nothing goes upstream while the audit log cannot record it.
     if gw.audit.as_ref().is_some_and(|a| !a.healthy()) {
@@ -340,7 +384,7 @@ where
     // Quota: charged per agreement, before any work on the body or the upstream.
     let mut quota_headers = None;
     if let Some((index, a)) = agreement {
-        match gw.quotas.check(index) {
+        match active.quotas.check(index) {
             None => {}
             Some((rate, Decision::Admitted { remaining, reset })) => {
                 quota_headers = Some(rate_limit_headers(
@@ -476,7 +520,7 @@ where
 
     // Upstream: forward, and pass the response back.
     let request = Request::from_parts(parts, Full::new(body));
-    let response = match gw
+    let response = match active
         .upstreams
         .forward(matched.service, service, &target, query.as_deref(), request)
         .await
@@ -553,10 +597,15 @@ where
 
 impl Gateway {
     /// Counts the exchange, and a schema violation if that is what happened to it.
-    fn count(&self, facts: &Facts, outcome: &'static str) {
-        let s = &*self.snapshot;
-        self.telemetry
-            .exchange(s, facts.service, facts.operation, facts.consumer, outcome);
+    fn count(&self, s: &Snapshot, generation: u64, facts: &Facts, outcome: &'static str) {
+        self.telemetry.exchange(
+            s,
+            generation,
+            facts.service,
+            facts.operation,
+            facts.consumer,
+            outcome,
+        );
         let service = facts.service.map_or("", |i| s.services[i].id.as_str());
         let operation = match (facts.service, facts.operation) {
             (Some(i), Some(j)) => s.services[i].operations[j].id.as_str(),
@@ -601,7 +650,7 @@ impl Gateway {
                 tracing::warn!(exchange_id = %seen.exchange.id, error = %e, "the upstream response could not be read whole");
                 let service = facts
                     .service
-                    .map(|i| self.snapshot.services[i].id.clone())
+                    .map(|i| seen.active.snapshot.services[i].id.clone())
                     .unwrap_or_default();
                 let reject = match e.downcast::<hyper::Error>() {
                     Ok(source) => Reject::UpstreamBodyRead {
@@ -641,7 +690,7 @@ impl Gateway {
     /// The exchange's record, but for what only the response's end tells (status, response
     /// digest, latency).
     fn skeleton(&self, seen: &Seen<'_>, facts: Facts) -> Record {
-        let s = &*self.snapshot;
+        let s = &*seen.active.snapshot;
         let service = facts.service.map(|i| &s.services[i]);
         let operation = service
             .zip(facts.operation)
@@ -649,7 +698,7 @@ impl Gateway {
         let agreement = facts.agreement.map(|i| &s.agreements[i]);
         Record {
             time: audit::timestamp(self.clock.now_millis()),
-            gateway: self.snapshot.gateway.id.clone(),
+            gateway: s.gateway.id.clone(),
             kind: "exchange".to_owned(),
             outcome: seen.outcome.to_owned(),
             exchange_id: Some(seen.exchange.id.clone()),
@@ -674,6 +723,78 @@ impl Gateway {
 
 // === impl Gateway (administrative acts) ===
 
+/// Why a reload did not happen; the configuration in force stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Invalid(#[from] crate::config::ConfigErrors),
+    #[error("the reload could not be recorded in the audit log, so it was not done: {0}")]
+    Unrecorded(#[source] audit::AuditError),
+    #[error("the configuration could not be read: {0}")]
+    Internal(String),
+}
+
+/// What a reload changed.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub generation: u64,
+    pub digest: String,
+    /// Services whose cached responses were dropped (changed or gone).
+    pub cache_dropped: Vec<String>,
+    pub warnings: Vec<crate::config::ConfigError>,
+}
+
+impl Gateway {
+    /// Reads, validates and compiles the configuration file again (schemas, TLS material,
+    /// CRLs: everything, off the request path), records the act, then swaps it in whole. A
+    /// request in flight finishes on the configuration it started with; listeners stay bound.
+    /// An invalid file changes nothing. `[audit]` settings apply from the next start.
+    pub async fn reload(&self, by: &str) -> Result<Reloaded, ReloadError> {
+        let _one = self.reloading.lock().await;
+        let current = self.active.load_full();
+        let path = current.snapshot.source.clone();
+        let loaded = tokio::task::spawn_blocking(move || crate::config::load(&path))
+            .await
+            .map_err(|e| ReloadError::Internal(e.to_string()));
+        let snapshot = match loaded.and_then(|r| r.map_err(ReloadError::from)) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                self.telemetry.reload(false);
+                tracing::error!(error = %e, "reload refused; the running configuration stays");
+                return Err(e);
+            }
+        };
+        if let Some(audit) = &self.audit {
+            let detail = format!(
+                "{} sha256:{} by {by}",
+                snapshot.source.display(),
+                snapshot.digest
+            );
+            let record = audit::admin(&snapshot.gateway.id, "reload", Some(detail));
+            if let Err(e) = audit.append(record).await {
+                self.telemetry.reload(false);
+                return Err(ReloadError::Unrecorded(e));
+            }
+        }
+        let generation = current.generation + 1;
+        let next = Arc::new(Active::new(Arc::new(snapshot), generation));
+        let cache_dropped = self
+            .cache
+            .retain_unchanged(&current.snapshot, &next.snapshot);
+        let reloaded = Reloaded {
+            generation,
+            digest: next.snapshot.digest.clone(),
+            cache_dropped,
+            warnings: next.snapshot.warnings.clone(),
+        };
+        self.active.store(next);
+        self.telemetry.forget_before(generation);
+        self.telemetry.reload(true);
+        tracing::info!(generation, digest = %reloaded.digest, by, "configuration reloaded");
+        Ok(reloaded)
+    }
+}
+
 /// Why a purge was not done.
 #[derive(Debug, thiserror::Error)]
 pub enum PurgeError {
@@ -696,7 +817,7 @@ impl Gateway {
         operation: Option<&str>,
         by: &str,
     ) -> Result<u64, PurgeError> {
-        let s = &*self.snapshot;
+        let s = &*self.snapshot();
         match (service, operation) {
             (None, Some(_)) => return Err(PurgeError::OperationWithoutService),
             (Some(id), op) => {

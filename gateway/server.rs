@@ -53,8 +53,7 @@ async fn serve_front(
     front: Front,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let snapshot = gateway.snapshot().clone();
-    let acceptor = TlsAcceptor::from(snapshot.server_tls.clone());
+    let snapshot = gateway.snapshot();
     let handshake_timeout = snapshot.gateway.handshake_timeout;
     let grace = snapshot.gateway.shutdown_grace;
     let graceful = GracefulShutdown::new();
@@ -76,8 +75,10 @@ async fn serve_front(
             },
             () = &mut shutdown => break,
         };
+        // The TLS configuration in force when the connection arrives: a reload that rotates
+        // the certificate applies to new connections.
         let connection = Connection {
-            acceptor: acceptor.clone(),
+            acceptor: TlsAcceptor::from(gateway.snapshot().server_tls.clone()),
             gateway: gateway.clone(),
             front: front.clone(),
             http: http.clone(),
@@ -132,9 +133,11 @@ impl Connection {
         let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
             return;
         };
-        let snapshot = self.gateway.snapshot();
-        let identity = snapshot.identity.extract(cert);
-        let caller = Arc::new(Caller::resolve(snapshot, remote, identity));
+        let active = self.gateway.active();
+        let identity = active.snapshot.identity.extract(cert);
+        let mut caller = Caller::resolve(&active.snapshot, remote, identity);
+        caller.generation = active.generation;
+        let caller = Arc::new(caller);
         match caller.agency {
             Resolved::Agency(_) => {}
             Resolved::Unknown => {

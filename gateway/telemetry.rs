@@ -14,7 +14,15 @@ use prometheus_client::registry::Registry;
 use crate::config::Snapshot;
 
 type Labels = Vec<(&'static str, String)>;
-type ExchangeKey = (Option<usize>, Option<usize>, Option<usize>, &'static str);
+/// (configuration generation, service, operation, consumer, outcome): indexes mean something
+/// only within one generation.
+type ExchangeKey = (
+    u64,
+    Option<usize>,
+    Option<usize>,
+    Option<usize>,
+    &'static str,
+);
 
 pub struct Telemetry {
     registry: Registry,
@@ -23,6 +31,8 @@ pub struct Telemetry {
     known: RwLock<HashMap<ExchangeKey, Counter>>,
     schema_violations: Family<Labels, Counter>,
     cache: CacheMetrics,
+    reloads: Counter,
+    reload_failures: Counter,
 }
 
 type Reason = [(&'static str, &'static str); 1];
@@ -66,26 +76,41 @@ impl Telemetry {
         );
         let cache = CacheMetrics::default();
         cache.register(&mut registry);
+        let (reloads, reload_failures) = (Counter::default(), Counter::default());
+        registry.register(
+            "config_reloads",
+            "Configurations reloaded and swapped in",
+            reloads.clone(),
+        );
+        registry.register(
+            "config_reload_failures",
+            "Reloads refused (invalid file, or not recordable); the running configuration stayed",
+            reload_failures.clone(),
+        );
         Telemetry {
             registry,
             exchanges,
             known: RwLock::new(HashMap::new()),
             schema_violations,
             cache,
+            reloads,
+            reload_failures,
         }
     }
 
     /// Counts an exchange. The labelled counter is looked up by snapshot indexes under a read
     /// lock; the label strings are built only the first time a combination is seen.
+    #[allow(clippy::too_many_arguments)]
     pub fn exchange(
         &self,
         snapshot: &Snapshot,
+        generation: u64,
         service: Option<usize>,
         operation: Option<usize>,
         consumer: Option<usize>,
         outcome: &'static str,
     ) {
-        let key = (service, operation, consumer, outcome);
+        let key = (generation, service, operation, consumer, outcome);
         if let Some(counter) = self.known.read().ok().and_then(|k| k.get(&key).cloned()) {
             counter.inc();
             return;
@@ -108,6 +133,23 @@ impl Telemetry {
         counter.inc();
         if let Ok(mut known) = self.known.write() {
             known.insert(key, counter);
+        }
+    }
+
+    /// A reload attempt.
+    pub fn reload(&self, ok: bool) {
+        if ok {
+            self.reloads.inc();
+        } else {
+            self.reload_failures.inc();
+        }
+    }
+
+    /// After a reload: counters cached for older generations are let go (the labelled
+    /// counters themselves stay in the registry).
+    pub fn forget_before(&self, generation: u64) {
+        if let Ok(mut known) = self.known.write() {
+            known.retain(|key, _| key.0 >= generation);
         }
     }
 

@@ -63,7 +63,7 @@ async fn health_readiness_and_metrics() {
     ));
 
     let dinkes = Caller::resolve(
-        gateway.snapshot(),
+        &gateway.snapshot(),
         "127.0.0.1:1".parse().unwrap(),
         IdentityField::SubjectCn.extract(&pki.dinkes.cert),
     );
@@ -149,6 +149,35 @@ async fn health_readiness_and_metrics() {
     assert!(purges[0].starts_with("service=dinkes-faskes by admin 127.0.0.1:"));
     assert!(purges[1].starts_with("all by admin 127.0.0.1:"));
 
+    // Reload: the file this snapshot came from does not exist yet: refused, every error listed.
+    let (status, doc) = admin_send(addr, "POST", "/v1/reload", "").await;
+    assert_eq!(status, 422, "{doc}");
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(doc["type"], "urn:penghubung:problem:config-invalid");
+    assert!(
+        doc["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read"),
+        "{doc}"
+    );
+    std::fs::write(pki.path().join("a.toml"), &text).unwrap();
+    let (status, doc) = admin_send(addr, "POST", "/v1/reload", "").await;
+    assert_eq!(status, 200, "{doc}");
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(doc["generation"], 1);
+    assert_eq!(doc["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(admin_get(addr, "GET", "/v1/reload").await.0, 405);
+    let (_, metrics) = admin_get(addr, "GET", "/metrics").await;
+    assert!(
+        metrics.contains("penghubung_config_reloads_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("penghubung_config_reload_failures_total 1"),
+        "{metrics}"
+    );
+
     // A failing audit log makes the gateway not ready, and refuses purges it cannot record.
     gateway.audit().unwrap().inject_failure();
     let _ = gateway
@@ -162,4 +191,5 @@ async fn health_readiness_and_metrics() {
     assert_eq!(admin_get(addr, "GET", "/readyz").await.0, 503);
     assert_eq!(admin_get(addr, "GET", "/healthz").await.0, 200);
     assert_eq!(purge("").await.0, 503);
+    assert_eq!(admin_send(addr, "POST", "/v1/reload", "").await.0, 503);
 }

@@ -84,7 +84,7 @@ async fn send(gateway: &Gateway, caller: &Caller, target: &str) -> (u16, String,
 
 fn caller_for(gateway: &Gateway, cert: &penghubung::pki::Issued) -> Caller {
     Caller::resolve(
-        gateway.snapshot(),
+        &gateway.snapshot(),
         "127.0.0.1:1".parse().unwrap(),
         IdentityField::SubjectCn.extract(&cert.cert),
     )

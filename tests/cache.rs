@@ -224,7 +224,7 @@ impl Harness {
             _ => &self.pki.dukcapil,
         };
         Caller::resolve(
-            self.gateway.snapshot(),
+            &self.gateway.snapshot(),
             "127.0.0.1:1".parse().unwrap(),
             IdentityField::SubjectCn.extract(&cert.cert),
         )

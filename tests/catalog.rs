@@ -69,7 +69,7 @@ async fn each_agency_sees_what_its_clearance_and_agreements_allow() {
     let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
     let caller = |cert: &penghubung::pki::Issued| {
         Caller::resolve(
-            gateway.snapshot(),
+            &gateway.snapshot(),
             "127.0.0.1:1".parse().unwrap(),
             IdentityField::SubjectCn.extract(&cert.cert),
         )

@@ -168,7 +168,7 @@ impl Harness {
     fn caller_with(&self, cert: &Issued) -> Caller {
         let identity = IdentityField::SubjectCn.extract(&cert.cert);
         Caller::resolve(
-            self.gateway.snapshot(),
+            &self.gateway.snapshot(),
             "127.0.0.1:1".parse().unwrap(),
             identity,
         )

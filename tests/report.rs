@@ -60,7 +60,7 @@ async fn the_review_is_computed_from_the_audit_log() {
     let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
     let caller = |cert: &penghubung::pki::Issued| {
         Caller::resolve(
-            gateway.snapshot(),
+            &gateway.snapshot(),
             "127.0.0.1:1".parse().unwrap(),
             IdentityField::SubjectCn.extract(&cert.cert),
         )

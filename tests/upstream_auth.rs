@@ -122,7 +122,7 @@ impl Harness {
         assert!(!format!("{:?}", snapshot.services[0].upstream_auth).contains(SECRET));
         let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
         let caller = Caller::resolve(
-            gateway.snapshot(),
+            &gateway.snapshot(),
             "127.0.0.1:1".parse().unwrap(),
             IdentityField::SubjectCn.extract(&pki.dinkes.cert),
         );

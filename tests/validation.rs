@@ -111,7 +111,11 @@ durability = "sync"
             .unwrap_or_else(|e| panic!("{e}"));
         let gateway = Gateway::new(Arc::new(snapshot)).unwrap();
         let identity = IdentityField::SubjectCn.extract(&pki.dinkes.cert);
-        let caller = Caller::resolve(gateway.snapshot(), "127.0.0.1:1".parse().unwrap(), identity);
+        let caller = Caller::resolve(
+            &gateway.snapshot(),
+            "127.0.0.1:1".parse().unwrap(),
+            identity,
+        );
         Harness {
             gateway,
             caller,
