@@ -257,3 +257,88 @@ fn certs_lists_every_certificate_warns_and_fails_on_an_expired_one() {
     let (status, _) = run(&with_gone, &["check"]);
     assert!(!status.success());
 }
+
+/// Sends `signal` (e.g. `-HUP`) to the child.
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn serve_reloads_on_sighup_and_with_watch_when_the_file_changes() {
+    let pki = TestPki::new();
+    let (upstream, _) = recording_upstream(&pki).await;
+    for watch in [false, true] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = config_text(&upstream, "5s", "").replacen(
+            "\nlisten = \"127.0.0.1:0\"",
+            &format!("\nlisten = \"127.0.0.1:{port}\""),
+            1,
+        );
+        let file = support::write_config(pki.path(), &text);
+        let mut args = vec!["serve", "--config", file.to_str().unwrap()];
+        if watch {
+            args.push("--watch");
+        }
+        let mut guard = Guard(
+            Command::new(BIN)
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let client = Client::new(addr, &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
+        let status = |client: Client| async move {
+            client
+                .get("/dinkes/faskes")
+                .await
+                .ok()
+                .map(|a| a.status.as_u16())
+        };
+        let mut first = None;
+        for _ in 0..1200 {
+            first = status(client.clone()).await;
+            if first.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(first, Some(200));
+        // The new file removes the terbuka service; an invalid one in between changes nothing.
+        std::fs::write(&file, text.replace("prefix = \"/dinkes\"", "prefix = 5")).unwrap();
+        if !watch {
+            signal(&guard.0, "-HUP");
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            status(client.clone()).await,
+            Some(200),
+            "an invalid file was applied"
+        );
+        let without = text.replace("prefix = \"/dinkes\"", "prefix = \"/dinkes-lama\"");
+        std::fs::write(&file, without).unwrap();
+        if !watch {
+            signal(&guard.0, "-HUP");
+        }
+        let mut after = None;
+        for _ in 0..100 {
+            after = status(client.clone()).await;
+            if after == Some(404) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(after, Some(404), "watch={watch}: the reload did not take");
+        sigterm(&guard.0);
+        assert!(wait_exit(&mut guard, Duration::from_secs(15)).success());
+    }
+}
