@@ -1,5 +1,6 @@
 //! The admin listener (`[gateway] admin_listen`, loopback only until admin certificates land):
-//! `/healthz`, `/readyz`, `/metrics`, `POST /v1/reload` and `POST /v1/cache/purge`, through the same handles the
+//! `/healthz`, `/readyz`, `/metrics`, `/v1/catalog`, `/v1/certificates`, `POST /v1/reload` and
+//! `POST /v1/cache/purge`, through the same handles the
 //! pipeline uses. Errors are problem+json documents, like the pipeline's.
 
 use std::convert::Infallible;
@@ -87,6 +88,15 @@ async fn answer(
             }
             _ => text(StatusCode::OK, "ready\n"),
         },
+        "/v1/certificates" => json(&crate::inventory::certificates_json(
+            &gateway.snapshot(),
+            time::OffsetDateTime::now_utc(),
+            crate::inventory::DEFAULT_WARN_DAYS,
+        )),
+        "/v1/catalog" => json(&crate::inventory::catalog_json(
+            &gateway.snapshot(),
+            gateway.today(),
+        )),
         "/metrics" => {
             let mut response = text(StatusCode::OK, &gateway.metrics_text());
             response.headers_mut().insert(
@@ -229,6 +239,14 @@ async fn reload(gateway: &Gateway, remote: SocketAddr) -> Response<Body> {
             &e.to_string(),
         ),
     }
+}
+
+fn json(doc: &serde_json::Value) -> Response<Body> {
+    let mut response = text(StatusCode::OK, &format!("{doc:#}\n"));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// An RFC 9457 problem document, with the pipeline's slugs where they mean the same.

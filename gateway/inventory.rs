@@ -198,3 +198,90 @@ pub fn summary(snapshot: &Snapshot, now: OffsetDateTime, warn_days: i64) -> (Str
 fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
+
+/// The certificate inventory as JSON (the admin API's `/v1/certificates`): each certificate and
+/// CRL with what uses it, when it stops being usable, the days left and its state.
+pub fn certificates_json(
+    snapshot: &Snapshot,
+    now: OffsetDateTime,
+    warn_days: i64,
+) -> serde_json::Value {
+    let entries: Vec<serde_json::Value> = snapshot
+        .certificates
+        .iter()
+        .map(|c| {
+            let (_, state) = describe(c, now, warn_days);
+            let days = c
+                .not_after
+                .map(|t| (t - now.unix_timestamp()).div_euclid(86_400));
+            serde_json::json!({
+                "used_as": c.used_as,
+                "kind": match c.kind { CertKind::Certificate => "certificate", CertKind::Crl => "crl" },
+                "file": c.file,
+                "subject": c.subject,
+                "issuer": c.issuer,
+                "not_after": c.not_after.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()).map(|t| t.date().to_string()),
+                "days_left": days,
+                "state": match state { State::Fine => "ok", State::Expiring => "expiring", State::Expired => "expired" },
+            })
+        })
+        .collect();
+    serde_json::json!({ "warn_days": warn_days, "certificates": entries })
+}
+
+/// Everything the configuration publishes, for operators (the admin API's `/v1/catalog`):
+/// every service and operation, every agency and peer, every agreement and whether it is in
+/// force `today`.
+pub fn catalog_json(snapshot: &Snapshot, today: crate::config::Date) -> serde_json::Value {
+    let services: Vec<serde_json::Value> = snapshot
+        .services
+        .iter()
+        .map(|svc| {
+            serde_json::json!({
+                "id": svc.id,
+                "owner": snapshot.agencies[svc.owner].code,
+                "classification": svc.classification.as_str(),
+                "protocol": match svc.protocol { crate::config::Protocol::Http => "http", crate::config::Protocol::Grpc => "grpc" },
+                "prefix": svc.prefix,
+                "operations": svc.operations.iter().map(|op| serde_json::json!({
+                    "id": op.id,
+                    "method": op.method.as_str(),
+                    "path": format!("{}{}", svc.prefix, op.path),
+                    "cache_ttl_seconds": op.cache_ttl.map(|t| t.as_secs()),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let consumers: Vec<serde_json::Value> = snapshot
+        .agencies
+        .iter()
+        .map(|a| serde_json::json!({
+            "code": a.code, "name": a.name, "kind": a.party.as_str(), "clearance": a.clearance.as_str(),
+        }))
+        .collect();
+    let agreements: Vec<serde_json::Value> = snapshot
+        .agreements
+        .iter()
+        .map(|a| {
+            let service = &snapshot.services[a.service];
+            serde_json::json!({
+                "id": a.id,
+                "consumer": snapshot.agencies[a.consumer].code,
+                "service": service.id,
+                "operations": a.operations.as_ref().map(|ops| ops.iter().map(|&j| service.operations[j].id.clone()).collect::<Vec<_>>()),
+                "purpose": a.purpose,
+                "valid_from": a.valid_from.to_string(),
+                "valid_until": a.valid_until.to_string(),
+                "in_force": a.valid_from <= today && today <= a.valid_until,
+                "rate": a.rate.map(|r| format!("{}/{}s", r.count, r.per.as_secs())),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "gateway": snapshot.gateway.id,
+        "sha256": snapshot.digest,
+        "services": services,
+        "consumers": consumers,
+        "agreements": agreements,
+    })
+}

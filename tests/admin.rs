@@ -107,6 +107,26 @@ async fn health_readiness_and_metrics() {
         "{metrics}"
     );
     assert_eq!(admin_get(addr, "GET", "/elsewhere").await.0, 404);
+    let (status, certs) = admin_get(addr, "GET", "/v1/certificates").await;
+    assert_eq!(status, 200);
+    let certs: serde_json::Value = serde_json::from_str(&certs).unwrap();
+    let gateway_cert = certs["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["used_as"] == "tls.cert")
+        .unwrap();
+    assert_eq!(gateway_cert["state"], "ok");
+    assert!(gateway_cert["days_left"].as_i64().unwrap() > 300);
+    let (status, catalog) = admin_get(addr, "GET", "/v1/catalog").await;
+    assert_eq!(status, 200);
+    let catalog: serde_json::Value = serde_json::from_str(&catalog).unwrap();
+    assert_eq!(catalog["agreements"][0]["id"], "PKS-TEST-1");
+    assert_eq!(catalog["agreements"][0]["in_force"], true);
+    assert_eq!(
+        catalog["services"][1]["operations"][0]["cache_ttl_seconds"],
+        60
+    );
     assert_eq!(admin_get(addr, "POST", "/metrics").await.0, 405);
 
     // Cache purge: scoped, audited, and refused with a problem document for a bad scope.
