@@ -375,9 +375,7 @@ impl Audit for Front {
         let not_found = || Status::not_found(format!("no exchange {id} of yours is recorded"));
         let receipt = {
             let id = id.clone();
-            tokio::task::spawn_blocking(move || crate::audit::receipt(&dir, &id))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
+            blocking(move || crate::audit::receipt(&dir, &id)).await?
         };
         let receipt = match receipt {
             Ok(r) => r,
@@ -413,12 +411,9 @@ impl Audit for Front {
         let caller = Front::caller(&request)?;
         self.agency(&caller)?;
         let dir = self.audit_dir()?;
-        let heads = tokio::task::spawn_blocking(move || {
-            crate::audit::select(&dir, |r| r.kind == "tree-head")
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(Status::internal)?;
+        let heads = blocking(move || crate::audit::select(&dir, |r| r.kind == "tree-head"))
+            .await?
+            .map_err(Status::internal)?;
         let Some(line) = heads.last() else {
             return Err(Status::failed_precondition("no tree head is signed yet"));
         };
@@ -441,12 +436,9 @@ impl Audit for Front {
         self.agency(&caller)?;
         let ask = request.into_inner();
         let dir = self.audit_dir()?;
-        let proof = tokio::task::spawn_blocking(move || {
-            crate::audit::consistency(&dir, ask.old_size, ask.new_size)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(Status::invalid_argument)?;
+        let proof = blocking(move || crate::audit::consistency(&dir, ask.old_size, ask.new_size))
+            .await?
+            .map_err(Status::invalid_argument)?;
         Ok(tonic::Response::new(proto::ConsistencyProof {
             old_size: proof.old_size,
             old_root: proof.old_root,
@@ -455,6 +447,15 @@ impl Audit for Front {
             proof: proof.proof,
         }))
     }
+}
+
+/// Runs audit-log reading (file I/O over the whole log) off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<Result<T, String>, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))
 }
 
 impl Front {

@@ -383,25 +383,13 @@ impl Reject {
         let headers = &mut parts.headers;
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         headers.insert("grpc-status", HeaderValue::from(self.grpc_code() as i32));
-        if let Ok(message) = HeaderValue::from_str(&grpc_message(&self.to_string())) {
+        if let Ok(message) = HeaderValue::from_str(&crate::upstream::encode_text(&self.to_string()))
+        {
             headers.insert("grpc-message", message);
         }
         headers.insert("spl-problem", HeaderValue::from_static(self.slug()));
         Response::from_parts(parts, full(bytes::Bytes::new()))
     }
-}
-
-/// `grpc-message` encoding: percent-encoded UTF-8 outside printable ASCII and `%`.
-fn grpc_message(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for &b in text.as_bytes() {
-        if (b' '..=b'~').contains(&b) && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");

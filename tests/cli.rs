@@ -75,17 +75,7 @@ fn read_until(child: &mut Child, last: impl Fn(&str) -> bool, within: Duration) 
 async fn serve_answers_then_exits_zero_on_sigterm() {
     let pki = TestPki::new();
     let (upstream, recorder) = recording_upstream(&pki).await;
-    // A fixed port cannot be used; take a free one and hand it to the process.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = config_text(&upstream, "5s", "").replacen(
-        "\nlisten = \"127.0.0.1:0\"",
-        &format!("\nlisten = \"127.0.0.1:{port}\""),
-        1,
-    );
+    let (port, text) = on_free_port(&upstream);
     let file = support::write_config(pki.path(), &text);
     let mut guard = Guard(
         Command::new(BIN)
@@ -258,6 +248,22 @@ fn certs_lists_every_certificate_warns_and_fails_on_an_expired_one() {
     assert!(!status.success());
 }
 
+/// The test configuration listening on a free port: the process binds it itself, so the port
+/// is taken free from the OS and handed over.
+fn on_free_port(upstream: &str) -> (u16, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = config_text(upstream, "5s", "").replacen(
+        "\nlisten = \"127.0.0.1:0\"",
+        &format!("\nlisten = \"127.0.0.1:{port}\""),
+        1,
+    );
+    (port, text)
+}
+
 /// Sends `signal` (e.g. `-HUP`) to the child.
 fn signal(child: &Child, signal: &str) {
     let status = Command::new("kill")
@@ -272,16 +278,7 @@ async fn serve_reloads_on_sighup_and_with_watch_when_the_file_changes() {
     let pki = TestPki::new();
     let (upstream, _) = recording_upstream(&pki).await;
     for watch in [false, true] {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let text = config_text(&upstream, "5s", "").replacen(
-            "\nlisten = \"127.0.0.1:0\"",
-            &format!("\nlisten = \"127.0.0.1:{port}\""),
-            1,
-        );
+        let (port, text) = on_free_port(&upstream);
         let file = support::write_config(pki.path(), &text);
         let mut args = vec!["serve", "--config", file.to_str().unwrap()];
         if watch {

@@ -80,6 +80,14 @@ async fn start_with(upstream: Option<&str>, extra: &str) -> Front {
 }
 
 impl Front {
+    /// Verifies a receipt offline with the gateway's audit public key; returns its record.
+    fn verify(&self, receipt: &audit::Receipt) -> audit::Record {
+        let snapshot = self.gateway.snapshot();
+        let signer = snapshot.audit.as_ref().unwrap().signer.as_ref().unwrap();
+        let key = audit::unhex(&signer.public_key_hex()).unwrap();
+        audit::verify_receipt(receipt, &key).unwrap()
+    }
+
     async fn channel(&self, identity: &Issued) -> Channel {
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(self.pki.ca.cert_pem()))
@@ -408,17 +416,7 @@ async fn receipts_from_the_audit_service_verify_offline() {
     }
     let receipt = receipt.expect("no tree head covered the exchange");
     let parsed: audit::Receipt = serde_json::from_str(&receipt.json).unwrap();
-    let signer = f
-        .gateway
-        .snapshot()
-        .audit
-        .as_ref()
-        .unwrap()
-        .signer
-        .clone()
-        .unwrap();
-    let key = audit::unhex(&signer.public_key_hex()).unwrap();
-    let record = audit::verify_receipt(&parsed, &key).unwrap();
+    let record = f.verify(&parsed);
     assert_eq!(
         record.exchange_id.as_deref(),
         Some(answer.exchange_id.as_str())
@@ -665,17 +663,7 @@ valid_until = 2099-12-31
     let (ok, receipt) = python(&f, &national, &["receipt", &id]).await;
     assert!(ok, "{receipt}");
     let receipt: audit::Receipt = serde_json::from_value(receipt).unwrap();
-    let signer = f
-        .gateway
-        .snapshot()
-        .audit
-        .as_ref()
-        .unwrap()
-        .signer
-        .clone()
-        .unwrap();
-    let record =
-        audit::verify_receipt(&receipt, &audit::unhex(&signer.public_key_hex()).unwrap()).unwrap();
+    let record = f.verify(&receipt);
     assert_eq!(record.exchange_id.as_deref(), Some(id.as_str()));
     assert_eq!(record.consumer.as_deref(), Some("splp-nasional"));
 }

@@ -53,7 +53,7 @@ pub fn to_upstream(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
     insert(headers, SPL_CONSUMER, fwd.consumer);
     if let Some((id, purpose)) = fwd.agreement {
         insert(headers, SPL_AGREEMENT, id);
-        insert(headers, SPL_PURPOSE, &encode_purpose(purpose));
+        insert(headers, SPL_PURPOSE, &encode_text(purpose));
     }
     insert(headers, SPL_EXCHANGE_ID, &fwd.exchange.id);
     let mut forwarded = format!("for=\"{}\";proto=https", fwd.client);
@@ -121,11 +121,12 @@ fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
     }
 }
 
-/// A purpose is free text (often Indonesian with punctuation); header values must be visible
-/// ASCII, so other bytes and `%` itself are percent-encoded as UTF-8 (as RFC 8187 does).
-fn encode_purpose(purpose: &str) -> String {
-    let mut out = String::with_capacity(purpose.len());
-    for &b in purpose.as_bytes() {
+/// Free text (a purpose, often Indonesian with punctuation; a `grpc-message`) as a header
+/// value: header values must be visible ASCII, so other bytes and `%` itself are
+/// percent-encoded as UTF-8 (as RFC 8187 and the gRPC spec do).
+pub fn encode_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
         if (b' '..=b'~').contains(&b) && b != b'%' {
             out.push(b as char);
         } else {
