@@ -1,5 +1,5 @@
 //! The admin listener (`[gateway] admin_listen`, loopback only until admin certificates land):
-//! `/healthz`, `/readyz`, `/metrics`, `/v1/catalog`, `/v1/certificates`, `POST /v1/reload` and
+//! `/healthz`, `/readyz`, `/metrics`, `/v1/catalog`, `/v1/certificates`, `/v1/sla`, `POST /v1/reload` and
 //! `POST /v1/cache/purge`, through the same handles the
 //! pipeline uses. Errors are problem+json documents, like the pipeline's.
 
@@ -88,6 +88,7 @@ async fn answer(
             }
             _ => text(StatusCode::OK, "ready\n"),
         },
+        "/v1/sla" => json(&gateway.sla().report()),
         "/v1/certificates" => json(&crate::inventory::certificates_json(
             &gateway.snapshot(),
             time::OffsetDateTime::now_utc(),

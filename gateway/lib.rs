@@ -42,6 +42,7 @@
 //! | [`schema`], [`validate`] | the schema registry, and validation of parameters, requests and responses |
 //! | [`pki`] | a development PKI (rcgen) for `pki init`, the demo and the tests |
 //! | [`demo`] | `penghubung demo`: two sample PD services behind the gateway |
+//! | [`sla`] | live per-service availability and latency over 5 min, 1 h and 24 h (`/v1/sla`) |
 //! | [`report`] | `penghubung report`: the periodic review, computed from the audit log |
 //! | [`inventory`] | what `check` and `certs` print: services, operations, agencies, certificates and CRLs |
 //!
@@ -72,6 +73,7 @@ pub mod report;
 pub mod route;
 pub mod schema;
 pub mod server;
+pub mod sla;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

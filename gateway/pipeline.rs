@@ -38,6 +38,7 @@ pub struct Gateway {
     audit: Option<AuditLog>,
     cache: Cache,
     telemetry: Telemetry,
+    sla: crate::sla::Sla,
 }
 
 /// A snapshot and what is built from it: the upstream pools and the quotas.
@@ -141,6 +142,7 @@ impl Gateway {
             clock,
             audit,
             telemetry,
+            sla: crate::sla::Sla::new(),
         })
     }
 
@@ -152,6 +154,11 @@ impl Gateway {
     /// Today's date in the gateway's time zone, on the gateway's calendar clock.
     pub fn today(&self) -> crate::config::Date {
         self.clock.today(self.snapshot().gateway.timezone)
+    }
+
+    /// The live SLA figures (`/v1/sla`).
+    pub fn sla(&self) -> &crate::sla::Sla {
+        &self.sla
     }
 
     /// The response cache.
@@ -269,6 +276,13 @@ impl Gateway {
             &facts,
             outcome,
         );
+        if let Some(i) = facts.service {
+            let grpc_status = audit::stream::grpc_status(response.headers());
+            let status = Some(response.status().as_u16());
+            let kind = crate::report::classify(outcome, status, grpc_status);
+            let service = &seen.active.snapshot.services[i].id;
+            self.sla.record(service, kind, seen.started.elapsed());
+        }
         let id = HeaderValue::from_str(&seen.exchange.id);
         if let Some(audit) = &self.audit {
             seen.outcome = outcome;

@@ -46,8 +46,9 @@ pub struct ServiceFigures {
     latencies_us: Vec<u64>,
 }
 
-/// How an exchange counts for availability.
-enum Kind {
+/// How an exchange counts for availability (shared with the live SLA figures, `crate::sla`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
     Answered,
     Failed,
     Refused,
@@ -121,19 +122,7 @@ impl Report {
             .by_outcome
             .entry((consumer, service.clone(), r.outcome.clone()))
             .or_default() += 1;
-        let kind = match r.outcome.as_str() {
-            "forwarded" | "forwarded-schema-violation" | "served-from-cache" => {
-                if r.status.is_some_and(|s| s >= 500)
-                    || r.grpc_status.is_some_and(|g| g != 0 && is_server_grpc(g))
-                {
-                    Kind::Failed
-                } else {
-                    Kind::Answered
-                }
-            }
-            slug if slug.starts_with("upstream-") || slug == "audit-unavailable" => Kind::Failed,
-            _ => Kind::Refused,
-        };
+        let kind = classify(&r.outcome, r.status, r.grpc_status);
         if !matches!(
             r.outcome.as_str(),
             "forwarded" | "forwarded-schema-violation" | "served-from-cache"
@@ -276,6 +265,23 @@ impl ServiceFigures {
         }
         let rank = (p * self.latencies_us.len() as f64).ceil() as usize;
         Some(self.latencies_us[rank.clamp(1, self.latencies_us.len()) - 1])
+    }
+}
+
+/// Answered, failed on the gateway's or upstream's side, or refused (the caller's doing).
+pub fn classify(outcome: &str, status: Option<u16>, grpc_status: Option<u32>) -> Kind {
+    match outcome {
+        "forwarded" | "forwarded-schema-violation" | "served-from-cache" => {
+            if status.is_some_and(|s| s >= 500)
+                || grpc_status.is_some_and(|g| g != 0 && is_server_grpc(g))
+            {
+                Kind::Failed
+            } else {
+                Kind::Answered
+            }
+        }
+        slug if slug.starts_with("upstream-") || slug == "audit-unavailable" => Kind::Failed,
+        _ => Kind::Refused,
     }
 }
 

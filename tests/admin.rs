@@ -118,6 +118,18 @@ async fn health_readiness_and_metrics() {
         .unwrap();
     assert_eq!(gateway_cert["state"], "ok");
     assert!(gateway_cert["days_left"].as_i64().unwrap() > 300);
+    let (status, sla) = admin_get(addr, "GET", "/v1/sla").await;
+    assert_eq!(status, 200);
+    let sla: serde_json::Value = serde_json::from_str(&sla).unwrap();
+    let faskes = sla["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "dinkes-faskes")
+        .unwrap();
+    assert_eq!(faskes["windows"]["5m"]["answered"], 2, "{sla}");
+    assert_eq!(faskes["windows"]["1h"]["availability"], 1.0);
+    assert!(faskes["windows"]["24h"]["p99_ms"].as_f64().unwrap() > 0.0);
     let (status, catalog) = admin_get(addr, "GET", "/v1/catalog").await;
     assert_eq!(status, 200);
     let catalog: serde_json::Value = serde_json::from_str(&catalog).unwrap();
