@@ -59,6 +59,16 @@ impl Active {
             generation,
         }
     }
+
+    /// The configuration that replaces `previous`, with the quota spent so far carried over.
+    fn replacing(snapshot: Arc<Snapshot>, previous: &Active) -> Active {
+        Active {
+            upstreams: Pool::new(&snapshot),
+            quotas: Quotas::carried(&snapshot, &previous.quotas, &previous.snapshot),
+            snapshot,
+            generation: previous.generation + 1,
+        }
+    }
 }
 
 /// With an audit log, a response is read whole for its digest before it is released; one larger
@@ -790,8 +800,8 @@ impl Gateway {
                 return Err(ReloadError::Unrecorded(e));
             }
         }
-        let generation = current.generation + 1;
-        let next = Arc::new(Active::new(Arc::new(snapshot), generation));
+        let next = Arc::new(Active::replacing(Arc::new(snapshot), &current));
+        let generation = next.generation;
         let cache_dropped = self
             .cache
             .retain_unchanged(&current.snapshot, &next.snapshot);

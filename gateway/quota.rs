@@ -51,6 +51,40 @@ impl Quotas {
         Quotas { cells }
     }
 
+    /// The quotas of `snapshot`, carrying over what `previous` (the configuration it replaces)
+    /// had used of each agreement that kept its id, parties and rate: a reload neither refills
+    /// a spent quota nor spends a fresh one.
+    pub fn carried(snapshot: &Snapshot, previous: &Quotas, old: &Snapshot) -> Quotas {
+        let fresh = Quotas::new(snapshot);
+        let cells = snapshot
+            .agreements
+            .iter()
+            .zip(fresh.cells)
+            .map(|(a, cell)| {
+                let kept = old.agreements.iter().position(|o| {
+                    o.id == a.id
+                        && o.rate == a.rate
+                        && old.agencies[o.consumer].code == snapshot.agencies[a.consumer].code
+                        && old.services[o.service].id == snapshot.services[a.service].id
+                });
+                match kept
+                    .and_then(|i| previous.cells.get(i))
+                    .and_then(Option::as_ref)
+                {
+                    Some(before) => Some(Cell {
+                        rate: before.rate,
+                        interval: before.interval,
+                        tolerance: before.tolerance,
+                        tat: AtomicU64::new(before.tat.load(Ordering::Acquire)),
+                        base: before.base,
+                    }),
+                    None => cell,
+                }
+            })
+            .collect();
+        Quotas { cells }
+    }
+
     /// Charges one request to an agreement's quota; agreements without a rate always admit.
     pub fn check(&self, agreement: usize) -> Option<(Rate, Decision)> {
         let cell = self.cells.get(agreement)?.as_ref()?;

@@ -240,3 +240,29 @@ async fn server_certificate(pki: &TestPki, addr: std::net::SocketAddr) -> Vec<u8
         .as_ref()
         .to_vec()
 }
+
+#[tokio::test]
+async fn a_reload_neither_refills_nor_spends_a_quota() {
+    let h = Harness::new().await;
+    let limited =
+        |upstream: &str| config(upstream, "A").replace("rate = \"1000000/s\"", "rate = \"3/h\"");
+    std::fs::write(&h.file, limited(&h.a)).unwrap();
+    h.gateway.reload("test").await.unwrap();
+    let caller = h.caller();
+    for _ in 0..3 {
+        assert_eq!(h.get(&caller).await.0, 200);
+    }
+    assert_eq!(h.get(&caller).await.0, 429);
+    // The same agreement and rate after a reload (another upstream): still spent.
+    std::fs::write(&h.file, limited(&h.b)).unwrap();
+    h.gateway.reload("test").await.unwrap();
+    assert_eq!(h.get(&caller).await.0, 429, "the reload refilled the quota");
+    // A changed rate is a new quota.
+    std::fs::write(
+        &h.file,
+        limited(&h.b).replace("rate = \"3/h\"", "rate = \"5/h\""),
+    )
+    .unwrap();
+    h.gateway.reload("test").await.unwrap();
+    assert_eq!(h.get(&caller).await.0, 200);
+}
