@@ -3,19 +3,20 @@
 //! One pooled hyper client per service, because each service has its own upstream CA. The
 //! pool is a handle: built from a snapshot, called by the pipeline, and replaced with it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
 
 use super::credentials::{self, Credentials, HttpClient, TokenSource};
 use crate::config::{Protocol, Service, Snapshot};
@@ -31,6 +32,26 @@ struct ServicePool {
     client: HttpClient,
     next: AtomicUsize,
     credentials: Option<Credentials>,
+    upstreams: Vec<UpstreamState>,
+    budget: RetryBudget,
+}
+
+/// Consecutive failures after which an upstream is left out of the rotation.
+const EJECT_AFTER: u32 = 3;
+/// How long an ejected upstream is left out.
+pub const EJECT_FOR: Duration = Duration::from_secs(10);
+
+/// What the pool knows of one upstream.
+struct UpstreamState {
+    outstanding: AtomicUsize,
+    failures: AtomicU32,
+    /// Left out of the rotation until then (tokio time).
+    ejected_until: std::sync::Mutex<Option<Instant>>,
+}
+
+/// Retries allowed: one per ten requests, at most ten banked (tenths, to stay in integers).
+struct RetryBudget {
+    tenths: AtomicU32,
 }
 
 // === impl Pool ===
@@ -44,25 +65,75 @@ impl Pool {
                 client: client_for(service),
                 next: AtomicUsize::new(0),
                 credentials: service.upstream_auth.as_ref().map(Credentials::new),
+                upstreams: service
+                    .upstreams
+                    .iter()
+                    .map(|_| UpstreamState {
+                        outstanding: AtomicUsize::new(0),
+                        failures: AtomicU32::new(0),
+                        ejected_until: std::sync::Mutex::new(None),
+                    })
+                    .collect(),
+                // Start with a little: the first failures of a fresh pool may be retried.
+                budget: RetryBudget {
+                    tenths: AtomicU32::new(30),
+                },
             })
             .collect();
         Pool { services }
     }
 
-    /// Sends a request to one of the service's upstreams (round robin) and waits for the
-    /// response head, at most the service's `timeout`. `target` is the canonical path after
-    /// the prefix, `query` the caller's query string.
+    /// Sends a request to one of the service's upstreams and waits for the response head, at
+    /// most the service's `timeout`. `target` is the canonical path after the prefix, `query`
+    /// the caller's query string.
+    ///
+    /// The upstream is the less busy of two picked among those not ejected (power of two
+    /// choices on requests outstanding); one that fails `EJECT_AFTER` times in a row (no
+    /// connection, a timeout, or 502/503/504) is left out for `EJECT_FOR`. A request that could
+    /// not connect is retried once on another upstream if its method is idempotent and the
+    /// service's retry budget (a tenth of its requests) allows.
     pub async fn forward(
         &self,
         index: usize,
         service: &Service,
         target: &str,
         query: Option<&str>,
-        mut request: Request<Full<Bytes>>,
+        request: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, Reject> {
         let pool = &self.services[index];
-        let n = pool.next.fetch_add(1, Ordering::Relaxed);
-        let upstream = &service.upstreams[n % service.upstreams.len()];
+        pool.budget.earn();
+        let first = pool.pick(None);
+        let idempotent = matches!(
+            *request.method(),
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+        );
+        let again = (idempotent && service.upstreams.len() > 1).then(|| copy(&request));
+        match self
+            .attempt(pool, service, first, target, query, request)
+            .await
+        {
+            Err(Reject::UpstreamUnavailable { .. }) if again.is_some() && pool.budget.spend() => {
+                let second = pool.pick(Some(first));
+                tracing::info!(service = %service.id, "no connection to an upstream: retrying on another");
+                let request = again.expect("checked is_some");
+                self.attempt(pool, service, second, target, query, request)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// One request to upstream `chosen`, with the service's credentials, and its outcome noted.
+    async fn attempt(
+        &self,
+        pool: &ServicePool,
+        service: &Service,
+        chosen: usize,
+        target: &str,
+        query: Option<&str>,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, Reject> {
+        let upstream = &service.upstreams[chosen];
         let mut path = String::with_capacity(
             upstream.base_path.len() + target.len() + 1 + query.map_or(0, str::len),
         );
@@ -80,44 +151,65 @@ impl Pool {
             Protocol::Http => http::Version::HTTP_11,
             Protocol::Grpc => http::Version::HTTP_2,
         };
-
-        let with_token = match &pool.credentials {
-            None => None,
-            Some(Credentials::ApiKey { header, value }) => {
-                request.headers_mut().insert(header.clone(), value.clone());
-                None
-            }
-            Some(Credentials::OAuth2(source)) => {
-                let token = bearer(source, &pool.client, service).await?;
-                request
-                    .headers_mut()
-                    .insert(AUTHORIZATION, token.header.clone());
-                Some((source, token.generation))
-            }
+        let state = &pool.upstreams[chosen];
+        state.outstanding.fetch_add(1, Ordering::Relaxed);
+        let result = with_credentials(pool, service, request).await;
+        state.outstanding.fetch_sub(1, Ordering::Relaxed);
+        let failed = match &result {
+            Ok(response) => matches!(response.status().as_u16(), 502..=504),
+            Err(Reject::UpstreamUnavailable { .. } | Reject::UpstreamTimeout { .. }) => true,
+            Err(_) => false,
         };
-        // With a token, keep what a retry needs: the upstream may refuse a token it revoked.
-        let retry = with_token.map(|(source, generation)| {
-            let mut again = Request::new(request.body().clone());
-            *again.method_mut() = request.method().clone();
-            *again.uri_mut() = request.uri().clone();
-            *again.version_mut() = request.version();
-            *again.headers_mut() = request.headers().clone();
-            (source, generation, again)
-        });
-        let response = send(pool, service, request).await?;
-        match retry {
-            Some((source, generation, mut again))
-                if response.status() == StatusCode::UNAUTHORIZED =>
-            {
-                tracing::info!(service = %service.id, "the upstream refused its token (401): fetching another, retrying once");
-                source.reject(generation);
-                let token = bearer(source, &pool.client, service).await?;
-                again.headers_mut().insert(AUTHORIZATION, token.header);
-                send(pool, service, again).await
-            }
-            _ => Ok(response),
+        if state.outcome(failed) {
+            tracing::warn!(service = %service.id, upstream = %upstream.origin, ejected_for = ?EJECT_FOR, "upstream failing: left out of the rotation");
         }
+        result
     }
+}
+
+/// Sends with the service's credentials; with an OAuth2 token, one retry after a 401.
+async fn with_credentials(
+    pool: &ServicePool,
+    service: &Service,
+    mut request: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, Reject> {
+    let with_token = match &pool.credentials {
+        None => None,
+        Some(Credentials::ApiKey { header, value }) => {
+            request.headers_mut().insert(header.clone(), value.clone());
+            None
+        }
+        Some(Credentials::OAuth2(source)) => {
+            let token = bearer(source, &pool.client, service).await?;
+            request
+                .headers_mut()
+                .insert(AUTHORIZATION, token.header.clone());
+            Some((source, token.generation))
+        }
+    };
+    // With a token, keep what a retry needs: the upstream may refuse a token it revoked.
+    let retry = with_token.map(|(source, generation)| (source, generation, copy(&request)));
+    let response = send(pool, service, request).await?;
+    match retry {
+        Some((source, generation, mut again)) if response.status() == StatusCode::UNAUTHORIZED => {
+            tracing::info!(service = %service.id, "the upstream refused its token (401): fetching another, retrying once");
+            source.reject(generation);
+            let token = bearer(source, &pool.client, service).await?;
+            again.headers_mut().insert(AUTHORIZATION, token.header);
+            send(pool, service, again).await
+        }
+        _ => Ok(response),
+    }
+}
+
+/// A copy of a request whose body is already in memory.
+fn copy(request: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut again = Request::new(request.body().clone());
+    *again.method_mut() = request.method().clone();
+    *again.uri_mut() = request.uri().clone();
+    *again.version_mut() = request.version();
+    *again.headers_mut() = request.headers().clone();
+    again
 }
 
 /// A token for the service's upstream, or the refusal that says the gateway could not get one.
@@ -135,6 +227,85 @@ async fn bearer(
                 service: service.id.clone(),
             }
         })
+}
+
+// === impl ServicePool ===
+
+impl ServicePool {
+    /// The less busy of two upstreams among those in the rotation (all, if none is), other
+    /// than `not` when there is another.
+    fn pick(&self, not: Option<usize>) -> usize {
+        let n = self.upstreams.len();
+        if n == 1 {
+            return 0;
+        }
+        let now = Instant::now();
+        let mut usable: Vec<usize> = (0..n)
+            .filter(|&i| Some(i) != not && !self.upstreams[i].ejected(now))
+            .collect();
+        if usable.is_empty() {
+            usable = (0..n).filter(|&i| Some(i) != not).collect();
+        }
+        let k = usable.len();
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let a = usable[turn % k];
+        if k == 1 {
+            return a;
+        }
+        let b = usable[(turn % k + 1 + (turn / k) % (k - 1)) % k];
+        let load = |i: usize| self.upstreams[i].outstanding.load(Ordering::Relaxed);
+        if load(b) < load(a) {
+            b
+        } else {
+            a
+        }
+    }
+}
+
+// === impl UpstreamState ===
+
+impl UpstreamState {
+    fn ejected(&self, now: Instant) -> bool {
+        self.ejected_until
+            .lock()
+            .ok()
+            .and_then(|until| *until)
+            .is_some_and(|until| now < until)
+    }
+
+    /// Notes an outcome; true when it ejects the upstream.
+    fn outcome(&self, failed: bool) -> bool {
+        if !failed {
+            self.failures.store(0, Ordering::Relaxed);
+            return false;
+        }
+        if self.failures.fetch_add(1, Ordering::Relaxed) + 1 < EJECT_AFTER {
+            return false;
+        }
+        self.failures.store(0, Ordering::Relaxed);
+        if let Ok(mut until) = self.ejected_until.lock() {
+            *until = Some(Instant::now() + EJECT_FOR);
+        }
+        true
+    }
+}
+
+// === impl RetryBudget ===
+
+impl RetryBudget {
+    fn earn(&self) {
+        let _ = self
+            .tenths
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                (t < 100).then_some(t + 1)
+            });
+    }
+
+    fn spend(&self) -> bool {
+        self.tenths
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| t.checked_sub(10))
+            .is_ok()
+    }
 }
 
 /// Sends one request, waiting for the response head at most the service's `timeout`.

@@ -180,6 +180,9 @@ impl Recorder {
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
+    pub fn push(&self, seen: Seen) {
+        self.seen.lock().unwrap().push(seen);
+    }
 }
 
 /// An mTLS upstream that records every request and answers with a JSON echo of it.
