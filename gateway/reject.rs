@@ -128,6 +128,9 @@ pub enum Reject {
     /// logged, never sent: it may concern secrets).
     #[error("the gateway could not obtain credentials for the upstream of service `{service}`")]
     UpstreamCredentials { service: String },
+    /// The service's `max_in_flight` requests are already under way: shed, with `Retry-After`.
+    #[error("service `{service}` has {limit} requests in flight, its limit; try again shortly")]
+    Overloaded { service: String, limit: u32 },
     #[error("the audit log cannot record exchanges; nothing is forwarded unrecorded")]
     AuditUnavailable,
     #[error("the upstream of service `{service}` broke the HTTP protocol")]
@@ -189,9 +192,9 @@ impl Reject {
             | Reject::UpstreamResponseTooLarge { .. }
             | Reject::UpstreamCredentials { .. }
             | Reject::UpstreamSchemaViolation { .. } => StatusCode::BAD_GATEWAY,
-            Reject::UpstreamUnavailable { .. } | Reject::AuditUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Reject::UpstreamUnavailable { .. }
+            | Reject::AuditUnavailable
+            | Reject::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Reject::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -216,6 +219,7 @@ impl Reject {
             Reject::UpstreamSchemaViolation { .. } => "upstream-schema-violation",
             Reject::UpstreamResponseTooLarge { .. } => "upstream-response-too-large",
             Reject::UpstreamCredentials { .. } => "upstream-credentials",
+            Reject::Overloaded { .. } => "overloaded",
             Reject::BadPath(_) => "malformed-path",
             Reject::NoService => "no-route",
             Reject::NoOperation { .. } => "no-operation",
@@ -253,6 +257,7 @@ impl Reject {
             Reject::UpstreamSchemaViolation { .. } => "Upstream response breaks its schema",
             Reject::UpstreamResponseTooLarge { .. } => "Upstream response too large",
             Reject::UpstreamCredentials { .. } => "Upstream credentials unavailable",
+            Reject::Overloaded { .. } => "Service overloaded",
             Reject::BadPath(_) => "Malformed request path",
             Reject::NoService => "No such service",
             Reject::NoOperation { .. } => "No such operation",
@@ -280,6 +285,7 @@ impl Reject {
             | Reject::UpstreamBodyRead { .. }
             | Reject::UpstreamResponseTooLarge { .. }
             | Reject::UpstreamCredentials { .. }
+            | Reject::Overloaded { .. }
             | Reject::UpstreamSchemaViolation { .. } => Severity::Upstream,
             _ => Severity::Caller,
         }
@@ -351,6 +357,9 @@ impl Reject {
             for (name, value) in rate_limit_headers(agreement, *rate, 0, seconds) {
                 headers.insert(name, value);
             }
+        }
+        if let Reject::Overloaded { .. } = self {
+            headers.insert(RETRY_AFTER, HeaderValue::from(1));
         }
         if let Reject::MethodNotAllowed { allow, .. } = self {
             let list = allow

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::caller::{Caller, Resolved};
@@ -58,11 +59,24 @@ async fn serve_front(
     let grace = snapshot.gateway.shutdown_grace;
     let graceful = GracefulShutdown::new();
     let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1().keep_alive(true);
+    // A client that trickles its request headers (slowloris) is cut off.
+    http.http1()
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(snapshot.gateway.header_read_timeout);
     let http = Arc::new(http);
     tokio::pin!(shutdown);
 
+    // At most `max_connections` open: past it, new connections wait in the kernel's backlog.
+    let connections = Arc::new(Semaphore::new(snapshot.gateway.max_connections as usize));
     loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -85,7 +99,10 @@ async fn serve_front(
             watcher: graceful.watcher(),
             handshake_timeout,
         };
-        tokio::spawn(connection.run(stream, remote));
+        tokio::spawn(async move {
+            connection.run(stream, remote).await;
+            drop(permit);
+        });
     }
 
     drop(listener);

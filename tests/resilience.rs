@@ -121,3 +121,119 @@ async fn a_failing_upstream_is_left_out_then_taken_back() {
     }
     assert!(revived.count() > 0, "the upstream was not taken back");
 }
+
+#[tokio::test]
+async fn over_max_in_flight_requests_are_shed_with_retry_after() {
+    let pki = TestPki::new();
+    let (held, received, release) = support::held_upstream(&pki).await;
+    let text = config_text(&held, "5s", "").replacen(
+        "timeout = \"5s\"",
+        "timeout = \"5s\"\nmax_in_flight = 1",
+        1,
+    );
+    let snapshot = load_str(&text, &pki.path().join("s.toml"), pki.path()).unwrap();
+    let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).unwrap());
+    let caller = Caller::resolve(
+        &gateway.snapshot(),
+        "127.0.0.1:1".parse().unwrap(),
+        IdentityField::SubjectCn.extract(&pki.dinkes.cert),
+    );
+    let get = |gateway: Arc<Gateway>, caller: Caller| async move {
+        let request = Request::get("/dukcapil/penduduk/penduduk/1")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        gateway.handle(&caller, request).await
+    };
+    let first = tokio::spawn(get(gateway.clone(), caller.clone()));
+    tokio::time::timeout(Duration::from_secs(5), received.notified())
+        .await
+        .expect("the first request never reached the upstream");
+    let shed = get(gateway.clone(), caller.clone()).await;
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let body = http_body_util::BodyExt::collect(shed.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["type"], "urn:penghubung:problem:overloaded");
+    release.notify_one();
+    assert_eq!(first.await.unwrap().status(), 200);
+    // The permit is back: the next request is not shed (it reaches the held upstream, which
+    // does not answer it; a shed one would be answered at once).
+    let again =
+        tokio::time::timeout(Duration::from_millis(500), get(gateway.clone(), caller)).await;
+    assert!(
+        again.as_ref().map_or(true, |r| r.status() != 503),
+        "the permit was not given back"
+    );
+}
+
+/// A TLS connection to the gateway as Dinkes, handshake done.
+async fn connect(
+    pki: &TestPki,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.cert()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(vec![pki.dinkes.cert.clone()], pki.dinkes.key.clone_key())
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_and_connections_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = TestPki::new();
+    let (upstream, _) = recording_upstream(&pki).await;
+    let text = config_text(&upstream, "5s", "").replacen(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nheader_read_timeout = \"1s\"\nmax_connections = 2",
+        1,
+    );
+    let gateway = support::Running::start(pki, &text).await;
+    let pki = &gateway.pki;
+
+    // A client that sends half a request head and waits is cut off after the timeout.
+    let mut slow = connect(pki, gateway.addr).await.unwrap();
+    slow.write_all(b"GET /dinkes/faskes HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "a slow-header client was kept for {:?}",
+        started.elapsed()
+    );
+
+    // Two connections open: a third waits for one to close.
+    let one = connect(pki, gateway.addr).await.unwrap();
+    let _two = connect(pki, gateway.addr).await.unwrap();
+    let third = connect(pki, gateway.addr);
+    tokio::pin!(third);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), &mut third)
+            .await
+            .is_err(),
+        "a third connection was served past max_connections"
+    );
+    drop(one);
+    let third = tokio::time::timeout(Duration::from_secs(5), &mut third)
+        .await
+        .expect("the third connection was never served once one closed");
+    assert!(third.is_ok());
+}

@@ -40,6 +40,10 @@ pub struct GatewaySection {
     pub max_request_body: Option<String>,
     /// How long a TLS handshake may take before the connection is dropped.
     pub handshake_timeout: Option<String>,
+    /// HTTP/1.1 request headers must arrive within this (slow-header clients are cut off).
+    pub header_read_timeout: Option<String>,
+    /// Open connections at most, per listener; more wait in the kernel's backlog.
+    pub max_connections: Option<u32>,
     /// How long in-flight requests may run after SIGTERM / SIGINT.
     pub shutdown_grace: Option<String>,
 }
@@ -118,6 +122,8 @@ pub struct ServiceEntry {
     #[serde(default)]
     pub allow_plaintext: bool,
     pub max_request_body: Option<String>,
+    /// Requests in flight to the upstream at most; more are shed with 503 and Retry-After.
+    pub max_in_flight: Option<u32>,
     pub upstream_auth: Option<UpstreamAuthEntry>,
     #[serde(default)]
     pub operations: Vec<OperationEntry>,

@@ -54,6 +54,8 @@ pub struct GatewaySettings {
     pub timezone: TimeZone,
     pub max_request_body: u64,
     pub handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub max_connections: u32,
     pub shutdown_grace: Duration,
 }
 
@@ -158,6 +160,8 @@ pub struct Service {
     pub upstream_auth: Option<super::UpstreamAuth>,
     pub timeout: Duration,
     pub max_request_body: u64,
+    /// Requests in flight to the upstream at most (`max_in_flight`); `None`: no limit.
+    pub max_in_flight: Option<u32>,
     pub operations: Vec<Operation>,
 }
 

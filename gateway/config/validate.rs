@@ -98,6 +98,20 @@ pub fn validate(
         parse_duration,
     )
     .map(|v| v.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT));
+    let header_read_timeout = opt(
+        &mut errors,
+        "gateway.header_read_timeout",
+        &g.header_read_timeout,
+        parse_duration,
+    )
+    .map(|v| v.unwrap_or(Duration::from_secs(10)));
+    let max_connections = match g.max_connections {
+        Some(0) => {
+            errors.push("gateway.max_connections", "must be at least 1");
+            None
+        }
+        other => Some(other.unwrap_or(10_000)),
+    };
     let shutdown_grace = opt(
         &mut errors,
         "gateway.shutdown_grace",
@@ -376,6 +390,8 @@ pub fn validate(
             timezone: timezone.ok_or_else(missing)?,
             max_request_body: max_request_body.ok_or_else(missing)?,
             handshake_timeout: handshake_timeout.ok_or_else(missing)?,
+            header_read_timeout: header_read_timeout.ok_or_else(missing)?,
+            max_connections: max_connections.ok_or_else(missing)?,
             shutdown_grace: shutdown_grace.ok_or_else(missing)?,
         },
         server_tls: server_tls.ok_or_else(missing)?,
@@ -628,6 +644,16 @@ fn service(
         upstream_auth: upstream_auth?,
         timeout: timeout?,
         max_request_body: max_body?,
+        max_in_flight: match s.max_in_flight {
+            Some(0) => {
+                errors.push(
+                    format!("{at}.max_in_flight"),
+                    "must be at least 1 (leave it out for no limit)",
+                );
+                return None;
+            }
+            other => other,
+        },
         operations,
     })
     .filter(|_| id_ok)

@@ -34,6 +34,8 @@ struct ServicePool {
     credentials: Option<Credentials>,
     upstreams: Vec<UpstreamState>,
     budget: RetryBudget,
+    /// `max_in_flight`: permits for requests under way to the upstream.
+    in_flight: Option<tokio::sync::Semaphore>,
 }
 
 /// Consecutive failures after which an upstream is left out of the rotation.
@@ -78,6 +80,9 @@ impl Pool {
                 budget: RetryBudget {
                     tenths: AtomicU32::new(30),
                 },
+                in_flight: service
+                    .max_in_flight
+                    .map(|n| tokio::sync::Semaphore::new(n as usize)),
             })
             .collect();
         Pool { services }
@@ -101,6 +106,14 @@ impl Pool {
         request: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, Reject> {
         let pool = &self.services[index];
+        // Load shedding: over `max_in_flight`, refuse at once rather than queue.
+        let _permit = match &pool.in_flight {
+            None => None,
+            Some(limit) => Some(limit.try_acquire().map_err(|_| Reject::Overloaded {
+                service: service.id.clone(),
+                limit: service.max_in_flight.unwrap_or(0),
+            })?),
+        };
         pool.budget.earn();
         let first = pool.pick(None);
         let idempotent = matches!(
