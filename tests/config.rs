@@ -300,11 +300,7 @@ fn every_example_in_config_is_accepted() {
             ("dukcapil", "dukcapil.parigimoutongkab.go.id"),
         ];
         penghubung::pki::init(&config_dir.join("pki"), &["localhost"], &agencies).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_penghubung"))
-            .args(["check", "--config"])
-            .arg(&file)
-            .output()
-            .unwrap();
+        let out = check(&file);
         assert!(
             out.status.success(),
             "{} failed check:\n{}",
@@ -327,17 +323,22 @@ fn check_exits_non_zero_and_lists_every_error() {
     let text = replace(&base(), "timeout = \"5s\"", "timeout = \"soon\"");
     let text = replace(&text, "owner = \"dinkes\"", "owner = \"nobody\"");
     let file = support::write_config(pki.path(), &text);
-    let out = Command::new(env!("CARGO_BIN_EXE_penghubung"))
-        .args(["check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check(&file);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&file.display().to_string()), "{stderr}");
     assert!(stderr.contains("2 errors"), "{stderr}");
     assert!(stderr.contains("services[0].timeout"), "{stderr}");
     assert!(stderr.contains("services[1].owner"), "{stderr}");
+}
+
+/// `penghubung check --config FILE`, as an operator runs it.
+fn check(file: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_penghubung"))
+        .args(["check", "--config"])
+        .arg(file)
+        .output()
+        .unwrap()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -423,11 +424,7 @@ fn cache_ttl_is_for_get_operations_and_ignored_with_a_warning_on_secret_services
     assert_eq!(snapshot.services[0].operations[0].cache_ttl, None);
     assert_eq!(snapshot.warnings.len(), 1);
     let file = support::write_config(pki.path(), &text);
-    let out = Command::new(env!("CARGO_BIN_EXE_penghubung"))
-        .args(["check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check(&file);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

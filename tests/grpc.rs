@@ -387,6 +387,17 @@ async fn the_catalog_shows_what_the_caller_may_see() {
     );
 }
 
+async fn receipt_of(
+    client: &mut AuditClient<Channel>,
+    exchange_id: &str,
+) -> Result<tonic::Response<proto::Receipt>, tonic::Status> {
+    client
+        .get_receipt(proto::GetReceiptRequest {
+            exchange_id: exchange_id.into(),
+        })
+        .await
+}
+
 #[tokio::test]
 async fn receipts_from_the_audit_service_verify_offline() {
     let f = start(None).await;
@@ -398,12 +409,7 @@ async fn receipts_from_the_audit_service_verify_offline() {
     // A signed tree head covers the exchange within tree_head_interval (100 ms).
     let mut receipt = None;
     for _ in 0..100 {
-        match client
-            .get_receipt(proto::GetReceiptRequest {
-                exchange_id: answer.exchange_id.clone(),
-            })
-            .await
-        {
+        match receipt_of(&mut client, &answer.exchange_id).await {
             Ok(r) => {
                 receipt = Some(r.into_inner());
                 break;
@@ -426,24 +432,13 @@ async fn receipts_from_the_audit_service_verify_offline() {
     // Dukcapil owns the service, so it may have the receipt; a stranger may not, and learns
     // nothing about the exchange.
     let mut owner = AuditClient::new(f.channel(&f.pki.dukcapil).await);
-    assert!(owner
-        .get_receipt(proto::GetReceiptRequest {
-            exchange_id: answer.exchange_id.clone(),
-        })
-        .await
-        .is_ok());
+    assert!(receipt_of(&mut owner, &answer.exchange_id).await.is_ok());
     let mut stranger = AuditClient::new(f.channel(&f.pki.stranger).await);
-    let refused = stranger
-        .get_receipt(proto::GetReceiptRequest {
-            exchange_id: answer.exchange_id.clone(),
-        })
+    let refused = receipt_of(&mut stranger, &answer.exchange_id)
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
-    let unknown = client
-        .get_receipt(proto::GetReceiptRequest {
-            exchange_id: "01a20b7e-0000-7000-8000-000000000000".into(),
-        })
+    let unknown = receipt_of(&mut client, "01a20b7e-0000-7000-8000-000000000000")
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
