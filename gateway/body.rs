@@ -100,3 +100,72 @@ impl hyper::body::Body for Replay {
         std::pin::Pin::new(&mut self.rest).poll_frame(cx)
     }
 }
+
+/// A body whose data frames are at most `max` bytes: a longer frame is handed on in pieces
+/// (zero-copy splits of the same buffer); trailers pass unchanged.
+///
+/// The gRPC front answers with one message and then trailers. h2 copies a DATA payload under
+/// its chain threshold (1 KiB on our TLS stream, see `server::Coalescing`) into its write
+/// buffer, where the trailers can follow it into the same flush; a longer payload is chained
+/// and must be flushed first, which costs every call a second TLS write.
+pub struct Pieces<B> {
+    inner: B,
+    rest: Bytes,
+    max: usize,
+}
+
+impl<B> Pieces<B> {
+    pub fn new(inner: B, max: usize) -> Pieces<B> {
+        Pieces {
+            inner,
+            rest: Bytes::new(),
+            max: max.max(1),
+        }
+    }
+}
+
+impl<B> hyper::body::Body for Pieces<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        if !this.rest.is_empty() {
+            let n = this.rest.len().min(this.max);
+            return std::task::Poll::Ready(Some(Ok(Frame::data(this.rest.split_to(n)))));
+        }
+        let frame = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx));
+        std::task::Poll::Ready(frame.map(|frame| {
+            frame.map(|frame| match frame.into_data() {
+                Ok(mut data) => {
+                    if data.len() > this.max {
+                        this.rest = data.split_off(this.max);
+                    }
+                    Frame::data(data)
+                }
+                Err(trailers) => trailers,
+            })
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let inner = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = hyper::body::SizeHint::new();
+        hint.set_lower(inner.lower() + rest);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
+    }
+}

@@ -5,14 +5,17 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
+use std::io::{self, Write as _};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -166,7 +169,7 @@ impl Connection {
             ),
         }
 
-        let io = TokioIo::new(tls);
+        let io = TokioIo::new(Coalescing(tls));
         let ended = match self.front {
             Front::Https => {
                 let gateway = self.gateway.clone();
@@ -191,5 +194,54 @@ impl Connection {
         if let Err(e) = ended {
             tracing::debug!(%remote, error = %e, "connection ended with an error");
         }
+    }
+}
+
+/// A server TLS stream whose writes are only encrypted into rustls' send buffer; the bytes go
+/// to the socket when the stream is flushed (or the buffer is full).
+///
+/// tokio-rustls writes to the socket on every `poll_write`, and says it writes vectored, which
+/// makes h2 chain (not copy) every DATA payload of 256 bytes or more — and a chained frame
+/// must be flushed before h2 can encode the next one. A gRPC answer is HEADERS, DATA and then
+/// trailing HEADERS, so it cost two flushes, two TLS writes and two `writev` where an HTTPS
+/// answer costs one. Reporting "not vectored" raises h2's threshold to 1 KiB (smaller payloads
+/// are copied into its buffer, trailers follow in the same flush); buffering in rustls keeps a
+/// chained payload, and hyper's HTTP/1.1 writes, to one socket write per flush.
+/// See docs/performance.md, "the gRPC front".
+struct Coalescing(tokio_rustls::server::TlsStream<TcpStream>);
+
+impl AsyncRead for Coalescing {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Coalescing {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let tls = &mut self.get_mut().0;
+        loop {
+            let taken = tls.get_mut().1.writer().write(buf)?;
+            if taken > 0 || buf.is_empty() {
+                return Poll::Ready(Ok(taken));
+            }
+            // rustls' send buffer is full: send what it holds before taking more.
+            ready!(Pin::new(&mut *tls).poll_flush(cx))?;
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 }

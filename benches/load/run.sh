@@ -19,7 +19,9 @@
 #                direct baseline: load generator cpu0, upstream cpu1.
 #             0: no pinning.
 #   KEYTYPE [ec]  ec = ECDSA P-256 certs, rsa = RSA-2048 certs
-#   PENGHUBUNG_BIN [target/release/penghubung] (rebuilt with cargo build --release first)
+#   PENGHUBUNG_BIN [target/release/penghubung] (rebuilt with cargo build --release first,
+#              unless BUILD=0: then PENGHUBUNG_BIN and GRPC_LOAD are run as they are, e.g. for
+#              an A/B of two saved binaries)
 #   URLPATH [/bench/item]  the path every peer is asked for; Penghubung routes it to a declared
 #              operation (prefix /bench, operation GET|POST /item) of a `terbatas` service,
 #              authorized under an agreement with a (never reached) quota
@@ -489,7 +491,7 @@ for t in nginx wrk h2load openssl taskset python3 gcc; do need $t; done
 if [[ ! -f $SHIM || $HERE/clientcert_shim.c -nt $SHIM ]]; then
   gcc -O2 -shared -fPIC -o "$SHIM" "$HERE/clientcert_shim.c" -ldl -lssl
 fi
-if [[ " $PEERS " == *" penghubung "* ]]; then
+if [[ " $PEERS " == *" penghubung "* && ${BUILD:-1} == 1 ]]; then
   log "building penghubung (release)"
   (cd "$ROOT" && cargo build --release --locked -q && cargo build --release --locked -q --example grpc_load)
 fi

@@ -13,9 +13,11 @@ Prints one JSON document per command; a refusal prints {"code", "problem", "deta
 "exchange_id"} and exits 1.
 """
 import argparse
+import atexit
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def stubs():
     out = tempfile.mkdtemp(prefix="penghubung-stubs-")
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     protos = sorted(glob.glob(os.path.join(ROOT, "proto", "penghubung", "v1", "*.proto")))
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", "-I", os.path.join(ROOT, "proto"),
