@@ -82,12 +82,7 @@ async fn answer(
     }
     match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => match gateway.audit() {
-            Some(audit) if !audit.healthy() => {
-                text(StatusCode::SERVICE_UNAVAILABLE, "audit log unavailable\n")
-            }
-            _ => text(StatusCode::OK, "ready\n"),
-        },
+        "/readyz" => readiness(gateway),
         "/v1/sla" => json(&gateway.sla().report()),
         "/v1/certificates" => json(&crate::inventory::certificates_json(
             &gateway.snapshot(),
@@ -114,6 +109,52 @@ async fn answer(
             &format!("the admin API has no {path}"),
         ),
     }
+}
+
+/// `/readyz`: 200 while the gateway can serve (configuration loaded, audit log writable), 503
+/// when it cannot; the body says why, with every service's upstreams and how they stand. A
+/// service whose upstreams are all out does not make the gateway unready: its callers get 503
+/// problems while every other service goes on.
+fn readiness(gateway: &Gateway) -> Response<Body> {
+    let audit = match gateway.audit() {
+        None => "off",
+        Some(audit) if audit.healthy() => "ok",
+        Some(_) => "failing",
+    };
+    let active = gateway.active();
+    let services: Vec<serde_json::Value> = gateway
+        .upstream_health()
+        .into_iter()
+        .map(|s| {
+            let upstreams: Vec<serde_json::Value> = s
+                .upstreams
+                .iter()
+                .map(|(url, health, in_flight)| {
+                    serde_json::json!({"url": url, "state": health.as_str(), "in_flight": in_flight})
+                })
+                .collect();
+            let available = s
+                .upstreams
+                .iter()
+                .any(|(_, health, _)| *health == crate::upstream::UpstreamHealth::Up);
+            serde_json::json!({"id": s.service, "available": available, "upstreams": upstreams})
+        })
+        .collect();
+    let ready = audit != "failing";
+    let mut response = json(&serde_json::json!({
+        "status": if ready { "ready" } else { "not-ready" },
+        "audit": audit,
+        "config": {
+            "generation": active.generation,
+            "digest": active.snapshot.digest,
+            "source": active.snapshot.source.display().to_string(),
+        },
+        "services": services,
+    }));
+    if !ready {
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    response
 }
 
 /// What to purge: nothing named is everything.

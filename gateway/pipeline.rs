@@ -42,6 +42,14 @@ pub struct Gateway {
 }
 
 /// A snapshot and what is built from it: the upstream pools and the quotas.
+/// One service's upstreams as `/readyz` and the metrics show them: (origin, health, requests
+/// under way).
+#[derive(Debug, Clone)]
+pub struct ServiceHealth {
+    pub service: String,
+    pub upstreams: Vec<(String, upstream::UpstreamHealth, usize)>,
+}
+
 pub struct Active {
     pub snapshot: Arc<Snapshot>,
     /// Counts reloads: a caller resolved against another generation is resolved again.
@@ -144,7 +152,10 @@ impl Gateway {
                 Some(log)
             }
         };
-        let telemetry = Telemetry::new();
+        let mut telemetry = Telemetry::new();
+        if let Some(log) = &audit {
+            telemetry.register_audit(log.fsync_seconds());
+        }
         Ok(Gateway {
             cache: Cache::new(&snapshot.cache, telemetry.cache().clone()),
             active: ArcSwap::from_pointee(Active::new(snapshot, 0)),
@@ -180,12 +191,75 @@ impl Gateway {
     pub fn metrics_text(&self) -> String {
         let (entries, bytes) = self.cache.usage();
         self.telemetry.cache().usage(entries, bytes);
-        self.telemetry.encode()
+        let health = self.upstream_health();
+        let snapshot = self.snapshot();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.telemetry.encode_with(crate::telemetry::Scrape {
+            upstreams: health
+                .iter()
+                .flat_map(|s| {
+                    s.upstreams.iter().map(|(origin, state, _)| {
+                        (
+                            s.service.as_str(),
+                            origin.clone(),
+                            *state == upstream::UpstreamHealth::Up,
+                        )
+                    })
+                })
+                .collect(),
+            certificates: snapshot
+                .certificates
+                .iter()
+                .filter_map(|c| Some((c.used_as.as_str(), c.file.as_str(), c.not_after? - now)))
+                .collect(),
+            audit_queue: self.audit.as_ref().map(AuditLog::queued),
+        })
     }
 
     /// The audit log, when one is configured.
     pub fn audit(&self) -> Option<&AuditLog> {
         self.audit.as_ref()
+    }
+
+    /// Runs the active health checks (`health_path`) of the configuration in force, never
+    /// returning: spawn it beside the listeners. A reload's new services are checked within a
+    /// second; each check runs on its own task, bounded by its interval.
+    pub async fn check_upstreams(self: Arc<Self>) {
+        loop {
+            let active = self.active();
+            let (due, wait) = active
+                .upstreams
+                .checks_due(&active.snapshot, std::time::Duration::from_secs(1));
+            for (service, upstream) in due {
+                let active = active.clone();
+                tokio::spawn(async move {
+                    let config = &active.snapshot.services[service];
+                    active.upstreams.check(service, config, upstream).await;
+                });
+            }
+            drop(active);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Each service's upstreams and how they stand, in the configuration in force.
+    pub fn upstream_health(&self) -> Vec<ServiceHealth> {
+        let active = self.active.load();
+        active
+            .snapshot
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, service)| ServiceHealth {
+                service: service.id.clone(),
+                upstreams: service
+                    .upstreams
+                    .iter()
+                    .zip(active.upstreams.health(i))
+                    .map(|(u, (health, in_flight))| (u.origin.to_string(), health, in_flight))
+                    .collect(),
+            })
+            .collect()
     }
 
     /// The configuration in force now, with its generation and handles.
@@ -285,6 +359,7 @@ impl Gateway {
             seen.active.generation,
             &facts,
             outcome,
+            seen.started.elapsed(),
         );
         if let Some(i) = facts.service {
             let grpc_status = audit::stream::grpc_status(response.headers());
@@ -544,11 +619,18 @@ where
 
     // Upstream: forward, and pass the response back.
     let request = Request::from_parts(parts, Full::new(body));
-    let response = match active
+    let asked = tokio::time::Instant::now();
+    let forwarded = active
         .upstreams
         .forward(matched.service, service, &target, query.as_deref(), request)
-        .await
-    {
+        .await;
+    gw.telemetry.upstream(
+        snapshot,
+        active.generation,
+        matched.service,
+        asked.elapsed(),
+    );
+    let response = match forwarded {
         Ok(response) => response,
         Err(reject) => {
             if let (Some((fetch, _, _)), Reject::UpstreamTimeout { after, .. }) = (fetch, &reject) {
@@ -621,7 +703,14 @@ where
 
 impl Gateway {
     /// Counts the exchange, and a schema violation if that is what happened to it.
-    fn count(&self, s: &Snapshot, generation: u64, facts: &Facts, outcome: &'static str) {
+    fn count(
+        &self,
+        s: &Snapshot,
+        generation: u64,
+        facts: &Facts,
+        outcome: &'static str,
+        elapsed: std::time::Duration,
+    ) {
         self.telemetry.exchange(
             s,
             generation,
@@ -629,6 +718,7 @@ impl Gateway {
             facts.operation,
             facts.consumer,
             outcome,
+            elapsed,
         );
         let service = facts.service.map_or("", |i| s.services[i].id.as_str());
         let operation = match (facts.service, facts.operation) {

@@ -26,12 +26,25 @@ use crate::pipeline::Gateway;
 
 /// Serves `listener` until `shutdown` resolves, then drains: in-flight requests get up to the
 /// configured `shutdown_grace` to finish. Returns when drained or when the grace runs out.
+/// The upstreams' active health checks run as long as this does.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    serve_front(listener, gateway, Front::Https, shutdown).await
+    let checks = AbortOnDrop(tokio::spawn(gateway.clone().check_upstreams()));
+    let served = serve_front(listener, gateway, Front::Https, shutdown).await;
+    drop(checks);
+    served
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Serves the gRPC contract on `listener`, with the same TLS, identity and drain as [`serve`].
@@ -66,7 +79,11 @@ async fn serve_front(
     http.http1()
         .keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(snapshot.gateway.header_read_timeout);
+        .header_read_timeout(snapshot.gateway.header_read_timeout)
+        // A head larger than this is answered 431 (hyper reads it into this buffer).
+        .max_buf_size(snapshot.gateway.max_header_size as usize);
+    http.http2()
+        .max_header_list_size(snapshot.gateway.max_header_size);
     let http = Arc::new(http);
     tokio::pin!(shutdown);
 

@@ -4,11 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::config::Snapshot;
@@ -24,15 +26,42 @@ type ExchangeKey = (
     &'static str,
 );
 
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
 pub struct Telemetry {
     registry: Registry,
     exchanges: Family<Labels, Counter>,
-    /// (service, operation, consumer, outcome) → its counter, for the hot path.
-    known: RwLock<HashMap<ExchangeKey, Counter>>,
+    /// Seconds from the request head to the response head, by service and operation.
+    durations: Histograms,
+    /// (service, operation, consumer, outcome) → its counter and duration histogram, for the
+    /// hot path.
+    known: RwLock<HashMap<ExchangeKey, (Counter, Histogram)>>,
+    /// Seconds the upstream took to answer (response head), by service.
+    upstream_durations: Histograms,
+    known_upstreams: RwLock<HashMap<(u64, usize), Histogram>>,
     schema_violations: Family<Labels, Counter>,
     cache: CacheMetrics,
     reloads: Counter,
     reload_failures: Counter,
+    /// Refreshed at each scrape by [`Telemetry::encode_with`].
+    upstream_up: Family<Labels, Gauge>,
+    certificate_expiry: Family<Labels, Gauge>,
+    audit_queue: Gauge,
+}
+
+/// Latency buckets: 100 µs doubling to about 6.6 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 17))
+}
+
+/// What the metrics read from the gateway's state at a scrape.
+pub struct Scrape<'a> {
+    /// (service, upstream origin, up) for every upstream of the configuration in force.
+    pub upstreams: Vec<(&'a str, String, bool)>,
+    /// (used_as, file, seconds until not usable) for every certificate and CRL.
+    pub certificates: Vec<(&'a str, &'a str, i64)>,
+    /// Records waiting for the audit writer.
+    pub audit_queue: Option<usize>,
 }
 
 type Reason = [(&'static str, &'static str); 1];
@@ -74,6 +103,36 @@ impl Telemetry {
             "Schema violations by service, operation, direction and schema_mode",
             schema_violations.clone(),
         );
+        let durations: Histograms = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's head to its response's head in the gateway, by service and operation",
+            durations.clone(),
+        );
+        let upstream_durations: Histograms = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "upstream_duration_seconds",
+            "Time the upstream took to answer (response head), retries included, by service",
+            upstream_durations.clone(),
+        );
+        let upstream_up = Family::<Labels, Gauge>::default();
+        registry.register(
+            "upstream_up",
+            "1 when the upstream is in the rotation; 0 when ejected after failures or down by health checks",
+            upstream_up.clone(),
+        );
+        let certificate_expiry = Family::<Labels, Gauge>::default();
+        registry.register(
+            "certificate_expiry_seconds",
+            "Seconds until a certificate (notAfter) or CRL (nextUpdate) the gateway uses stops being usable; negative when past",
+            certificate_expiry.clone(),
+        );
+        let audit_queue = Gauge::default();
+        registry.register(
+            "audit_queue_depth",
+            "Audit records handed to the writer and not yet durable",
+            audit_queue.clone(),
+        );
         let cache = CacheMetrics::default();
         cache.register(&mut registry);
         let (reloads, reload_failures) = (Counter::default(), Counter::default());
@@ -90,7 +149,13 @@ impl Telemetry {
         Telemetry {
             registry,
             exchanges,
+            durations,
             known: RwLock::new(HashMap::new()),
+            upstream_durations,
+            known_upstreams: RwLock::new(HashMap::new()),
+            upstream_up,
+            certificate_expiry,
+            audit_queue,
             schema_violations,
             cache,
             reloads,
@@ -98,8 +163,9 @@ impl Telemetry {
         }
     }
 
-    /// Counts an exchange. The labelled counter is looked up by snapshot indexes under a read
-    /// lock; the label strings are built only the first time a combination is seen.
+    /// Counts an exchange and its time to the response head. The labelled metrics are looked
+    /// up by snapshot indexes under a read lock; the label strings are built only the first
+    /// time a combination is seen.
     #[allow(clippy::too_many_arguments)]
     pub fn exchange(
         &self,
@@ -109,11 +175,15 @@ impl Telemetry {
         operation: Option<usize>,
         consumer: Option<usize>,
         outcome: &'static str,
+        elapsed: Duration,
     ) {
         let key = (generation, service, operation, consumer, outcome);
-        if let Some(counter) = self.known.read().ok().and_then(|k| k.get(&key).cloned()) {
-            counter.inc();
-            return;
+        if let Ok(known) = self.known.read() {
+            if let Some((counter, histogram)) = known.get(&key) {
+                counter.inc();
+                histogram.observe(elapsed.as_secs_f64());
+                return;
+            }
         }
         let service_id = service.map_or("", |i| snapshot.services[i].id.as_str());
         let operation_id = match (service, operation) {
@@ -130,9 +200,36 @@ impl Telemetry {
                 ("outcome", outcome.to_owned()),
             ])
             .clone();
+        let histogram = self
+            .durations
+            .get_or_create(&vec![
+                ("service", service_id.to_owned()),
+                ("operation", operation_id.to_owned()),
+            ])
+            .clone();
         counter.inc();
+        histogram.observe(elapsed.as_secs_f64());
         if let Ok(mut known) = self.known.write() {
-            known.insert(key, counter);
+            known.insert(key, (counter, histogram));
+        }
+    }
+
+    /// The time service `service` (an index of `snapshot`) took to answer.
+    pub fn upstream(&self, snapshot: &Snapshot, generation: u64, service: usize, took: Duration) {
+        let key = (generation, service);
+        if let Ok(known) = self.known_upstreams.read() {
+            if let Some(histogram) = known.get(&key) {
+                histogram.observe(took.as_secs_f64());
+                return;
+            }
+        }
+        let histogram = self
+            .upstream_durations
+            .get_or_create(&vec![("service", snapshot.services[service].id.clone())])
+            .clone();
+        histogram.observe(took.as_secs_f64());
+        if let Ok(mut known) = self.known_upstreams.write() {
+            known.insert(key, histogram);
         }
     }
 
@@ -149,6 +246,9 @@ impl Telemetry {
     /// counters themselves stay in the registry).
     pub fn forget_before(&self, generation: u64) {
         if let Ok(mut known) = self.known.write() {
+            known.retain(|key, _| key.0 >= generation);
+        }
+        if let Ok(mut known) = self.known_upstreams.write() {
             known.retain(|key, _| key.0 >= generation);
         }
     }
@@ -180,6 +280,44 @@ impl Telemetry {
 
     pub fn cache(&self) -> &CacheMetrics {
         &self.cache
+    }
+
+    /// The exposition, with the gauges that mirror the gateway's state set from `scrape` first
+    /// (upstreams and certificates of an older configuration disappear).
+    pub fn encode_with(&self, scrape: Scrape<'_>) -> String {
+        self.upstream_up.clear();
+        for (service, upstream, up) in scrape.upstreams {
+            self.upstream_up
+                .get_or_create(&vec![
+                    ("service", service.to_owned()),
+                    ("upstream", upstream),
+                ])
+                .set(i64::from(up));
+        }
+        self.certificate_expiry.clear();
+        for (used_as, file, seconds) in scrape.certificates {
+            self.certificate_expiry
+                .get_or_create(&vec![
+                    ("used_as", used_as.to_owned()),
+                    ("file", file.to_owned()),
+                ])
+                .set(seconds);
+        }
+        self.audit_queue.set(
+            scrape
+                .audit_queue
+                .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+        );
+        self.encode()
+    }
+
+    /// Registers the audit writer's fsync latency histogram.
+    pub fn register_audit(&mut self, fsync_seconds: Histogram) {
+        self.registry.register(
+            "audit_fsync_seconds",
+            "Time each audit fsync (fdatasync of a group-committed batch) took",
+            fsync_seconds,
+        );
     }
 
     /// The Prometheus text exposition of every metric.

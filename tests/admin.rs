@@ -43,6 +43,50 @@ async fn admin_send(
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// The exposition as the Prometheus project's Python client parses it — strictly as
+/// OpenMetrics (what the Content-Type says) and as the classic text format:
+/// `{family: {"type": …, "samples": {"name{label=value,…}": value}}}`, labels sorted.
+fn prometheus_parse(exposition: &str) -> serde_json::Value {
+    const PARSE: &str = r##"
+import json, sys
+from prometheus_client.openmetrics import parser as om
+from prometheus_client import parser as text
+data = sys.stdin.read()
+out = {}
+for f in om.text_string_to_metric_families(data):
+    samples = {}
+    for s in f.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        samples[s.name + ("{" + labels + "}" if labels else "")] = s.value
+    out[f.name] = {"type": f.type, "samples": samples}
+classic = list(text.text_string_to_metric_families(data.replace("# EOF\n", "")))
+count = lambda families: sum(len(f.samples) for f in families)
+assert count(classic) == sum(len(f["samples"]) for f in out.values()), "classic parse differs"
+print(json.dumps(out))
+"##;
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", PARSE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the exposition does not parse:\n{}\n{exposition}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let pki = TestPki::new();
@@ -84,9 +128,79 @@ async fn health_readiness_and_metrics() {
         admin_get(addr, "GET", "/healthz").await,
         (200, "ok\n".to_owned())
     );
-    assert_eq!(admin_get(addr, "GET", "/readyz").await.0, 200);
+    let (status, ready) = admin_get(addr, "GET", "/readyz").await;
+    assert_eq!(status, 200);
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(
+        (&ready["status"], &ready["audit"]),
+        (&"ready".into(), &"ok".into())
+    );
+    assert_eq!(ready["config"]["generation"], 0);
+    assert_eq!(ready["config"]["digest"], gateway.snapshot().digest);
+    let faskes = &ready["services"][1];
+    assert_eq!(faskes["id"], "dinkes-faskes");
+    assert_eq!(faskes["available"], true);
+    assert_eq!(faskes["upstreams"][0]["state"], "up");
+    assert_eq!(
+        faskes["upstreams"][0]["url"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches('/'),
+        upstream
+    );
     let (status, metrics) = admin_get(addr, "GET", "/metrics").await;
     assert_eq!(status, 200);
+    let families = prometheus_parse(&metrics);
+    for family in [
+        "penghubung_exchanges",
+        "penghubung_request_duration_seconds",
+        "penghubung_upstream_duration_seconds",
+        "penghubung_upstream_up",
+        "penghubung_certificate_expiry_seconds",
+        "penghubung_audit_queue_depth",
+        "penghubung_audit_fsync_seconds",
+        "penghubung_cache_hits",
+        "penghubung_config_reloads",
+    ] {
+        assert!(
+            families[family].is_object(),
+            "{family} missing from the parsed exposition: {families}"
+        );
+    }
+    // Three exchanges were timed, two of them forwarded (one miss went upstream).
+    assert_eq!(
+        families["penghubung_request_duration_seconds"]["samples"]
+            ["penghubung_request_duration_seconds_count{operation=list-faskes,service=dinkes-faskes}"],
+        2.0,
+        "{families}"
+    );
+    assert_eq!(
+        families["penghubung_upstream_duration_seconds"]["samples"]
+            ["penghubung_upstream_duration_seconds_count{service=dinkes-faskes}"],
+        1.0,
+        "{families}"
+    );
+    assert!(
+        families["penghubung_audit_fsync_seconds"]["samples"]
+            ["penghubung_audit_fsync_seconds_count"]
+            .as_f64()
+            .unwrap()
+            >= 1.0
+    );
+    let up = &families["penghubung_upstream_up"]["samples"];
+    assert_eq!(
+        up[format!("penghubung_upstream_up{{service=dinkes-faskes,upstream={upstream}/}}")],
+        1.0,
+        "{up}"
+    );
+    let expiry = families["penghubung_certificate_expiry_seconds"]["samples"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(name, _)| name.ends_with("gateway.crt,used_as=tls.cert}"))
+        .map(|(_, seconds)| seconds.as_f64().unwrap())
+        .unwrap();
+    assert!(expiry > 300.0 * 86_400.0, "{expiry}");
     assert!(
         metrics.contains(r#"penghubung_exchanges_total{service="dinkes-faskes",operation="list-faskes",consumer="dinkes",outcome="forwarded"} 1"#),
         "{metrics}"

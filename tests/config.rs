@@ -555,3 +555,56 @@ upstream_ca = "ca.crt"
     );
     assert_eq!(snapshot.services[2].operations[0].path, "/Get");
 }
+
+#[test]
+fn header_limits_and_health_checks_are_checked() {
+    let pki = TestPki::new();
+    let text = replace(
+        &base(),
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nmax_header_size = \"4KiB\"",
+    );
+    let text = replace(
+        &text,
+        "timeout = \"5s\"",
+        "timeout = \"5s\"\nhealth_path = \"healthz\"\nhealth_interval = \"100ms\"",
+    );
+    let text = replace(
+        &text,
+        "prefix = \"/dinkes\"",
+        "prefix = \"/dinkes\"\nhealth_interval = \"5s\"",
+    );
+    let errors = errors_of(&pki, &text);
+    assert_error(&errors, "gateway.max_header_size", "8KiB to 1MiB");
+    assert_error(&errors, "services[0].health_interval", "at least 1s");
+    assert_error(
+        &errors,
+        "services[1].health_interval",
+        "needs a health_path",
+    );
+
+    let text = replace(
+        &base(),
+        "timeout = \"5s\"",
+        "timeout = \"5s\"\nhealth_path = \"healthz\"",
+    );
+    assert_error(
+        &errors_of(&pki, &text),
+        "services[0].health_path",
+        "not an absolute path",
+    );
+
+    let text = replace(
+        &base(),
+        "timeout = \"5s\"",
+        "timeout = \"5s\"\nhealth_path = \"/healthz\"",
+    );
+    let snapshot = load_str(&text, &pki.path().join("ok.toml"), pki.path()).unwrap();
+    let check = snapshot.services[0].health.as_ref().unwrap();
+    assert_eq!(
+        (check.path.as_str(), check.interval),
+        ("/healthz", std::time::Duration::from_secs(10))
+    );
+    assert_eq!(snapshot.services[1].health, None);
+    assert_eq!(snapshot.gateway.max_header_size, 32 * 1024);
+}

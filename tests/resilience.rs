@@ -237,3 +237,172 @@ async fn slow_headers_are_cut_off_and_connections_are_capped() {
         .expect("the third connection was never served once one closed");
     assert!(third.is_ok());
 }
+
+#[tokio::test]
+async fn oversized_request_headers_are_refused_on_both_protocols() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = TestPki::new();
+    let (upstream, seen) = recording_upstream(&pki).await;
+    let text = config_text(&upstream, "5s", "").replacen(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nmax_header_size = \"8KiB\"",
+        1,
+    );
+    let gateway = support::Running::start(pki, &text).await;
+    let pki = &gateway.pki;
+    let big = "x".repeat(12 * 1024);
+    let fits = "x".repeat(4 * 1024);
+
+    // HTTP/1.1: a head over the limit is answered 431 and never forwarded.
+    for (value, expected) in [(&big, "HTTP/1.1 431"), (&fits, "HTTP/1.1 200")] {
+        let mut tls = connect(pki, gateway.addr).await.unwrap();
+        let head = format!(
+            "GET /dinkes/faskes HTTP/1.1\r\nHost: localhost\r\nX-Padding: {value}\r\nConnection: close\r\n\r\n"
+        );
+        tls.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer))
+            .await
+            .expect("no answer")
+            .ok();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with(expected), "{expected}: {answer:.80}");
+    }
+    assert_eq!(seen.count(), 1, "only the request that fit was forwarded");
+
+    // HTTP/2: a header list over the limit is answered 431 by h2, before the pipeline.
+    let client = support::Client::new(
+        gateway.addr,
+        &pki.ca,
+        Some(&pki.dinkes),
+        http::Version::HTTP_2,
+    );
+    let request = |value: &str| {
+        Request::get("/dinkes/faskes")
+            .header("x-padding", value)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    assert_eq!(client.send(request(&big)).await.unwrap().status, 431);
+    assert_eq!(client.send(request(&fits)).await.unwrap().status, 200);
+    assert_eq!(seen.count(), 2, "only the request that fit was forwarded");
+}
+
+/// An mTLS upstream whose `/healthz` answers `health` (changeable) and which records every
+/// request, health checks included.
+async fn checked_upstream(pki: &TestPki) -> (String, Recorder, Arc<std::sync::atomic::AtomicU16>) {
+    use penghubung::demo::{self, json_response, Seen};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let recorder = Recorder::default();
+    let health = Arc::new(std::sync::atomic::AtomicU16::new(200));
+    let (seen, status) = (recorder.clone(), health.clone());
+    let handler: demo::Handler = Arc::new(move |s: Seen| {
+        let code = if s.path_and_query == "/healthz" {
+            status.load(std::sync::atomic::Ordering::Relaxed)
+        } else {
+            200
+        };
+        seen.push(s);
+        json_response(
+            http::StatusCode::from_u16(code).unwrap(),
+            &serde_json::json!({}),
+        )
+    });
+    tokio::spawn(demo::serve_sample(
+        listener,
+        support::upstream_tls(pki),
+        handler,
+    ));
+    (format!("https://{addr}"), recorder, health)
+}
+
+fn forwarded(recorder: &Recorder) -> usize {
+    recorder
+        .requests()
+        .iter()
+        .filter(|s| s.path_and_query != "/healthz")
+        .count()
+}
+
+#[tokio::test]
+async fn failing_health_checks_take_an_upstream_out_until_one_passes() {
+    use penghubung::upstream::UpstreamHealth;
+    let pki = TestPki::new();
+    let (sick_url, sick, sick_health) = checked_upstream(&pki).await;
+    let (well_url, well, _) = checked_upstream(&pki).await;
+    sick_health.store(503, std::sync::atomic::Ordering::Relaxed);
+    let text = config_text(&well_url, "5s", "")
+        .replacen(
+            &format!("upstreams = [\"{well_url}\"]"),
+            &format!("upstreams = [\"{sick_url}\", \"{well_url}\"]\nhealth_path = \"/healthz\"\nhealth_interval = \"1s\""),
+            1,
+        );
+    let snapshot = load_str(&text, &pki.path().join("h.toml"), pki.path()).unwrap();
+    let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).unwrap());
+    let checks = tokio::spawn(gateway.clone().check_upstreams());
+    let caller = Caller::resolve(
+        &gateway.snapshot(),
+        "127.0.0.1:1".parse().unwrap(),
+        IdentityField::SubjectCn.extract(&pki.dinkes.cert),
+    );
+    let states = |gateway: &Gateway| -> Vec<UpstreamHealth> {
+        gateway.upstream_health()[0]
+            .upstreams
+            .iter()
+            .map(|(_, health, _)| *health)
+            .collect()
+    };
+    let wait_for = |want: Vec<UpstreamHealth>| {
+        let gateway = gateway.clone();
+        async move {
+            for _ in 0..50 {
+                if states(&gateway) == want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("upstreams never became {want:?}: {:?}", states(&gateway));
+        }
+    };
+
+    // Two failed checks (at 0 s and 1 s) take the sick upstream out; the well one stays.
+    wait_for(vec![UpstreamHealth::Down, UpstreamHealth::Up]).await;
+    let check = &sick.requests()[0];
+    assert_eq!(check.method, Method::GET);
+    assert_eq!(
+        check.headers["user-agent"].to_str().unwrap(),
+        "penghubung-health-check"
+    );
+    let before = forwarded(&sick);
+    let get = || async {
+        let request = Request::get("/dukcapil/penduduk/penduduk/7201")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        gateway.handle(&caller, request).await.status().as_u16()
+    };
+    for _ in 0..10 {
+        assert_eq!(get().await, 200);
+    }
+    assert_eq!(
+        forwarded(&sick),
+        before,
+        "a down upstream was sent requests"
+    );
+    assert!(forwarded(&well) >= 10);
+    assert!(gateway.metrics_text().contains(&format!(
+        "penghubung_upstream_up{{service=\"dukcapil-penduduk\",upstream=\"{sick_url}/\"}} 0"
+    )));
+
+    // One passed check brings it back into the rotation.
+    sick_health.store(200, std::sync::atomic::Ordering::Relaxed);
+    wait_for(vec![UpstreamHealth::Up, UpstreamHealth::Up]).await;
+    for _ in 0..10 {
+        assert_eq!(get().await, 200);
+    }
+    assert!(
+        forwarded(&sick) > before,
+        "a recovered upstream got no requests"
+    );
+    checks.abort();
+}

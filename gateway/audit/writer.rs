@@ -13,6 +13,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::sync::oneshot;
 
 use super::merkle::{leaf_hash, CompactRange};
@@ -72,6 +73,8 @@ struct State {
     inject_failure: AtomicBool,
     /// While set, the writer takes no new batch (a slow disk, for fault drills).
     stalled: AtomicBool,
+    /// Seconds each fsync of a segment took (the metrics register it).
+    fsync_seconds: Histogram,
 }
 
 struct Job {
@@ -155,6 +158,8 @@ impl AuditLog {
             failure: std::sync::Mutex::new(None),
             inject_failure: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
+            // 50 µs doubling to about 1.6 s.
+            fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
         });
         let (jobs, queue) = mpsc::sync_channel(options.queue);
         let writer = Writer {
@@ -180,6 +185,16 @@ impl AuditLog {
             recovered.push(admin(gateway, "recovered", Some(note)));
         }
         Ok((log, recovered))
+    }
+
+    /// Records handed to the writer and not yet durable (or written, with `interval`).
+    pub fn queued(&self) -> usize {
+        self.state.queued.load(Ordering::Acquire)
+    }
+
+    /// The histogram of fsync durations, for the metrics registry.
+    pub fn fsync_seconds(&self) -> Histogram {
+        self.state.fsync_seconds.clone()
     }
 
     /// Whether appends can currently succeed — the writer works and its queue has room;
@@ -413,7 +428,7 @@ impl Writer {
             self.rotate_if_full()
                 .and_then(|()| self.file.write_all(&buffer))
                 .and_then(|()| match self.options.durability {
-                    Durability::Sync => self.file.sync_data(),
+                    Durability::Sync => self.sync(),
                     Durability::Interval => Ok(()),
                 })
         };
@@ -447,6 +462,16 @@ impl Writer {
         appended.into_iter().map(Ok).collect()
     }
 
+    /// `fdatasync` of the current segment, timed.
+    fn sync(&self) -> io::Result<()> {
+        let started = Instant::now();
+        let synced = self.file.sync_data();
+        self.state
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        synced
+    }
+
     fn tree_head_due(&self) -> bool {
         self.options.signer.is_some()
             && self.since_head > 0
@@ -455,7 +480,7 @@ impl Writer {
 
     fn flush_if_due(&mut self) {
         if self.unsynced && self.last_sync.elapsed() >= self.options.flush_interval {
-            if let Err(e) = self.file.sync_data() {
+            if let Err(e) = self.sync() {
                 self.state.healthy.store(false, Ordering::Release);
                 tracing::error!(error = %e, "audit fsync failed");
             }

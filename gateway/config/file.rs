@@ -42,6 +42,8 @@ pub struct GatewaySection {
     pub handshake_timeout: Option<String>,
     /// HTTP/1.1 request headers must arrive within this (slow-header clients are cut off).
     pub header_read_timeout: Option<String>,
+    /// Request headers larger than this are answered 431 (HTTP/1.1 head, HTTP/2 header list).
+    pub max_header_size: Option<String>,
     /// Open connections at most, per listener; more wait in the kernel's backlog.
     pub max_connections: Option<u32>,
     /// How long in-flight requests may run after SIGTERM / SIGINT.
@@ -124,6 +126,9 @@ pub struct ServiceEntry {
     pub max_request_body: Option<String>,
     /// Requests in flight to the upstream at most; more are shed with 503 and Retry-After.
     pub max_in_flight: Option<u32>,
+    /// Active health checks: `GET` this path on every upstream each `health_interval`.
+    pub health_path: Option<String>,
+    pub health_interval: Option<String>,
     pub upstream_auth: Option<UpstreamAuthEntry>,
     #[serde(default)]
     pub operations: Vec<OperationEntry>,

@@ -55,6 +55,8 @@ pub struct GatewaySettings {
     pub max_request_body: u64,
     pub handshake_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// Bytes of request headers accepted (HTTP/1.1 head, HTTP/2 header list).
+    pub max_header_size: u32,
     pub max_connections: u32,
     pub shutdown_grace: Duration,
 }
@@ -162,7 +164,17 @@ pub struct Service {
     pub max_request_body: u64,
     /// Requests in flight to the upstream at most (`max_in_flight`); `None`: no limit.
     pub max_in_flight: Option<u32>,
+    /// Active health checks (`health_path`, `health_interval`); `None`: passive only.
+    pub health: Option<HealthCheck>,
     pub operations: Vec<Operation>,
+}
+
+/// `GET path` on every upstream of a service each `interval`; a 2xx or 3xx answer within the
+/// interval (and the service's timeout) passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -18,8 +18,8 @@ use super::file::{
 };
 use super::snapshot::{
     Agency, Agreement, AuditSettings, CacheSettings, Classification, Date, Durability,
-    GatewaySettings, Operation, ParamIn, ParamSchema, Party, Protocol, SchemaMode, Service,
-    Snapshot, TimeZone, Upstream,
+    GatewaySettings, HealthCheck, Operation, ParamIn, ParamSchema, Party, Protocol, SchemaMode,
+    Service, Snapshot, TimeZone, Upstream,
 };
 use super::units::{parse_duration, parse_rate, parse_size};
 use crate::audit::{Redactor, Signer};
@@ -32,6 +32,10 @@ const DEFAULT_MAX_REQUEST_BODY: u64 = 1 << 20;
 const DEFAULT_CACHE_SIZE: u64 = 256 << 20;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_HEADER_SIZE: u32 = 32 << 10;
+const MIN_HEADER_SIZE: u64 = 8 << 10;
+const MAX_HEADER_SIZE: u64 = 1 << 20;
+const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
@@ -105,6 +109,20 @@ pub fn validate(
         parse_duration,
     )
     .map(|v| v.unwrap_or(Duration::from_secs(10)));
+    let max_header_size = opt(
+        &mut errors,
+        "gateway.max_header_size",
+        &g.max_header_size,
+        |text| {
+            let size = parse_size(text)?;
+            // hyper's HTTP/1.1 read buffer cannot be smaller than 8 KiB.
+            if !(MIN_HEADER_SIZE..=MAX_HEADER_SIZE).contains(&size) {
+                return Err(format!("`{text}` is out of range; use 8KiB to 1MiB"));
+            }
+            Ok(size as u32)
+        },
+    )
+    .map(|v| v.unwrap_or(DEFAULT_MAX_HEADER_SIZE));
     let max_connections = match g.max_connections {
         Some(0) => {
             errors.push("gateway.max_connections", "must be at least 1");
@@ -391,6 +409,7 @@ pub fn validate(
             max_request_body: max_request_body.ok_or_else(missing)?,
             handshake_timeout: handshake_timeout.ok_or_else(missing)?,
             header_read_timeout: header_read_timeout.ok_or_else(missing)?,
+            max_header_size: max_header_size.ok_or_else(missing)?,
             max_connections: max_connections.ok_or_else(missing)?,
             shutdown_grace: shutdown_grace.ok_or_else(missing)?,
         },
@@ -596,6 +615,8 @@ fn service(
         .map(Some),
     };
 
+    let health = health_check(errors, at, s, protocol);
+
     let mut operations = Vec::new();
     let mut op_ids = HashSet::new();
     for (j, o) in s.operations.iter().enumerate() {
@@ -654,9 +675,62 @@ fn service(
             }
             other => other,
         },
+        health: health?,
         operations,
     })
     .filter(|_| id_ok)
+}
+
+/// `health_path` and `health_interval` (default 10 s, at least 1 s; only with a path).
+fn health_check(
+    errors: &mut Errors,
+    at: &str,
+    s: &ServiceEntry,
+    protocol: Option<Protocol>,
+) -> Option<Option<HealthCheck>> {
+    let interval = opt(
+        errors,
+        &format!("{at}.health_interval"),
+        &s.health_interval,
+        |text| {
+            let d = parse_duration(text)?;
+            if d < Duration::from_secs(1) {
+                return Err(format!("`{text}` is too short; at least 1s"));
+            }
+            Ok(d)
+        },
+    )?;
+    let Some(path) = &s.health_path else {
+        if interval.is_some() {
+            errors.push(
+                format!("{at}.health_interval"),
+                "needs a health_path to check",
+            );
+            return None;
+        }
+        return Some(None);
+    };
+    if protocol == Some(Protocol::Grpc) {
+        errors.push(
+            format!("{at}.health_path"),
+            "active checks are HTTP GETs; a gRPC service is watched passively (ejection on failures)",
+        );
+        return None;
+    }
+    let valid = path.starts_with('/')
+        && path.parse::<http::uri::PathAndQuery>().is_ok()
+        && !path.contains('#');
+    if !valid {
+        errors.push(
+            format!("{at}.health_path"),
+            format!("`{path}` is not an absolute path (e.g. \"/healthz\")"),
+        );
+        return None;
+    }
+    Some(Some(HealthCheck {
+        path: path.clone(),
+        interval: interval.unwrap_or(DEFAULT_HEALTH_INTERVAL),
+    }))
 }
 
 fn operation(

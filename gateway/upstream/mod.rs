@@ -8,4 +8,4 @@ pub use headers::{
     encode_text, keep_only, to_caller, to_upstream, Forwarding, SPL_AGREEMENT, SPL_CONSUMER,
     SPL_EXCHANGE_ID, SPL_PURPOSE,
 };
-pub use pool::{Pool, EJECT_FOR};
+pub use pool::{Pool, UpstreamHealth, EJECT_FOR};

@@ -3,7 +3,7 @@
 //! One pooled hyper client per service, because each service has its own upstream CA. The
 //! pool is a handle: built from a snapshot, called by the pipeline, and replaced with it.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,6 +36,8 @@ struct ServicePool {
     budget: RetryBudget,
     /// `max_in_flight`: permits for requests under way to the upstream.
     in_flight: Option<tokio::sync::Semaphore>,
+    /// When the next active health check is due (tokio time); `None`: at once.
+    next_check: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Consecutive failures after which an upstream is left out of the rotation.
@@ -43,12 +45,42 @@ const EJECT_AFTER: u32 = 3;
 /// How long an ejected upstream is left out.
 pub const EJECT_FOR: Duration = Duration::from_secs(10);
 
+/// Failed active checks in a row after which an upstream is out of the rotation; one passed
+/// check brings it back.
+const DOWN_AFTER: u32 = 2;
+
 /// What the pool knows of one upstream.
+#[derive(Default)]
 struct UpstreamState {
     outstanding: AtomicUsize,
     failures: AtomicU32,
     /// Left out of the rotation until then (tokio time).
     ejected_until: std::sync::Mutex<Option<Instant>>,
+    /// Failed active health checks in a row.
+    failed_checks: AtomicU32,
+    /// Out of the rotation until a health check passes.
+    down: AtomicBool,
+}
+
+/// How an upstream stands, as `/readyz` and `penghubung_upstream_up` report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamHealth {
+    /// In the rotation.
+    Up,
+    /// Left out after failing requests in a row, until the ejection ends.
+    Ejected,
+    /// Left out after failing active health checks, until one passes.
+    Down,
+}
+
+impl UpstreamHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamHealth::Up => "up",
+            UpstreamHealth::Ejected => "ejected",
+            UpstreamHealth::Down => "down",
+        }
+    }
 }
 
 /// Retries allowed: one per ten requests, at most ten banked (tenths, to stay in integers).
@@ -70,11 +102,7 @@ impl Pool {
                 upstreams: service
                     .upstreams
                     .iter()
-                    .map(|_| UpstreamState {
-                        outstanding: AtomicUsize::new(0),
-                        failures: AtomicU32::new(0),
-                        ejected_until: std::sync::Mutex::new(None),
-                    })
+                    .map(|_| UpstreamState::default())
                     .collect(),
                 // Start with a little: the first failures of a fresh pool may be retried.
                 budget: RetryBudget {
@@ -83,9 +111,100 @@ impl Pool {
                 in_flight: service
                     .max_in_flight
                     .map(|n| tokio::sync::Semaphore::new(n as usize)),
+                next_check: std::sync::Mutex::new(None),
             })
             .collect();
         Pool { services }
+    }
+
+    /// How each upstream of service `index` stands, with its requests under way.
+    pub fn health(&self, index: usize) -> Vec<(UpstreamHealth, usize)> {
+        let now = Instant::now();
+        self.services[index]
+            .upstreams
+            .iter()
+            .map(|u| (u.health(now), u.outstanding.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// The active health checks due now, as (service, upstream) indexes, and how long until
+    /// the next one is due (at most `idle`). Each due service's next check is set.
+    pub fn checks_due(
+        &self,
+        snapshot: &Snapshot,
+        idle: Duration,
+    ) -> (Vec<(usize, usize)>, Duration) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let mut wait = idle;
+        for (i, service) in snapshot.services.iter().enumerate() {
+            let Some(check) = &service.health else {
+                continue;
+            };
+            let Ok(mut next) = self.services[i].next_check.lock() else {
+                continue;
+            };
+            match *next {
+                Some(at) if at > now => wait = wait.min(at - now),
+                _ => {
+                    *next = Some(now + check.interval);
+                    wait = wait.min(check.interval);
+                    due.extend((0..service.upstreams.len()).map(|u| (i, u)));
+                }
+            }
+        }
+        (due, wait)
+    }
+
+    /// One active health check: `GET health_path` on upstream `chosen` of service `index`,
+    /// answered 2xx or 3xx within the interval (and the service's timeout). Two failures in a
+    /// row take the upstream out of the rotation; one pass brings it back.
+    pub async fn check(&self, index: usize, service: &Service, chosen: usize) {
+        let Some(check) = &service.health else {
+            return;
+        };
+        let upstream = &service.upstreams[chosen];
+        let target = format!("{}{}", upstream.base_path, check.path);
+        let mut parts = upstream.origin.clone().into_parts();
+        let Ok(path) = PathAndQuery::try_from(target) else {
+            return;
+        };
+        parts.path_and_query = Some(path);
+        let Ok(uri) = Uri::from_parts(parts) else {
+            return;
+        };
+        let mut request = Request::new(Full::new(Bytes::new()));
+        *request.uri_mut() = uri;
+        request.headers_mut().insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static("penghubung-health-check"),
+        );
+        let pool = &self.services[index];
+        let limit = check.interval.min(service.timeout);
+        let passed = match tokio::time::timeout(limit, pool.client.request(request)).await {
+            Ok(Ok(response)) => {
+                let status = response.status();
+                // Read the (small) answer so the connection goes back to the pool.
+                let _ = tokio::time::timeout(
+                    limit,
+                    http_body_util::BodyExt::collect(response.into_body()),
+                )
+                .await;
+                status.is_success() || status.is_redirection()
+            }
+            Ok(Err(_)) | Err(_) => false,
+        };
+        let state = &pool.upstreams[chosen];
+        if passed {
+            state.failed_checks.store(0, Ordering::Relaxed);
+            if state.down.swap(false, Ordering::Relaxed) {
+                tracing::info!(service = %service.id, upstream = %upstream.origin, "health check passed: back in the rotation");
+            }
+        } else if state.failed_checks.fetch_add(1, Ordering::Relaxed) + 1 >= DOWN_AFTER
+            && !state.down.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(service = %service.id, upstream = %upstream.origin, path = %check.path, "health checks failing: out of the rotation");
+        }
     }
 
     /// Sends a request to one of the service's upstreams and waits for the response head, at
@@ -254,7 +373,7 @@ impl ServicePool {
         }
         let now = Instant::now();
         let mut usable: Vec<usize> = (0..n)
-            .filter(|&i| Some(i) != not && !self.upstreams[i].ejected(now))
+            .filter(|&i| Some(i) != not && self.upstreams[i].health(now) == UpstreamHealth::Up)
             .collect();
         if usable.is_empty() {
             usable = (0..n).filter(|&i| Some(i) != not).collect();
@@ -278,12 +397,20 @@ impl ServicePool {
 // === impl UpstreamState ===
 
 impl UpstreamState {
-    fn ejected(&self, now: Instant) -> bool {
-        self.ejected_until
+    fn health(&self, now: Instant) -> UpstreamHealth {
+        let ejected = self
+            .ejected_until
             .lock()
             .ok()
             .and_then(|until| *until)
-            .is_some_and(|until| now < until)
+            .is_some_and(|until| now < until);
+        if self.down.load(Ordering::Relaxed) {
+            UpstreamHealth::Down
+        } else if ejected {
+            UpstreamHealth::Ejected
+        } else {
+            UpstreamHealth::Up
+        }
     }
 
     /// Notes an outcome; true when it ejects the upstream.
