@@ -1,4 +1,5 @@
-//! The admin listener (`[gateway] admin_listen`, loopback only until admin certificates land):
+//! The admin listener (`[gateway] admin_listen`: plain HTTP on loopback, or HTTPS with admin
+//! client certificates when `[admin] identities` is set):
 //! `/healthz`, `/readyz`, `/metrics`, `/v1/catalog`, `/v1/certificates`, `/v1/sla`, `POST /v1/reload` and
 //! `POST /v1/cache/purge`, through the same handles the
 //! pipeline uses. Errors are problem+json documents, like the pipeline's.
@@ -13,8 +14,9 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::body::{full, Body};
 use crate::pipeline::{Gateway, PurgeError, ReloadError};
@@ -35,23 +37,89 @@ pub async fn serve_admin(
             () = &mut shutdown => return,
         };
         let gateway = gateway.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(answer(&gateway, request, remote).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        tokio::spawn(connection(gateway, stream, remote));
     }
 }
 
-async fn answer(
-    gateway: &Gateway,
-    request: Request<Incoming>,
-    remote: SocketAddr,
-) -> Response<Body> {
+/// One admin connection. Without `[admin] identities` (loopback only, enforced at load) it is
+/// plain HTTP/1.1. With them it is HTTPS with the gateway's certificate and a client
+/// certificate required from `tls.client_ca`; a certificate that names no administrator gets
+/// 403 for every request. Both follow the configuration in force when the connection arrives.
+async fn connection(gateway: Arc<Gateway>, stream: TcpStream, remote: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let active = gateway.active();
+    let snapshot = active.snapshot.clone();
+    drop(active);
+    if snapshot.gateway.admin_identities.is_empty() {
+        let by = Some(format!("admin {remote}"));
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), admin_service(gateway, by))
+            .await;
+        return;
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(snapshot.server_tls.clone());
+    let tls =
+        match tokio::time::timeout(snapshot.gateway.handshake_timeout, acceptor.accept(stream))
+            .await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::info!(%remote, error = %e, "admin TLS handshake refused");
+                return;
+            }
+            Err(_) => return,
+        };
+    let names = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|cert| snapshot.identity.extract(cert).names)
+        .unwrap_or_default();
+    let admin = names
+        .iter()
+        .find(|n| snapshot.gateway.admin_identities.contains(n));
+    let by = match admin {
+        Some(name) => Some(format!("admin {name} from {remote}")),
+        None => {
+            tracing::warn!(%remote, ?names, "admin API refused: the certificate names no administrator");
+            None
+        }
+    };
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(tls), admin_service(gateway, by))
+        .await;
+}
+
+/// The admin API for one connection: `by` names the administrator (as audit records say it),
+/// `None` refuses every request.
+fn admin_service(
+    gateway: Arc<Gateway>,
+    by: Option<String>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone {
+    let by: Option<Arc<str>> = by.map(Arc::from);
+    service_fn(move |request: Request<Incoming>| {
+        let gateway = gateway.clone();
+        let by = by.clone();
+        async move {
+            Ok::<_, Infallible>(match by {
+                Some(by) => answer(&gateway, request, &by).await,
+                None => problem(
+                    StatusCode::FORBIDDEN,
+                    "not-an-administrator",
+                    "the client certificate names no identity listed in [admin] identities",
+                ),
+            })
+        }
+    })
+}
+
+async fn answer(gateway: &Gateway, request: Request<Incoming>, by: &str) -> Response<Body> {
     let path = request.uri().path();
     if path == "/v1/reload" {
         if request.method() != Method::POST {
@@ -61,7 +129,7 @@ async fn answer(
                 "reloading is a POST",
             );
         }
-        return reload(gateway, remote).await;
+        return reload(gateway, by).await;
     }
     if path == "/v1/cache/purge" {
         if request.method() != Method::POST {
@@ -71,7 +139,7 @@ async fn answer(
                 "purging is a POST",
             );
         }
-        return purge(gateway, request, remote).await;
+        return purge(gateway, request, by).await;
     }
     if request.method() != Method::GET {
         return problem(
@@ -166,11 +234,7 @@ struct PurgeScope {
 }
 
 /// `POST /v1/cache/purge` with an optional JSON body `{"service": …, "operation": …}`.
-async fn purge(
-    gateway: &Gateway,
-    request: Request<Incoming>,
-    remote: SocketAddr,
-) -> Response<Body> {
+async fn purge(gateway: &Gateway, request: Request<Incoming>, by: &str) -> Response<Body> {
     let body = match Limited::new(request.into_body(), 4096).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
@@ -195,9 +259,8 @@ async fn purge(
             }
         }
     };
-    let by = format!("admin {remote}");
     match gateway
-        .purge_cache(scope.service.as_deref(), scope.operation.as_deref(), &by)
+        .purge_cache(scope.service.as_deref(), scope.operation.as_deref(), by)
         .await
     {
         Ok(purged) => {
@@ -230,8 +293,8 @@ async fn purge(
 }
 
 /// `POST /v1/reload`: the file is read, validated and swapped in, or refused with every error.
-async fn reload(gateway: &Gateway, remote: SocketAddr) -> Response<Body> {
-    match gateway.reload(&format!("admin {remote}")).await {
+async fn reload(gateway: &Gateway, by: &str) -> Response<Body> {
+    match gateway.reload(by).await {
         Ok(done) => {
             let doc = serde_json::json!({
                 "generation": done.generation,

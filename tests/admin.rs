@@ -339,3 +339,94 @@ async fn health_readiness_and_metrics() {
     assert_eq!(purge("").await.0, 503);
     assert_eq!(admin_send(addr, "POST", "/v1/reload", "").await.0, 503);
 }
+
+#[tokio::test]
+async fn with_admin_identities_only_an_administrator_certificate_is_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = TestPki::new();
+    let (upstream, _) = recording_upstream(&pki).await;
+    let text = config_text(
+        &upstream,
+        "5s",
+        "\n[audit]\n\n[admin]\nidentities = [\"ops.test\"]\n",
+    );
+    let snapshot = load_str(&text, &pki.path().join("a.toml"), pki.path()).unwrap();
+    let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(penghubung::admin::serve_admin(
+        listener,
+        gateway.clone(),
+        std::future::pending(),
+    ));
+    let ops = pki.ca.issue_client("ops.test", None).unwrap();
+    let client = |who: Option<&penghubung::pki::Issued>, version| {
+        support::Client::new(addr, &pki.ca, who, version)
+    };
+    let purge = || {
+        Request::post("/v1/cache/purge")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+
+    // Plain HTTP is not answered: the listener speaks TLS.
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        plain.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(!answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    // No client certificate: the handshake is refused.
+    assert!(client(None, http::Version::HTTP_11)
+        .get("/healthz")
+        .await
+        .is_err());
+    // An agency's certificate: 403 for every request, reads and acts alike.
+    for request in [
+        Request::get("/metrics")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+        purge(),
+    ] {
+        let refused = client(Some(&pki.dinkes), http::Version::HTTP_11)
+            .send(request)
+            .await
+            .unwrap();
+        assert_eq!(refused.status, 403);
+        assert_eq!(
+            refused.json()["type"],
+            "urn:penghubung:problem:not-an-administrator"
+        );
+    }
+    // The administrator, over HTTP/1.1 and HTTP/2: served, and the act recorded in its name.
+    for version in [http::Version::HTTP_11, http::Version::HTTP_2] {
+        let done = client(Some(&ops), version).send(purge()).await.unwrap();
+        assert_eq!(done.status, 200, "{:?}", done.body);
+    }
+    let ready = client(Some(&ops), http::Version::HTTP_2)
+        .get("/readyz")
+        .await
+        .unwrap();
+    assert_eq!(ready.json()["status"], "ready");
+    let mut purges = Vec::new();
+    penghubung::audit::walk(&pki.path().join("data/audit"), |r, _| {
+        if r.outcome == "cache-purge" {
+            purges.push(r.detail.clone().unwrap());
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(purges.len(), 2, "{purges:?}");
+    assert!(
+        purges
+            .iter()
+            .all(|p| p.starts_with("all by admin ops.test from 127.0.0.1:")),
+        "{purges:?}"
+    );
+}

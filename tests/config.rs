@@ -608,3 +608,43 @@ fn header_limits_and_health_checks_are_checked() {
     assert_eq!(snapshot.services[1].health, None);
     assert_eq!(snapshot.gateway.max_header_size, 32 * 1024);
 }
+
+#[test]
+fn off_loopback_the_admin_api_needs_administrators_of_its_own() {
+    let pki = TestPki::new();
+    let public = replace(
+        &base(),
+        "admin_listen = \"127.0.0.1:0\"",
+        "admin_listen = \"0.0.0.0:9090\"",
+    );
+    assert_error(
+        &errors_of(&pki, &public),
+        "gateway.admin_listen",
+        "set [admin] identities",
+    );
+    let errors = errors_of(
+        &pki,
+        &format!(
+            "{public}\n[admin]\nidentities = [\"dinkes.test\", \"ops.test\", \"ops.test\", \"\"]\n"
+        ),
+    );
+    assert_error(&errors, "admin.identities[0]", "identifies agency `dinkes`");
+    assert_error(&errors, "admin.identities[2]", "listed twice");
+    assert_error(&errors, "admin.identities[3]", "must not be empty");
+    assert!(!errors
+        .errors
+        .iter()
+        .any(|e| e.path == "gateway.admin_listen"));
+    assert_error(
+        &errors_of(&pki, &format!("{public}\n[admin]\nidentities = []\n")),
+        "admin.identities",
+        "names no administrator",
+    );
+    let snapshot = load_str(
+        &format!("{public}\n[admin]\nidentities = [\"ops.test\"]\n"),
+        &pki.path().join("ok.toml"),
+        pki.path(),
+    )
+    .unwrap();
+    assert_eq!(snapshot.gateway.admin_identities, ["ops.test"]);
+}

@@ -17,6 +17,7 @@ pub struct FileConfig {
     pub identity: IdentitySection,
     pub audit: Option<AuditSection>,
     pub cache: Option<CacheSection>,
+    pub admin: Option<AdminSection>,
     #[serde(default)]
     pub agencies: Vec<AgencyEntry>,
     #[serde(default)]
@@ -77,6 +78,14 @@ pub struct AuditSection {
     pub tree_head_every: Option<u64>,
     /// ...or this long after the first record it does not cover yet.
     pub tree_head_interval: Option<String>,
+}
+
+/// Who may use the admin API: values of `identity.field` in client certificates issued by
+/// `tls.client_ca`. Set, the admin listener speaks HTTPS and requires such a certificate.
+#[derive(Debug, Deserialize)]
+pub struct AdminSection {
+    #[serde(default)]
+    pub identities: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

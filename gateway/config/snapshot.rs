@@ -49,6 +49,9 @@ pub struct GatewaySettings {
     pub listen: SocketAddr,
     pub grpc_listen: Option<SocketAddr>,
     pub admin_listen: SocketAddr,
+    /// `[admin] identities`: empty, the admin API is plain HTTP on loopback; otherwise it is
+    /// HTTPS and only a client certificate naming one of these may use it.
+    pub admin_identities: Vec<String>,
     pub data_dir: PathBuf,
     pub schemas_dir: PathBuf,
     pub timezone: TimeZone,

@@ -69,13 +69,33 @@ pub fn validate(
         Some(a) => errors.check("gateway.grpc_listen", parse_addr(a)).map(Some),
         None => Some(None),
     };
+    let admin_identities = file.admin.as_ref().map(|a| &a.identities);
+    if let Some(ids) = admin_identities {
+        let mut seen = HashSet::new();
+        for (i, id) in ids.iter().enumerate() {
+            if id.trim().is_empty() {
+                errors.push(format!("admin.identities[{i}]"), "must not be empty");
+            } else if !seen.insert(id.as_str()) {
+                errors.push(
+                    format!("admin.identities[{i}]"),
+                    format!("`{id}` is listed twice"),
+                );
+            }
+        }
+        if ids.is_empty() {
+            errors.push(
+                "admin.identities",
+                "names no administrator; list the identity.field values of admin certificates, or leave [admin] out",
+            );
+        }
+    }
     let admin_listen = errors.check(
         "gateway.admin_listen",
         parse_addr(g.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN)).and_then(|a| {
-            if a.ip().is_loopback() {
+            if a.ip().is_loopback() || admin_identities.is_some_and(|ids| !ids.is_empty()) {
                 Ok(a)
             } else {
-                Err(format!("`{a}` is not a loopback address; the admin API is served on loopback only until admin client certificates are supported"))
+                Err(format!("`{a}` is not a loopback address; off loopback the admin API requires admin client certificates: set [admin] identities"))
             }
         }),
     );
@@ -285,6 +305,19 @@ pub fn validate(
             agencies.push(agency);
         }
     }
+    // An administrator's certificate is its own: an agency's application must not be able to
+    // reload or purge the gateway.
+    for (i, id) in admin_identities.into_iter().flatten().enumerate() {
+        if let Some(&agency) = identities.get(id) {
+            errors.push(
+                format!("admin.identities[{i}]"),
+                format!(
+                    "`{id}` identifies agency `{}`; admin certificates must name no agency or peer",
+                    agencies_code(&agencies, agency)
+                ),
+            );
+        }
+    }
 
     // [[services]]
     let mut schemas = Schemas {
@@ -403,6 +436,7 @@ pub fn validate(
             listen: listen.ok_or_else(missing)?,
             grpc_listen: grpc_listen.ok_or_else(missing)?,
             admin_listen: admin_listen.ok_or_else(missing)?,
+            admin_identities: admin_identities.cloned().unwrap_or_default(),
             data_dir,
             schemas_dir,
             timezone: timezone.ok_or_else(missing)?,
