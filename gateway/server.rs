@@ -186,9 +186,9 @@ impl Connection {
             ),
         }
 
-        let io = TokioIo::new(Coalescing(tls));
         let ended = match self.front {
             Front::Https => {
+                let io = TokioIo::new(tls);
                 let gateway = self.gateway.clone();
                 let service = service_fn(move |request| {
                     let gateway = gateway.clone();
@@ -199,6 +199,8 @@ impl Connection {
                 self.watcher.watch(conn.into_owned()).await
             }
             Front::Grpc(services) => {
+                // Unary answers end in trailers: see `Coalescing`.
+                let io = TokioIo::new(Coalescing(tls));
                 let service = service_fn(move |request| {
                     let services = services.clone();
                     let caller = caller.clone();
