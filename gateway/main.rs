@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use penghubung::pipeline::Gateway;
 use penghubung::{audit, config, demo, inventory, pki, report, server};
 use tokio::net::TcpListener;
@@ -15,8 +15,19 @@ use tokio::net::TcpListener;
 #[derive(Parser)]
 #[command(name = "penghubung", version = penghubung::VERSION, about = "Sistem Penghubung Layanan: the regency's mTLS service gateway")]
 struct Cli {
+    /// Log lines for people (`human`) or one JSON object per line for a log pipeline (`json`),
+    /// each with the exchange's span (id, trace id, consumer, service, operation, outcome).
+    /// Levels and targets come from RUST_LOG (default `info`).
+    #[arg(long, global = true, env = "PENGHUBUNG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -162,7 +173,7 @@ enum PkiCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -638,13 +649,20 @@ async fn shutdown_signal() {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 fn parse_agency(text: &str) -> Result<(String, String), String> {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tracing::Instrument;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
@@ -289,17 +290,21 @@ impl Gateway {
         let caller = caller.at(&active.snapshot, active.generation);
         let caller = &*caller;
         let mut facts = Facts::default();
-        let result = run(self, &active, caller, &exchange, request, &mut facts).await;
-        let seen = Seen {
-            active: &active,
-            caller,
-            exchange: &exchange,
-            method: &method,
-            outcome: "",
-            started,
-            grpc,
-        };
-        self.conclude(seen, uri.path(), facts, result).await
+        async {
+            let result = run(self, &active, caller, &exchange, request, &mut facts).await;
+            let seen = Seen {
+                active: &active,
+                caller,
+                exchange: &exchange,
+                method: &method,
+                outcome: "",
+                started,
+                grpc,
+            };
+            self.conclude(seen, uri.path(), facts, result).await
+        }
+        .instrument(exchange_span(&exchange))
+        .await
     }
 
     /// Refuses an exchange that never became an HTTP request (a gRPC call naming no configured
@@ -331,7 +336,9 @@ impl Gateway {
             started: std::time::Instant::now(),
             grpc: false,
         };
-        self.conclude(seen, path, facts, Err(reject)).await
+        self.conclude(seen, path, facts, Err(reject))
+            .instrument(exchange_span(&exchange))
+            .await
     }
 
     /// The end of every exchange: the outcome, the refusal logged, metrics, the audit record
@@ -343,15 +350,31 @@ impl Gateway {
         facts: Facts,
         result: Result<Response<Body>, Reject>,
     ) -> Response<Body> {
-        let (mut response, outcome) = match result {
-            Ok(response) if matches!(facts.cache, Some("hit" | "coalesced")) => {
-                (response, "served-from-cache")
+        let outcome = match &result {
+            Ok(_) if matches!(facts.cache, Some("hit" | "coalesced")) => "served-from-cache",
+            Ok(_) if facts.unconforming => "forwarded-schema-violation",
+            Ok(_) => "forwarded",
+            Err(reject) => reject.slug(),
+        };
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            let s = &seen.active.snapshot;
+            if let Some(i) = facts.consumer {
+                span.record("consumer", s.agencies[i].code.as_str());
             }
-            Ok(response) if facts.unconforming => (response, "forwarded-schema-violation"),
-            Ok(response) => (response, "forwarded"),
+            if let Some(i) = facts.service {
+                span.record("service", s.services[i].id.as_str());
+                if let Some(j) = facts.operation {
+                    span.record("operation", s.services[i].operations[j].id.as_str());
+                }
+            }
+            span.record("outcome", outcome);
+        }
+        let mut response = match result {
+            Ok(response) => response,
             Err(reject) => {
                 log_refusal(&reject, seen.caller, seen.exchange, seen.method, path);
-                (refusal(&reject, &seen), reject.slug())
+                refusal(&reject, &seen)
             }
         };
         self.count(
@@ -369,6 +392,7 @@ impl Gateway {
             self.sla.record(service, kind, seen.started.elapsed());
         }
         let id = HeaderValue::from_str(&seen.exchange.id);
+        let started = seen.started;
         if let Some(audit) = &self.audit {
             seen.outcome = outcome;
             response = self.record(audit, seen, facts, response).await;
@@ -376,6 +400,13 @@ impl Gateway {
         if let Ok(id) = id {
             response.headers_mut().insert(SPL_EXCHANGE_ID, id);
         }
+        // The access log, for those who ask for it (RUST_LOG=penghubung=debug); the audit log
+        // is the record.
+        tracing::debug!(
+            status = response.status().as_u16(),
+            elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "exchange concluded"
+        );
         response
     }
 }
@@ -1002,6 +1033,24 @@ fn miss_to_reject(snapshot: &Snapshot, miss: Miss, method: &http::Method) -> Rej
             allow,
         },
     }
+}
+
+/// The span every exchange runs in: its id and W3C trace, and once known its consumer,
+/// service, operation and outcome (recorded by `conclude`), so each log line of the exchange
+/// carries them. At DEBUG level: off under the default `info` it costs nothing (an enabled span
+/// costs about 1.5 µs of CPU per request, measured); refusal lines name their exchange id
+/// either way.
+fn exchange_span(exchange: &Exchange) -> tracing::Span {
+    tracing::debug_span!(
+        "exchange",
+        id = %exchange.id,
+        trace_id = %exchange.trace.trace_id,
+        span_id = %exchange.trace.span_id,
+        consumer = tracing::field::Empty,
+        service = tracing::field::Empty,
+        operation = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    )
 }
 
 fn log_refusal(

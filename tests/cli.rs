@@ -339,3 +339,90 @@ async fn serve_reloads_on_sighup_and_with_watch_when_the_file_changes() {
         assert!(wait_exit(&mut guard, Duration::from_secs(15)).success());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_exchange_span() {
+    let pki = TestPki::new();
+    let (upstream, _) = recording_upstream(&pki).await;
+    let (port, text) = on_free_port(&upstream);
+    // Dinkes' agreement covers the lookup only.
+    let text = text.replacen(
+        "service = \"dukcapil-penduduk\"\npurpose",
+        "service = \"dukcapil-penduduk\"\noperations = [\"get-penduduk\"]\npurpose",
+        1,
+    );
+    assert!(text.contains("operations = [\"get-penduduk\"]"));
+    let file = support::write_config(pki.path(), &text);
+    let mut guard = Guard(
+        Command::new(BIN)
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&file)
+            .env("RUST_LOG", "info,penghubung=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = Client::new(addr, &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
+    let mut ready = false;
+    for _ in 0..1200 {
+        if client.get("/dinkes/faskes").await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ready, "the gateway never answered");
+    // Refused: Dinkes' agreement does not cover the verification operation.
+    let refused = client
+        .send(
+            http::Request::post("/dukcapil/penduduk/verifikasi")
+                .header(
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                )
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 403);
+    let exchange_id = refused.headers["spl-exchange-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    sigterm(&guard.0);
+
+    let stderr = guard.0.stderr.take().unwrap();
+    let lines: Vec<serde_json::Value> = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .map(|line| {
+            serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"))
+        })
+        .collect();
+    let of_refusal: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["span"]["id"] == exchange_id.as_str())
+        .collect();
+    let refusal = of_refusal
+        .iter()
+        .find(|l| l["level"] == "INFO")
+        .unwrap_or_else(|| panic!("no refusal line for {exchange_id}: {lines:#?}"));
+    let span = &refusal["span"];
+    assert_eq!(span["name"], "exchange");
+    assert_eq!(span["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(span["consumer"], "dinkes");
+    assert_eq!(span["service"], "dukcapil-penduduk");
+    assert_eq!(span["operation"], "verifikasi");
+    assert_eq!(span["outcome"], "operation-not-covered");
+    let concluded = of_refusal
+        .iter()
+        .find(|l| l["fields"]["message"] == "exchange concluded")
+        .unwrap_or_else(|| panic!("no access line for {exchange_id}: {lines:#?}"));
+    assert_eq!(concluded["fields"]["status"], 403);
+    let status = wait_exit(&mut guard, Duration::from_secs(15));
+    assert!(status.success(), "exit status {status:?}");
+}

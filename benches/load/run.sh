@@ -6,7 +6,9 @@
 # Everything started here is stopped by PID on exit.
 #
 # Usage:
-#   benches/load/run.sh [matrix|handshake]
+#   benches/load/run.sh [matrix|handshake|idle]
+#   idle: for each peer, IDLE_CONNS [10000] mTLS keep-alive connections each make one request
+#         and stay open; prints the proxy's resident memory per idle connection
 # Env knobs (defaults in brackets):
 #   PEERS      ["direct nginx penghubung"]   (haproxy also works) peers to run, one at a time
 #   SCENARIOS  ["h1-mtls h1-mtls-post1k h2-mtls lat-h1-mtls"]   (mTLS only: Penghubung has no
@@ -36,6 +38,11 @@
 #              same call with h2load (one pre-encoded message), to tell client from gateway cost
 #   AUDIT [off]  off | sync | interval: Penghubung's audit log (under the run's work dir) and
 #              its durability
+#   h1-mtls-policy: the full policy path of issue #9: POST of the ~1 KB JSON body to
+#              POLICYPATH [/bench/checked], an operation of the `terbatas` service whose request
+#              AND response are validated against bench/item.v1.json (every field typed, names
+#              by pattern, no extra properties); run it with AUDIT=sync and compare with nginx's
+#              h1-mtls (nginx proxies the same path and body without any of it)
 #   TAG  free text recorded in the results file
 #   QUIET_PCT [15] QUIET_MAX [600]      wait (max s) before each run for total busy <= QUIET_PCT
 #   OTHER_MAX [10] STEAL_MAX [10] RETRIES [2]   redo runs disturbed by foreign CPU / VM steal
@@ -56,6 +63,7 @@ else
   SCENARIOS=${SCENARIOS:-"h1-mtls h1-mtls-post1k h2-mtls lat-h1-mtls"}
 fi
 DUR=${DUR:-10}
+IDLE_CONNS=${IDLE_CONNS:-10000}
 CONNS=${CONNS:-64}
 PIN=${PIN:-1}
 if [[ $PIN == 1 ]]; then WRK_THREADS=${WRK_THREADS:-1}; else WRK_THREADS=${WRK_THREADS:-2}; fi
@@ -69,6 +77,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 PENGHUBUNG_BIN=${PENGHUBUNG_BIN:-$ROOT/target/release/penghubung}
 PASSES=${PASSES:-3}
 URLPATH=${URLPATH:-/bench/item}
+POLICYPATH=${POLICYPATH:-/bench/checked}
 CACHEPATH=${CACHEPATH:-/bench/cached}
 GRPC_LOAD=${GRPC_LOAD:-$ROOT/target/release/examples/grpc_load}
 SHIM=$HERE/clientcert_shim.so
@@ -135,6 +144,19 @@ call = b"\x0a\x05bench\x12\x08get-item"
 open(w + "/call.bin", "wb").write(b"\x00" + len(call).to_bytes(4, "big") + call)
 open(w + "/post.lua", "w").write(
     'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [[%s]]\n' % body)
+# The schema the full-policy operation validates both bodies against.
+import os
+os.makedirs(w + "/schemas/bench", exist_ok=True)
+item = {"type": "object", "required": ["id", "name", "agency", "ok"], "additionalProperties": False,
+        "properties": {"id": {"type": "integer", "minimum": 0},
+                       "name": {"type": "string", "pattern": "^item-[0-9]{6}$"},
+                       "agency": {"type": "string", "maxLength": 64}, "ok": {"type": "boolean"}}}
+schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+          "required": ["status", "items"], "additionalProperties": False,
+          "properties": {"status": {"enum": ["ok"]},
+                         "items": {"type": "array", "maxItems": 100, "items": item},
+                         "pad": {"type": "string", "maxLength": 2048}}}
+json.dump(schema, open(w + "/schemas/bench/item.v1.json", "w"))
 EOF
 }
 
@@ -251,6 +273,7 @@ listen = "127.0.0.1:$PX_MTLS"
 grpc_listen = "127.0.0.1:$PX_GRPC"
 admin_listen = "127.0.0.1:0"
 data_dir = "$W/penghubung/data"
+schemas_dir = "$W/schemas"
 shutdown_grace = "2s"
 
 [tls]
@@ -283,6 +306,13 @@ timeout = "10s"
   id = "post-item"
   method = "POST"
   path = "/item"
+
+  [[services.operations]]
+  id = "post-checked"
+  method = "POST"
+  path = "${POLICYPATH#/bench}"
+  request_schema = "bench/item.v1.json"
+  response_schema = "bench/item.v1.json"
 
   [[services.operations]]
   id = "get-cached"
@@ -467,6 +497,7 @@ run_scenario() { # scen peer
     h1-tls)         run_wrk "https://127.0.0.1:$p_tls$URLPATH" 0 0 ;;
     h1-mtls)        run_wrk "https://127.0.0.1:$p_mtls$URLPATH" 1 0 ;;
     h1-mtls-post1k) run_wrk "https://127.0.0.1:$p_mtls$URLPATH" 1 0 -s "$W/post.lua" ;;
+    h1-mtls-policy) run_wrk "https://127.0.0.1:$p_mtls$POLICYPATH" 1 0 -s "$W/post.lua" ;;
     h2-tls)         run_h2load "https://127.0.0.1:$p_tls$URLPATH" 0 -c "$H2_CLIENTS" -m "$H2_STREAMS" ;;
     h2-mtls)        run_h2load "https://127.0.0.1:$p_mtls$URLPATH" 1 -c "$H2_CLIENTS" -m "$H2_STREAMS" ;;
     lat-h1-plain)   run_h2load "http://127.0.0.1:$p_plain$URLPATH" 0 --h1 -c "$LAT_CONNS" --rps "$per" ;;
@@ -508,6 +539,29 @@ tls_check() { # port
 log "workdir $W  passes $PASSES  mode=$MODE pin=$PIN keytype=$KEYTYPE dur=${DUR}s conns=$CONNS wrk_threads=$WRK_THREADS"
 gen_certs
 ( cd "$ROOT" && git rev-parse --short=12 HEAD 2>/dev/null ) > "$W/commit" || echo unknown > "$W/commit"
+
+# idle mode: resident memory per idle keep-alive mTLS connection (benches/load/idle.py)
+if [[ $MODE == idle ]]; then
+  echo "| peer | connections held | failed | RSS before KiB | RSS after KiB | KiB per connection |"
+  echo "|---|---|---|---|---|---|"
+  for peer in $PEERS; do
+    [[ $peer == direct ]] && continue
+    start_upstream 0
+    start_peer "$peer" 1 || { stop_pid "$UP_PID"; continue; }
+    sleep 0.5
+    log "$peer: $IDLE_CONNS idle connections"
+    python3 "$HERE/idle.py" --port "$PX_MTLS" --pid "$PX_PID" --ca "$W/ca.crt" --cert "$W/client.crt" \
+      --key "$W/client.key" --path "$URLPATH" --count "$IDLE_CONNS" > "$W/idle.json" || true
+    python3 - "$peer" "$W/idle.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[2]))
+print("| %s | %d | %d | %d | %d | %s |" % (sys.argv[1], r["connections"], r["failed"],
+      r["rss_before_kib"], r["rss_after_kib"], r["kib_per_connection"]))
+EOF
+    stop_pid "$PX_PID"; stop_pid "$UP_PID"; sleep 1
+  done
+  exit 0
+fi
 ALL_RESULTS=()
 for pass in $(seq 1 "$PASSES"); do
 RESULTS=$HERE/results/$STAMP-$MODE-$KEYTYPE-pin$PIN-pass$pass.tsv
