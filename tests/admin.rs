@@ -87,6 +87,20 @@ print(json.dumps(out))
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// A gateway from `text` and its admin API on a free loopback port.
+async fn admin_on(pki: &TestPki, text: &str) -> (Arc<Gateway>, std::net::SocketAddr) {
+    let snapshot = load_str(text, &pki.path().join("a.toml"), pki.path()).unwrap();
+    let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(penghubung::admin::serve_admin(
+        listener,
+        gateway.clone(),
+        std::future::pending(),
+    ));
+    (gateway, addr)
+}
+
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let pki = TestPki::new();
@@ -96,15 +110,7 @@ async fn health_readiness_and_metrics() {
         "  path = \"/faskes\"\n  cache_ttl = \"60s\"",
         1,
     );
-    let snapshot = load_str(&text, &pki.path().join("a.toml"), pki.path()).unwrap();
-    let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(penghubung::admin::serve_admin(
-        listener,
-        gateway.clone(),
-        std::future::pending(),
-    ));
+    let (gateway, addr) = admin_on(&pki, &text).await;
 
     let dinkes = Caller::resolve(
         &gateway.snapshot(),
@@ -350,15 +356,7 @@ async fn with_admin_identities_only_an_administrator_certificate_is_served() {
         "5s",
         "\n[audit]\n\n[admin]\nidentities = [\"ops.test\"]\n",
     );
-    let snapshot = load_str(&text, &pki.path().join("a.toml"), pki.path()).unwrap();
-    let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(penghubung::admin::serve_admin(
-        listener,
-        gateway.clone(),
-        std::future::pending(),
-    ));
+    let (_gateway, addr) = admin_on(&pki, &text).await;
     let ops = pki.ca.issue_client("ops.test", None).unwrap();
     let client = |who: Option<&penghubung::pki::Issued>, version| {
         support::Client::new(addr, &pki.ca, who, version)

@@ -71,6 +71,17 @@ fn read_until(child: &mut Child, last: impl Fn(&str) -> bool, within: Duration) 
     lines
 }
 
+/// The answer to `GET /dinkes/faskes` once the starting gateway answers (within 30 s).
+async fn first_answer(client: &Client) -> support::Answer {
+    for _ in 0..1200 {
+        if let Ok(answer) = client.get("/dinkes/faskes").await {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the gateway never answered");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_then_exits_zero_on_sigterm() {
     let pki = TestPki::new();
@@ -88,15 +99,7 @@ async fn serve_answers_then_exits_zero_on_sigterm() {
     );
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let client = Client::new(addr, &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
-    let mut answer = None;
-    for _ in 0..1200 {
-        if let Ok(a) = client.get("/dinkes/faskes").await {
-            answer = Some(a);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(answer.expect("the gateway never answered").status, 200);
+    assert_eq!(first_answer(&client).await.status, 200);
     assert_eq!(recorder.count(), 1);
     sigterm(&guard.0);
     let status = wait_exit(&mut guard, Duration::from_secs(15));
@@ -365,15 +368,7 @@ async fn json_logs_carry_the_exchange_span() {
     );
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let client = Client::new(addr, &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
-    let mut ready = false;
-    for _ in 0..1200 {
-        if client.get("/dinkes/faskes").await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(ready, "the gateway never answered");
+    first_answer(&client).await;
     // Refused: Dinkes' agreement does not cover the verification operation.
     let refused = client
         .send(
