@@ -22,6 +22,8 @@ pub struct TraceContext {
     pub trace_id: String,
     /// The span id the gateway uses for its hop; the upstream sees it as the parent.
     pub span_id: String,
+    /// The caller's span (the parent in its `traceparent`), when it sent one.
+    pub parent_span_id: Option<String>,
     pub flags: String,
     /// The caller's `tracestate`, forwarded only with a valid `traceparent`.
     pub state: Option<String>,
@@ -109,9 +111,10 @@ impl TraceContext {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_traceparent);
         match incoming {
-            Some((trace_id, flags)) => TraceContext {
+            Some((trace_id, parent, flags)) => TraceContext {
                 trace_id,
                 span_id,
+                parent_span_id: Some(parent),
                 flags,
                 state: headers
                     .get("tracestate")
@@ -121,6 +124,7 @@ impl TraceContext {
             None => TraceContext {
                 trace_id: hex(new_trace),
                 span_id,
+                parent_span_id: None,
                 flags: "01".to_owned(),
                 state: None,
             },
@@ -134,8 +138,8 @@ impl TraceContext {
 }
 
 /// Accepts `00-<32 hex>-<16 hex>-<2 hex>` (and longer future versions, per the spec), with
-/// non-zero ids; returns the trace id and flags.
-fn parse_traceparent(value: &str) -> Option<(String, String)> {
+/// non-zero ids; returns the trace id, the parent (caller's span) id and the flags.
+fn parse_traceparent(value: &str) -> Option<(String, String, String)> {
     let mut parts = value.trim().split('-');
     let (version, trace, parent, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -153,7 +157,7 @@ fn parse_traceparent(value: &str) -> Option<(String, String)> {
     if trace.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0') {
         return None;
     }
-    Some((trace.to_owned(), flags.to_owned()))
+    Some((trace.to_owned(), parent.to_owned(), flags.to_owned()))
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@
 //! | [`reject`] | every failure, mapped in one place to its status and problem+json document |
 //! | [`audit`] | the hash-chained, signed audit log: writer (group commit), Merkle tree heads, receipts, verification |
 //! | [`telemetry`] | metrics (Prometheus text), a handle the pipeline calls |
+//! | [`otlp`] | OTLP/gRPC export of every exchange as a span of the caller's trace (`[telemetry]`) |
 //! | [`grpc`] | the gRPC front on `grpc_listen`: `Exchange.Call` through the pipeline, `Catalog`, `Audit`, health, reflection |
 //! | [`admin`] | the admin listener: `/healthz`, `/readyz`, `/metrics`, `POST /v1/cache/purge` |
 //! | [`catalog`] | `/.well-known/spl/`: the catalog and OpenAPI documents for PD developers |
@@ -65,6 +66,7 @@ pub mod exchange;
 pub mod grpc;
 pub mod inventory;
 pub mod openapi;
+pub mod otlp;
 pub mod pipeline;
 pub mod pki;
 pub mod quota;

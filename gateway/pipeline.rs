@@ -20,6 +20,7 @@ use crate::catalog;
 use crate::clock::Clock;
 use crate::config::{Classification, Protocol, Snapshot};
 use crate::exchange::Exchange;
+use crate::otlp;
 use crate::quota::{Decision, Quotas};
 use crate::reject::{rate_limit_headers, retry_seconds, Refusal, Reject, Severity};
 use crate::route::{self, Miss};
@@ -57,23 +58,39 @@ pub struct Active {
     pub generation: u64,
     upstreams: Pool,
     quotas: Quotas,
+    /// `[telemetry] otlp_endpoint`: where exchange spans go.
+    otlp: Option<Arc<otlp::Exporter>>,
 }
 
 impl Active {
-    fn new(snapshot: Arc<Snapshot>, generation: u64) -> Active {
+    fn new(snapshot: Arc<Snapshot>, generation: u64, telemetry: &Telemetry) -> Active {
         Active {
             upstreams: Pool::new(&snapshot),
             quotas: Quotas::new(&snapshot),
+            otlp: snapshot
+                .otlp
+                .clone()
+                .map(|settings| Arc::new(otlp::Exporter::new(settings, telemetry.otlp_dropped()))),
             snapshot,
             generation,
         }
     }
 
-    /// The configuration that replaces `previous`, with the quota spent so far carried over.
-    fn replacing(snapshot: Arc<Snapshot>, previous: &Active) -> Active {
+    /// The configuration that replaces `previous`, with the quota spent so far carried over
+    /// and the span exporter kept when its settings did not change.
+    fn replacing(snapshot: Arc<Snapshot>, previous: &Active, telemetry: &Telemetry) -> Active {
+        let otlp = match (&snapshot.otlp, &previous.otlp) {
+            (Some(settings), Some(exporter)) if exporter.settings() == settings => {
+                Some(exporter.clone())
+            }
+            (settings, _) => settings
+                .clone()
+                .map(|settings| Arc::new(otlp::Exporter::new(settings, telemetry.otlp_dropped()))),
+        };
         Active {
             upstreams: Pool::new(&snapshot),
             quotas: Quotas::carried(&snapshot, &previous.quotas, &previous.snapshot),
+            otlp,
             snapshot,
             generation: previous.generation + 1,
         }
@@ -159,7 +176,7 @@ impl Gateway {
         }
         Ok(Gateway {
             cache: Cache::new(&snapshot.cache, telemetry.cache().clone()),
-            active: ArcSwap::from_pointee(Active::new(snapshot, 0)),
+            active: ArcSwap::from_pointee(Active::new(snapshot, 0, &telemetry)),
             reloading: tokio::sync::Mutex::new(()),
             clock,
             audit,
@@ -188,14 +205,21 @@ impl Gateway {
         &self.cache
     }
 
-    /// The Prometheus exposition, with the cache gauges brought up to date.
+    /// The Prometheus exposition, with the gauges brought up to date.
     pub fn metrics_text(&self) -> String {
+        self.refresh_metrics();
+        self.telemetry.encode()
+    }
+
+    /// Brings the gauges that mirror state (cache, upstreams, certificates, audit queue) up to
+    /// date.
+    fn refresh_metrics(&self) {
         let (entries, bytes) = self.cache.usage();
         self.telemetry.cache().usage(entries, bytes);
         let health = self.upstream_health();
         let snapshot = self.snapshot();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        self.telemetry.encode_with(crate::telemetry::Scrape {
+        self.telemetry.refresh(crate::telemetry::Scrape {
             upstreams: health
                 .iter()
                 .flat_map(|s| {
@@ -214,7 +238,35 @@ impl Gateway {
                 .filter_map(|c| Some((c.used_as.as_str(), c.file.as_str(), c.not_after? - now)))
                 .collect(),
             audit_queue: self.audit.as_ref().map(AuditLog::queued),
-        })
+        });
+    }
+
+    /// Sends the metrics to the OTLP collector of the configuration in force every
+    /// `metrics_interval`, never returning: spawn it beside the listeners. Follows reloads
+    /// (checks at least every second); a failed export is logged and counted, and the next
+    /// sends the cumulative values again.
+    pub async fn export_metrics(self: Arc<Self>) {
+        let start = std::time::SystemTime::now();
+        let mut last = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let active = self.active();
+            let Some(exporter) = &active.otlp else {
+                continue;
+            };
+            if last.elapsed() < exporter.settings().metrics_interval {
+                continue;
+            }
+            last = tokio::time::Instant::now();
+            self.refresh_metrics();
+            if let Err(status) = exporter
+                .export_metrics(self.telemetry.families(), start)
+                .await
+            {
+                self.telemetry.otlp_metrics_failed();
+                tracing::warn!(error = %status.message(), "OTLP metrics export failed");
+            }
+        }
     }
 
     /// The audit log, when one is configured.
@@ -393,12 +445,30 @@ impl Gateway {
         }
         let id = HeaderValue::from_str(&seen.exchange.id);
         let started = seen.started;
+        let (active, exchange, method) = (seen.active, seen.exchange, seen.method);
+        let (consumer, service, operation) = (facts.consumer, facts.service, facts.operation);
         if let Some(audit) = &self.audit {
             seen.outcome = outcome;
             response = self.record(audit, seen, facts, response).await;
         }
         if let Ok(id) = id {
             response.headers_mut().insert(SPL_EXCHANGE_ID, id);
+        }
+        if let Some(exporter) = &active.otlp {
+            let s = &active.snapshot;
+            let service_entry = service.map(|i| &s.services[i]);
+            exporter.record(otlp::Ended {
+                exchange,
+                elapsed: started.elapsed(),
+                method: method.as_str(),
+                consumer: consumer.map(|i| s.agencies[i].code.as_str()),
+                service: service_entry.map(|e| e.id.as_str()),
+                operation: service_entry
+                    .zip(operation)
+                    .map(|(e, j)| e.operations[j].id.as_str()),
+                outcome,
+                status: response.status().as_u16(),
+            });
         }
         // The access log, for those who ask for it (RUST_LOG=penghubung=debug); the audit log
         // is the record.
@@ -921,7 +991,11 @@ impl Gateway {
                 return Err(ReloadError::Unrecorded(e));
             }
         }
-        let next = Arc::new(Active::replacing(Arc::new(snapshot), &current));
+        let next = Arc::new(Active::replacing(
+            Arc::new(snapshot),
+            &current,
+            &self.telemetry,
+        ));
         let generation = next.generation;
         let cache_dropped = self
             .cache

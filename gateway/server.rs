@@ -26,15 +26,16 @@ use crate::pipeline::Gateway;
 
 /// Serves `listener` until `shutdown` resolves, then drains: in-flight requests get up to the
 /// configured `shutdown_grace` to finish. Returns when drained or when the grace runs out.
-/// The upstreams' active health checks run as long as this does.
+/// The upstreams' active health checks and the OTLP metrics export run as long as this does.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let checks = AbortOnDrop(tokio::spawn(gateway.clone().check_upstreams()));
+    let metrics = AbortOnDrop(tokio::spawn(gateway.clone().export_metrics()));
     let served = serve_front(listener, gateway, Front::Https, shutdown).await;
-    drop(checks);
+    drop((checks, metrics));
     served
 }
 

@@ -43,7 +43,9 @@ pub struct Telemetry {
     cache: CacheMetrics,
     reloads: Counter,
     reload_failures: Counter,
-    /// Refreshed at each scrape by [`Telemetry::encode_with`].
+    otlp_dropped: Counter,
+    otlp_metrics_failed: Counter,
+    /// Refreshed before each scrape or export by [`Telemetry::refresh`].
     upstream_up: Family<Labels, Gauge>,
     certificate_expiry: Family<Labels, Gauge>,
     audit_queue: Gauge,
@@ -146,8 +148,22 @@ impl Telemetry {
             "Reloads refused (invalid file, or not recordable); the running configuration stayed",
             reload_failures.clone(),
         );
+        let otlp_dropped = Counter::default();
+        registry.register(
+            "otlp_spans_dropped",
+            "Exchange spans not exported to the OTLP collector (queue full, collector unreachable or refusing)",
+            otlp_dropped.clone(),
+        );
+        let otlp_metrics_failed = Counter::default();
+        registry.register(
+            "otlp_metric_exports_failed",
+            "Metric exports to the OTLP collector that failed (the next one sends the cumulative values again)",
+            otlp_metrics_failed.clone(),
+        );
         Telemetry {
             registry,
+            otlp_dropped,
+            otlp_metrics_failed,
             exchanges,
             durations,
             known: RwLock::new(HashMap::new()),
@@ -161,6 +177,16 @@ impl Telemetry {
             reloads,
             reload_failures,
         }
+    }
+
+    /// The counter of spans the OTLP exporter lost.
+    pub fn otlp_dropped(&self) -> Counter {
+        self.otlp_dropped.clone()
+    }
+
+    /// Counts a failed OTLP metrics export.
+    pub fn otlp_metrics_failed(&self) {
+        self.otlp_metrics_failed.inc();
     }
 
     /// Counts an exchange and its time to the response head. The labelled metrics are looked
@@ -282,9 +308,9 @@ impl Telemetry {
         &self.cache
     }
 
-    /// The exposition, with the gauges that mirror the gateway's state set from `scrape` first
-    /// (upstreams and certificates of an older configuration disappear).
-    pub fn encode_with(&self, scrape: Scrape<'_>) -> String {
+    /// Sets the gauges that mirror the gateway's state from `scrape` (upstreams and
+    /// certificates of an older configuration disappear).
+    pub fn refresh(&self, scrape: Scrape<'_>) {
         self.upstream_up.clear();
         for (service, upstream, up) in scrape.upstreams {
             self.upstream_up
@@ -308,7 +334,6 @@ impl Telemetry {
                 .audit_queue
                 .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)),
         );
-        self.encode()
     }
 
     /// Registers the audit writer's fsync latency histogram.
@@ -318,6 +343,14 @@ impl Telemetry {
             "Time each audit fsync (fdatasync of a group-committed batch) took",
             fsync_seconds,
         );
+    }
+
+    /// Every metric as Prometheus metric families (the OTLP export's source).
+    pub fn families(
+        &self,
+    ) -> Vec<prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily>
+    {
+        prometheus_client::encoding::prometheus_protobuf::encode(&self.registry).unwrap_or_default()
     }
 
     /// The Prometheus text exposition of every metric.

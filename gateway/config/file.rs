@@ -18,6 +18,7 @@ pub struct FileConfig {
     pub audit: Option<AuditSection>,
     pub cache: Option<CacheSection>,
     pub admin: Option<AdminSection>,
+    pub telemetry: Option<TelemetrySection>,
     #[serde(default)]
     pub agencies: Vec<AgencyEntry>,
     #[serde(default)]
@@ -78,6 +79,14 @@ pub struct AuditSection {
     pub tree_head_every: Option<u64>,
     /// ...or this long after the first record it does not cover yet.
     pub tree_head_interval: Option<String>,
+}
+
+/// OTLP export of every exchange as a trace span (off without an endpoint).
+#[derive(Debug, Deserialize)]
+pub struct TelemetrySection {
+    pub otlp_endpoint: Option<String>,
+    pub service_name: Option<String>,
+    pub metrics_interval: Option<String>,
 }
 
 /// Who may use the admin API: values of `identity.field` in client certificates issued by

@@ -17,8 +17,8 @@ pub use error::{ConfigError, ConfigErrors};
 pub use file::FileConfig;
 pub use snapshot::{
     Agency, Agreement, AuditSettings, CacheSettings, Classification, Date, Durability,
-    GatewaySettings, HealthCheck, Operation, ParamIn, ParamSchema, Party, Protocol, SchemaMode,
-    Service, Snapshot, TimeZone, Upstream,
+    GatewaySettings, HealthCheck, Operation, OtlpSettings, ParamIn, ParamSchema, Party, Protocol,
+    SchemaMode, Service, Snapshot, TimeZone, Upstream,
 };
 pub use units::{parse_duration, parse_rate, parse_size, Rate};
 

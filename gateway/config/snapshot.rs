@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub identity: IdentityField,
     pub audit: Option<AuditSettings>,
     pub cache: CacheSettings,
+    /// `[telemetry] otlp_endpoint`: where exchange spans are exported; `None`: nowhere.
+    pub otlp: Option<OtlpSettings>,
     pub agencies: Vec<Agency>,
     pub services: Vec<Service>,
     pub agreements: Vec<Agreement>,
@@ -170,6 +172,16 @@ pub struct Service {
     /// Active health checks (`health_path`, `health_interval`); `None`: passive only.
     pub health: Option<HealthCheck>,
     pub operations: Vec<Operation>,
+}
+
+/// An OTLP/gRPC collector (plain HTTP/2: a collector or agent beside the gateway).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpSettings {
+    pub endpoint: http::Uri,
+    /// `service.name` of the exported spans and metrics; the gateway id unless set.
+    pub service_name: String,
+    /// How often the metrics are sent (60 s unless set).
+    pub metrics_interval: std::time::Duration,
 }
 
 /// `GET path` on every upstream of a service each `interval`; a 2xx or 3xx answer within the

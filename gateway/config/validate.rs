@@ -18,8 +18,8 @@ use super::file::{
 };
 use super::snapshot::{
     Agency, Agreement, AuditSettings, CacheSettings, Classification, Date, Durability,
-    GatewaySettings, HealthCheck, Operation, ParamIn, ParamSchema, Party, Protocol, SchemaMode,
-    Service, Snapshot, TimeZone, Upstream,
+    GatewaySettings, HealthCheck, Operation, OtlpSettings, ParamIn, ParamSchema, Party, Protocol,
+    SchemaMode, Service, Snapshot, TimeZone, Upstream,
 };
 use super::units::{parse_duration, parse_rate, parse_size};
 use crate::audit::{Redactor, Signer};
@@ -68,6 +68,51 @@ pub fn validate(
     let grpc_listen = match &g.grpc_listen {
         Some(a) => errors.check("gateway.grpc_listen", parse_addr(a)).map(Some),
         None => Some(None),
+    };
+    // [telemetry]
+    let telemetry = file.telemetry.as_ref();
+    let metrics_interval = telemetry
+        .and_then(|t| t.metrics_interval.as_deref())
+        .map_or(Some(Duration::from_secs(60)), |text| {
+            errors.check(
+                "telemetry.metrics_interval",
+                parse_duration(text).and_then(|d| {
+                    if d < Duration::from_secs(1) {
+                        Err(format!("`{text}`: at least 1s"))
+                    } else {
+                        Ok(d)
+                    }
+                }),
+            )
+        });
+    let otlp = match telemetry.and_then(|t| t.otlp_endpoint.as_ref()) {
+        None => {
+            if let Some(t) = telemetry {
+                let set = [
+                    ("service_name", t.service_name.is_some()),
+                    ("metrics_interval", t.metrics_interval.is_some()),
+                ];
+                for (key, _) in set.into_iter().filter(|(_, set)| *set) {
+                    errors.push(
+                        format!("telemetry.{key}"),
+                        "needs telemetry.otlp_endpoint (nothing is exported without one)",
+                    );
+                }
+            }
+            Some(None)
+        }
+        Some(text) => errors
+            .check("telemetry.otlp_endpoint", parse_otlp_endpoint(text))
+            .zip(metrics_interval)
+            .map(|(endpoint, metrics_interval)| {
+                Some(OtlpSettings {
+                    endpoint,
+                    service_name: telemetry
+                        .and_then(|t| t.service_name.clone())
+                        .unwrap_or_else(|| g.id.clone()),
+                    metrics_interval,
+                })
+            }),
     };
     let admin_identities = file.admin.as_ref().map(|a| &a.identities);
     if let Some(ids) = admin_identities {
@@ -453,6 +498,7 @@ pub fn validate(
         cache: CacheSettings {
             max_size: cache_size.ok_or_else(missing)?,
         },
+        otlp: otlp.ok_or_else(missing)?,
         agencies,
         services,
         agreements,
@@ -1141,6 +1187,25 @@ fn audit_settings(
         tree_head_every: tree_head_every?,
         tree_head_interval: tree_head_interval?,
     })
+}
+
+/// An OTLP/gRPC endpoint: `http://host:port` (a collector beside the gateway; the export is
+/// not encrypted, so it stays on the host or a trusted segment).
+fn parse_otlp_endpoint(text: &str) -> Result<Uri, String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a URL; e.g. \"http://127.0.0.1:4317\""))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(format!(
+            "`{text}`: use http://host:port of an OTLP/gRPC collector beside the gateway (TLS to a collector is not supported)"
+        ));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(format!(
+            "`{text}`: give the collector's address without a path"
+        ));
+    }
+    Ok(uri)
 }
 
 /// Parses an optional value; `None` in the result means the value was present and bad.

@@ -297,6 +297,7 @@ pub async fn closed_port() -> String {
 pub struct Running {
     pub addr: SocketAddr,
     pub pki: TestPki,
+    pub gateway: Arc<Gateway>,
     stop: Option<oneshot::Sender<()>>,
     pub task: JoinHandle<std::io::Result<()>>,
 }
@@ -310,12 +311,17 @@ impl Running {
         let addr = listener.local_addr().unwrap();
         let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(penghubung::server::serve(listener, gateway, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(penghubung::server::serve(
+            listener,
+            gateway.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Running {
             addr,
             pki,
+            gateway,
             stop: Some(stop),
             task,
         }
