@@ -434,6 +434,7 @@ impl Gateway {
             seen.active.generation,
             &facts,
             outcome,
+            response.status().as_u16(),
             seen.started.elapsed(),
         );
         if let Some(i) = facts.service {
@@ -810,6 +811,7 @@ impl Gateway {
         generation: u64,
         facts: &Facts,
         outcome: &'static str,
+        status: u16,
         elapsed: std::time::Duration,
     ) {
         self.telemetry.exchange(
@@ -819,6 +821,7 @@ impl Gateway {
             facts.operation,
             facts.consumer,
             outcome,
+            status,
             elapsed,
         );
         let service = facts.service.map_or("", |i| s.services[i].id.as_str());

@@ -16,14 +16,15 @@ use prometheus_client::registry::Registry;
 use crate::config::Snapshot;
 
 type Labels = Vec<(&'static str, String)>;
-/// (configuration generation, service, operation, consumer, outcome): indexes mean something
-/// only within one generation.
+/// (configuration generation, service, operation, consumer, outcome, status): indexes mean
+/// something only within one generation.
 type ExchangeKey = (
     u64,
     Option<usize>,
     Option<usize>,
     Option<usize>,
     &'static str,
+    u16,
 );
 
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
@@ -96,7 +97,7 @@ impl Telemetry {
         let exchanges = Family::<Labels, Counter>::default();
         registry.register(
             "exchanges",
-            "Exchanges by service, operation, consumer and outcome (forwarded or the problem type)",
+            "Exchanges by service, operation, consumer, outcome (forwarded, served-from-cache or the problem type) and the HTTP status answered",
             exchanges.clone(),
         );
         let schema_violations = Family::<Labels, Counter>::default();
@@ -201,9 +202,10 @@ impl Telemetry {
         operation: Option<usize>,
         consumer: Option<usize>,
         outcome: &'static str,
+        status: u16,
         elapsed: Duration,
     ) {
-        let key = (generation, service, operation, consumer, outcome);
+        let key = (generation, service, operation, consumer, outcome, status);
         if let Ok(known) = self.known.read() {
             if let Some((counter, histogram)) = known.get(&key) {
                 counter.inc();
@@ -224,6 +226,7 @@ impl Telemetry {
                 ("operation", operation_id.to_owned()),
                 ("consumer", consumer_code.to_owned()),
                 ("outcome", outcome.to_owned()),
+                ("status", status.to_string()),
             ])
             .clone();
         let histogram = self

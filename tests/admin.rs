@@ -208,11 +208,11 @@ async fn health_readiness_and_metrics() {
         .unwrap();
     assert!(expiry > 300.0 * 86_400.0, "{expiry}");
     assert!(
-        metrics.contains(r#"penghubung_exchanges_total{service="dinkes-faskes",operation="list-faskes",consumer="dinkes",outcome="forwarded"} 1"#),
+        metrics.contains(r#"penghubung_exchanges_total{service="dinkes-faskes",operation="list-faskes",consumer="dinkes",outcome="forwarded",status="200"} 1"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"penghubung_exchanges_total{service="dinkes-faskes",operation="list-faskes",consumer="dinkes",outcome="served-from-cache"} 1"#),
+        metrics.contains(r#"penghubung_exchanges_total{service="dinkes-faskes",operation="list-faskes",consumer="dinkes",outcome="served-from-cache",status="200"} 1"#),
         "{metrics}"
     );
     for line in [
@@ -223,7 +223,7 @@ async fn health_readiness_and_metrics() {
         assert!(metrics.contains(line), "{line} not in {metrics}");
     }
     assert!(
-        metrics.contains(r#"outcome="no-operation"} 1"#),
+        metrics.contains(r#"outcome="no-operation",status="404"} 1"#),
         "{metrics}"
     );
     assert_eq!(admin_get(addr, "GET", "/elsewhere").await.0, 404);

@@ -393,10 +393,13 @@ async fn metrics_are_exported_as_the_registry_shows_them() {
     );
     assert!(forwarded.start_time_unix_nano > 0);
     assert!(forwarded.start_time_unix_nano <= forwarded.time_unix_nano);
-    assert!(exchanges
+    assert_eq!(text(&forwarded.attributes, "status").unwrap(), "200");
+    let refused = exchanges
         .data_points
         .iter()
-        .any(|p| text(&p.attributes, "outcome").as_deref() == Some("no-operation")));
+        .find(|p| text(&p.attributes, "outcome").as_deref() == Some("no-operation"))
+        .expect("the refusal's data point");
+    assert_eq!(text(&refused.attributes, "status").unwrap(), "404");
 
     let Some(Data::Histogram(durations)) = &metric("penghubung_request_duration_seconds").data
     else {
