@@ -1,6 +1,7 @@
 //! Several upstreams per service: a dead one is retried around (idempotent methods only),
 //! left out of the rotation after repeated failures, and taken back once it has been out for
-//! `EJECT_FOR` (paused time).
+//! `EJECT_FOR` (paused time); one that dies while serving is failed over without a failed
+//! request and taken back when it returns (real time).
 
 mod support;
 
@@ -405,4 +406,127 @@ async fn failing_health_checks_take_an_upstream_out_until_one_passes() {
         "a recovered upstream got no requests"
     );
     checks.abort();
+}
+
+/// An upstream on a tokio runtime of its own, so that stopping it closes its listener and every
+/// open connection at once, as a process that dies does.
+struct Mortal {
+    runtime: Option<tokio::runtime::Runtime>,
+    recorder: Recorder,
+}
+
+impl Mortal {
+    fn start(pki: &TestPki, addr: std::net::SocketAddr) -> Mortal {
+        use penghubung::demo::{self, json_response, Seen};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let recorder = Recorder::default();
+        let seen = recorder.clone();
+        let handler: demo::Handler = Arc::new(move |s: Seen| {
+            seen.push(s);
+            json_response(http::StatusCode::OK, &serde_json::json!({}))
+        });
+        let tls = support::upstream_tls(pki);
+        runtime.spawn(async move {
+            let listener = TcpListener::from_std(listener).unwrap();
+            demo::serve_sample(listener, tls, handler).await;
+        });
+        Mortal {
+            runtime: Some(runtime),
+            recorder,
+        }
+    }
+
+    /// Stops it and waits until its sockets are closed (blocking: call off the runtime).
+    fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for Mortal {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[tokio::test]
+async fn when_one_of_two_upstreams_dies_the_other_serves_until_it_returns() {
+    let pki = TestPki::new();
+    let free = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (a_addr, b_addr) = (free(0), free(1));
+    let (a, b) = (Mortal::start(&pki, a_addr), Mortal::start(&pki, b_addr));
+    let (a_url, b_url) = (format!("https://{a_addr}"), format!("https://{b_addr}"));
+    let text = config_text(&a_url, "5s", "").replace(
+        &format!("upstreams = [\"{a_url}\"]"),
+        &format!("upstreams = [\"{a_url}\", \"{b_url}\"]"),
+    );
+    let gateway = support::Running::start(pki, &text).await;
+    let client = support::Client::new(
+        gateway.addr,
+        &gateway.pki.ca,
+        Some(&gateway.pki.dinkes),
+        http::Version::HTTP_11,
+    );
+    let get = || async { client.get("/dinkes/faskes").await.unwrap().status.as_u16() };
+    for _ in 0..20 {
+        assert_eq!(get().await, 200);
+    }
+    assert!(
+        a.recorder.count() > 0 && b.recorder.count() > 0,
+        "both serve"
+    );
+
+    // A dies with the gateway's pooled connections to it open: no caller notices.
+    let a = tokio::task::spawn_blocking(move || {
+        let mut a = a;
+        a.kill();
+        a
+    })
+    .await
+    .unwrap();
+    let (a_before, b_before) = (a.recorder.count(), b.recorder.count());
+    for i in 0..30 {
+        assert_eq!(get().await, 200, "request {i} after the upstream died");
+    }
+    assert_eq!(a.recorder.count(), a_before);
+    assert_eq!(b.recorder.count(), b_before + 30);
+    let states: Vec<_> = gateway.gateway.upstream_health()[1]
+        .upstreams
+        .iter()
+        .map(|(_, health, _)| *health)
+        .collect();
+    assert_eq!(
+        states,
+        [
+            penghubung::upstream::UpstreamHealth::Ejected,
+            penghubung::upstream::UpstreamHealth::Up
+        ]
+    );
+
+    // It returns on its port; once its ejection ends it gets requests again, and none fails.
+    let revived = Mortal::start(&gateway.pki, a_addr);
+    let deadline = tokio::time::Instant::now() + EJECT_FOR + Duration::from_secs(5);
+    while revived.recorder.count() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the upstream was not taken back"
+        );
+        assert_eq!(get().await, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(revived);
 }
