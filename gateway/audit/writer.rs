@@ -23,6 +23,11 @@ use super::sign::{tree_head_message, Signer};
 use crate::config::Durability;
 use crate::tls::hex;
 
+/// How long the writer lets records gather after a batch, while records keep coming (measured
+/// on the full policy path with `sync`: 100 µs −6% CPU per request, 250 µs −10%, 500 µs −14%,
+/// p99 lower each time; see docs/performance.md). A lone record never waits for it.
+const LINGER: Duration = Duration::from_micros(500);
+
 /// How the writer is configured.
 #[derive(Clone)]
 pub struct WriterOptions {
@@ -304,11 +309,29 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 impl Writer {
     fn run(mut self, queue: mpsc::Receiver<Job>) {
+        // After a batch the writer sleeps `LINGER` and takes what came meanwhile, instead of
+        // waiting on the queue: under load no append has to wake it (a futex call and two
+        // context switches per record on a busy core), and batches grow. Idle, it waits.
+        let mut busy = false;
         loop {
             while self.state.stalled.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            let first = match queue.recv_timeout(self.options.flush_interval) {
+            let next = if busy {
+                std::thread::sleep(LINGER);
+                match queue.try_recv() {
+                    Ok(job) => Ok(job),
+                    Err(mpsc::TryRecvError::Empty) => {
+                        busy = false;
+                        continue;
+                    }
+                    Err(mpsc::TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                }
+            } else {
+                queue.recv_timeout(self.options.flush_interval)
+            };
+            busy = next.is_ok();
+            let first = match next {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
                     if self.tree_head_due() {
