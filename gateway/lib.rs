@@ -40,7 +40,7 @@
 //! | [`admin`] | the admin listener: `/healthz`, `/readyz`, `/metrics`, `POST /v1/cache/purge` |
 //! | [`catalog`] | `/.well-known/spl/`: the catalog and OpenAPI documents for PD developers |
 //! | [`openapi`] | OpenAPI 3.1 documents built from the configuration and schemas |
-//! | [`schema`], [`validate`] | the schema registry, and validation of parameters, requests and responses |
+//! | [`schema`], [`validate`] | the schema registry, and validation of parameters, requests and responses (bodies read in place: `schema::tape`) |
 //! | [`pki`] | a development PKI (rcgen) for `pki init`, the demo and the tests |
 //! | [`demo`] | `penghubung demo`: two sample PD services behind the gateway |
 //! | [`sla`] | live per-service availability and latency over 5 min, 1 h and 24 h (`/v1/sla`) |

@@ -1,7 +1,8 @@
 //! Validation against the interoperability schemas, both ways: parameters and request bodies
 //! before any upstream contact, response bodies before they reach the caller.
 //!
-//! Each body is parsed once; the parsed value is what the schema sees. A request that breaks
+//! Each body is read once, in place, for the schema; only a body that breaks it is parsed again
+//! into a `serde_json::Value` to word the violations. A request that breaks
 //! its schema never reaches the upstream; a response that breaks its schema never reaches the
 //! caller under `schema_mode = "enforce"`, and is forwarded and logged under `"monitor"`.
 
@@ -14,7 +15,7 @@ use serde_json::Value;
 use crate::body::Body;
 use crate::config::{Operation, ParamIn, SchemaMode, Service};
 use crate::reject::Reject;
-use crate::schema::{violations, Violation};
+use crate::schema::{body_violations, violations, Violation};
 
 /// Responses larger than this cannot be validated and are refused (under `enforce`).
 pub const MAX_VALIDATED_RESPONSE: usize = 8 << 20;
@@ -63,10 +64,9 @@ pub fn request(operation: &Operation, headers: &HeaderMap, body: &Bytes) -> Resu
             found: content_type,
         });
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| Reject::MalformedJson {
+    let found = body_violations(schema, body).map_err(|e| Reject::MalformedJson {
         detail: e.to_string(),
     })?;
-    let found = violations(schema, &value);
     if found.is_empty() {
         Ok(())
     } else {
@@ -125,8 +125,8 @@ pub async fn response(
         .headers
         .get(CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let found = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(value) if json_type.as_deref().is_some_and(is_json) => violations(schema, &value),
+    let found = match body_violations(schema, &bytes) {
+        Ok(found) if json_type.as_deref().is_some_and(is_json) => found,
         Ok(_) => vec![Violation {
             pointer: String::new(),
             keyword: "contentType".to_owned(),

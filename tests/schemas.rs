@@ -6,7 +6,8 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use penghubung::config::load_str;
-use penghubung::schema::{violations, Registry};
+use penghubung::schema::tape::Document;
+use penghubung::schema::{body_violations, violations, Registry, Schema};
 use serde_json::{json, Value};
 use support::TestPki;
 
@@ -30,6 +31,7 @@ fn every_starter_schema_accepts_its_valid_examples_and_refuses_its_invalid_ones(
                 found.is_empty(),
                 "{name}: {valid} should be valid: {found:?}"
             );
+            assert_same_verdict(&schema, valid);
         }
         let invalid = cases["invalid"].as_array().unwrap();
         assert!(!invalid.is_empty(), "{name} has no invalid example");
@@ -38,6 +40,7 @@ fn every_starter_schema_accepts_its_valid_examples_and_refuses_its_invalid_ones(
                 !violations(&schema, bad).is_empty(),
                 "{name}: {bad} should be invalid"
             );
+            assert_same_verdict(&schema, bad);
         }
         checked += 1;
     }
@@ -47,6 +50,188 @@ fn every_starter_schema_accepts_its_valid_examples_and_refuses_its_invalid_ones(
         .count();
     assert_eq!(checked, schemas);
     assert!(checked >= 10);
+}
+
+/// The body path (read in place) and the `serde_json::Value` path agree on `value`, written
+/// compactly and spread out with escapes.
+fn assert_same_verdict(schema: &Schema, value: &Value) {
+    let expected = schema.validator.is_valid(value);
+    let compact = value.to_string();
+    // Escapes only where strings are: `é` and the key `name`.
+    let pretty = serde_json::to_string_pretty(value)
+        .unwrap()
+        .replace('é', "\\u00e9")
+        .replace("\"name\"", "\"n\\u0061me\"");
+    for text in [compact, pretty] {
+        let document = Document::parse(text.as_bytes())
+            .unwrap_or_else(|| panic!("the tape did not read {text}"));
+        assert_eq!(
+            schema.fast.is_valid(document.root()),
+            expected,
+            "{}: {text}",
+            schema.name
+        );
+        assert_eq!(
+            body_violations(schema, text.as_bytes()).unwrap().is_empty(),
+            expected,
+            "{}: {text}",
+            schema.name
+        );
+    }
+}
+
+#[test]
+fn bodies_read_in_place_get_the_verdict_of_the_value_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "required": ["id", "name"],
+        "additionalProperties": false,
+        "minProperties": 2,
+        "properties": {
+            "id": {"type": "integer", "minimum": 1, "maximum": 1000000, "multipleOf": 1},
+            "name": {"type": "string", "minLength": 2, "maxLength": 5, "pattern": "^[a-zé]+$"},
+            "ratio": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+            "tags": {"type": "array", "uniqueItems": true, "maxItems": 3, "items": {"type": "string"}},
+            "pair": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "boolean"}], "items": false},
+            "kind": {"enum": ["a", 1, null, {"x": [1.0]}]},
+            "fixed": {"const": {"k": [1, "2"]}},
+            "date": {"type": "string", "format": "date"},
+            "either": {"oneOf": [{"type": "string"}, {"type": "integer", "minimum": 10}]},
+            "any": {"anyOf": [{"type": "null"}, {"$ref": "#/$defs/positive"}]},
+            "not": {"not": {"type": "string"}},
+            "bag": {
+                "type": "object",
+                "propertyNames": {"pattern": "^[a-z]+$"},
+                "patternProperties": {"^n": {"type": "number"}},
+                "dependentRequired": {"a": ["b"]},
+                "contains": {"type": "string"}
+            },
+            "list": {"type": "array", "contains": {"const": 5}, "minContains": 2}
+        },
+        "$defs": {"positive": {"type": "number", "exclusiveMinimum": 0}}
+    });
+    std::fs::write(dir.path().join("rich.json"), schema.to_string()).unwrap();
+    let mut registry = Registry::new(dir.path()).unwrap();
+    let schema = registry.get("rich.json").unwrap();
+    let base = json!({"id": 7, "name": "abé"});
+    let mut cases = vec![base.clone()];
+    for (key, values) in [
+        (
+            "id",
+            vec![
+                json!(0),
+                json!(1),
+                json!(1.0),
+                json!(1.5),
+                json!(2000000),
+                json!("7"),
+                json!(-0.0),
+            ],
+        ),
+        (
+            "name",
+            vec![
+                json!("a"),
+                json!("abcde"),
+                json!("abcdef"),
+                json!("éé"),
+                json!("AB"),
+                json!(null),
+            ],
+        ),
+        (
+            "ratio",
+            vec![json!(0), json!(0.5), json!(1), json!(1e-300), json!(-0.5)],
+        ),
+        (
+            "tags",
+            vec![
+                json!([]),
+                json!(["a", "b"]),
+                json!(["a", "a"]),
+                json!(["a", 1]),
+                json!(["a", "b", "c", "d"]),
+            ],
+        ),
+        (
+            "pair",
+            vec![
+                json!([1, true]),
+                json!([1, false]),
+                json!([1]),
+                json!([true, 1]),
+                json!([1, true, 3]),
+            ],
+        ),
+        (
+            "kind",
+            vec![
+                json!("a"),
+                json!(1),
+                json!(1.0),
+                json!(null),
+                json!({"x": [1]}),
+                json!({"x": [2]}),
+                json!("b"),
+            ],
+        ),
+        (
+            "fixed",
+            vec![
+                json!({"k": [1, "2"]}),
+                json!({"k": [1.0, "2"]}),
+                json!({"k": [1, 2]}),
+            ],
+        ),
+        (
+            "date",
+            vec![
+                json!("2026-11-24"),
+                json!("2026-13-01"),
+                json!("24/11/2026"),
+            ],
+        ),
+        ("either", vec![json!("x"), json!(12), json!(3), json!(true)]),
+        ("any", vec![json!(null), json!(3), json!(-3), json!("x")]),
+        ("not", vec![json!(1), json!("s")]),
+        (
+            "bag",
+            vec![
+                json!({}),
+                json!({"n1": 1, "x": "s"}),
+                json!({"n1": "x"}),
+                json!({"A": 1}),
+                json!({"a": 1}),
+                json!({"a": 1, "b": "s"}),
+            ],
+        ),
+        ("list", vec![json!([5, 5]), json!([5]), json!([5, 1, 5.0])]),
+        ("extra", vec![json!(1)]),
+    ] {
+        for value in values {
+            let mut case = base.clone();
+            case[key] = value;
+            cases.push(case);
+        }
+    }
+    cases.push(json!({"id": 7}));
+    cases.push(json!([]));
+    cases.push(json!("string"));
+    let (mut valid, mut invalid) = (0, 0);
+    for case in &cases {
+        assert_same_verdict(&schema, case);
+        if schema.validator.is_valid(case) {
+            valid += 1;
+        } else {
+            invalid += 1;
+        }
+    }
+    assert!(
+        valid >= 20 && invalid >= 20,
+        "{valid} valid, {invalid} invalid"
+    );
 }
 
 #[test]

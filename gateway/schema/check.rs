@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::registry::Schema;
+use super::tape::Document;
 
 /// At most this many violations are reported; the rest are counted.
 pub const MAX_VIOLATIONS: usize = 20;
@@ -16,6 +17,20 @@ pub struct Violation {
     /// The schema keyword that failed (`pattern`, `required`, ...).
     pub keyword: String,
     pub message: String,
+}
+
+/// The first [`MAX_VIOLATIONS`] violations of the JSON document `body`; empty when it is valid,
+/// an error when it is not JSON. A valid body is read once, in place ([`super::tape`]); any
+/// other — or one the tape hands back — is parsed into a `serde_json::Value`, which words the
+/// violations and parse errors.
+pub fn body_violations(schema: &Schema, body: &[u8]) -> Result<Vec<Violation>, serde_json::Error> {
+    if let Some(document) = Document::parse(body) {
+        if schema.fast.is_valid(document.root()) {
+            return Ok(Vec::new());
+        }
+    }
+    let value: Value = serde_json::from_slice(body)?;
+    Ok(violations(schema, &value))
 }
 
 /// The first [`MAX_VIOLATIONS`] violations of `value`; empty when it is valid.

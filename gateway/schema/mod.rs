@@ -2,6 +2,7 @@
 
 mod check;
 mod registry;
+pub mod tape;
 
-pub use check::{violations, Violation, MAX_VIOLATIONS};
+pub use check::{body_violations, violations, Violation, MAX_VIOLATIONS};
 pub use registry::{Registry, Schema};

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use jsonschema::{Retrieve, Uri, Validator};
 use serde_json::Value;
 
+use super::tape::Tape;
+
 /// One compiled schema.
 pub struct Schema {
     /// The name operations use, relative to the schemas directory.
@@ -19,6 +21,8 @@ pub struct Schema {
     /// The file it was read from (canonical).
     pub file: PathBuf,
     pub validator: Validator,
+    /// The same schema over [`super::tape`] documents: the fast path for bodies.
+    pub fast: Validator<Tape>,
 }
 
 /// Compiles schemas by name, each once.
@@ -71,6 +75,13 @@ impl Registry {
             std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
         let value: Value = serde_json::from_str(&text)
             .map_err(|e| format!("{}: not JSON: {e}", file.display()))?;
+        // A schema that breaks the meta-schema is the "instance" here: the instance path is
+        // the pointer into the operator's file.
+        let refused = |e: jsonschema::ValidationError<'_>| {
+            let pointer = e.instance_path().as_str();
+            let pointer = if pointer.is_empty() { "/" } else { pointer };
+            format!("{}: at {pointer}: {e}", file.display())
+        };
         let validator = jsonschema::options()
             .with_base_uri(file_uri(&file))
             .with_retriever(LocalFiles {
@@ -78,17 +89,20 @@ impl Registry {
             })
             .should_validate_formats(true)
             .build(&value)
-            .map_err(|e| {
-                // A schema that breaks the meta-schema is the "instance" here: the instance
-                // path is the pointer into the operator's file.
-                let pointer = e.instance_path().as_str();
-                let pointer = if pointer.is_empty() { "/" } else { pointer };
-                format!("{}: at {pointer}: {e}", file.display())
-            })?;
+            .map_err(refused)?;
+        let fast = jsonschema::options_for::<Tape>()
+            .with_base_uri(file_uri(&file))
+            .with_retriever(LocalFiles {
+                root: self.root.clone(),
+            })
+            .should_validate_formats(true)
+            .build(&value)
+            .map_err(refused)?;
         let schema = Arc::new(Schema {
             name: name.to_owned(),
             file,
             validator,
+            fast,
         });
         self.compiled.insert(name.to_owned(), schema.clone());
         Ok(schema)
