@@ -92,10 +92,11 @@ impl<'a> Document<'a> {
             i: 0,
             doc: Document {
                 text,
-                slots: Vec::with_capacity(bytes.len() / 8 + 1),
+                slots: Vec::with_capacity(bytes.len() / 4 + 1),
                 unescaped: Vec::new(),
                 numbers: Vec::new(),
             },
+            keys: Vec::new(),
         };
         parser.value(0)?;
         parser.space();
@@ -159,6 +160,8 @@ struct Parser<'a> {
     bytes: &'a [u8],
     i: usize,
     doc: Document<'a>,
+    /// Scratch: the key slots of the object being checked for duplicates.
+    keys: Vec<usize>,
 }
 
 impl Parser<'_> {
@@ -270,21 +273,23 @@ impl Parser<'_> {
     }
 
     /// Whether the object at `at` names each key once (`serde_json` would keep only the last).
-    fn unique_keys(&self, at: usize, len: usize) -> bool {
+    fn unique_keys(&mut self, at: usize, len: usize) -> bool {
         let doc = &self.doc;
-        let mut keys = Vec::with_capacity(len);
+        let keys = &mut self.keys;
+        keys.clear();
         let mut next = at + 1;
         for _ in 0..len {
-            keys.push(doc.str_at(next).unwrap_or_default());
+            keys.push(next);
             next = doc.after(next + 1);
         }
+        let name = |k: &usize| doc.str_at(*k).unwrap_or_default();
         if len <= 16 {
             keys.iter()
                 .enumerate()
-                .all(|(i, key)| !keys[..i].contains(key))
+                .all(|(i, key)| !keys[..i].iter().any(|k| name(k) == name(key)))
         } else {
             let mut seen = HashSet::with_capacity(len);
-            keys.into_iter().all(|key| seen.insert(key))
+            keys.iter().all(|k| seen.insert(name(k)))
         }
     }
 
