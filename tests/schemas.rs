@@ -108,7 +108,12 @@ fn bodies_read_in_place_get_the_verdict_of_the_value_path() {
                 "dependentRequired": {"a": ["b"]},
                 "contains": {"type": "string"}
             },
-            "list": {"type": "array", "contains": {"const": 5}, "minContains": 2}
+            "list": {"type": "array", "contains": {"const": 5}, "minContains": 2},
+            "wide": {
+                "type": "object",
+                "required": ["a5"],
+                "properties": {"a0": {"type": "integer"}, "a19": {"type": "string"}}
+            }
         },
         "$defs": {"positive": {"type": "number", "exclusiveMinimum": 0}}
     });
@@ -209,6 +214,18 @@ fn bodies_read_in_place_get_the_verdict_of_the_value_path() {
         ),
         ("list", vec![json!([5, 5]), json!([5]), json!([5, 1, 5.0])]),
         ("extra", vec![json!(1)]),
+        ("wide", {
+            // Larger than the tape scans: its members are looked up through an index.
+            let wide = |f: &dyn Fn(usize) -> Value| {
+                Value::Object((0..20).map(|i| (format!("a{i}"), f(i))).collect())
+            };
+            vec![
+                wide(&|i| if i == 19 { json!("s") } else { json!(i) }),
+                wide(&|i| json!(i)),
+                wide(&|i| if i == 0 { json!("s") } else { json!("t") }),
+                Value::Object((6..30).map(|i| (format!("a{i}"), json!(i))).collect()),
+            ]
+        }),
     ] {
         for value in values {
             let mut case = base.clone();

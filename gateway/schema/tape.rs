@@ -11,7 +11,7 @@
 //! path, which decides and words the error. The tests hold the two readers to the same answers.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use jsonschema::json::{cmp, Array, Json, Node, NodeIdentity, Object};
 use jsonschema::JsonType;
@@ -19,6 +19,9 @@ use serde_json::{Number, Value};
 
 /// Deeper documents go to `serde_json` (whose own limit is 128).
 const MAX_DEPTH: usize = 100;
+
+/// Objects with more members than this get a hash index; smaller ones are scanned.
+const SCANNED: usize = 16;
 
 /// The representation `jsonschema` validates: a [`Document`]'s slots.
 pub struct Tape;
@@ -31,6 +34,10 @@ pub struct Document<'a> {
     /// Strings that had escapes, decoded.
     unescaped: Vec<String>,
     numbers: Vec<Number>,
+    /// For objects of more than [`SCANNED`] members (by slot): member name → value slot, so
+    /// that a lookup in a large object is not a scan (a schema's `properties` looks up every
+    /// name it declares).
+    index: HashMap<usize, HashMap<String, usize>>,
 }
 
 /// One value. Containers are followed by their children (an object's as key, value, key,
@@ -95,6 +102,7 @@ impl<'a> Document<'a> {
                 slots: Vec::with_capacity(bytes.len() / 4 + 1),
                 unescaped: Vec::new(),
                 numbers: Vec::new(),
+                index: HashMap::new(),
             },
             keys: Vec::new(),
         };
@@ -272,7 +280,8 @@ impl Parser<'_> {
         self.unique_keys(at, len as usize).then_some(())
     }
 
-    /// Whether the object at `at` names each key once (`serde_json` would keep only the last).
+    /// Whether the object at `at` names each key once (`serde_json` would keep only the last);
+    /// indexes it when it is large.
     fn unique_keys(&mut self, at: usize, len: usize) -> bool {
         let doc = &self.doc;
         let keys = &mut self.keys;
@@ -283,14 +292,20 @@ impl Parser<'_> {
             next = doc.after(next + 1);
         }
         let name = |k: &usize| doc.str_at(*k).unwrap_or_default();
-        if len <= 16 {
-            keys.iter()
+        if len <= SCANNED {
+            return keys
+                .iter()
                 .enumerate()
-                .all(|(i, key)| !keys[..i].iter().any(|k| name(k) == name(key)))
-        } else {
-            let mut seen = HashSet::with_capacity(len);
-            keys.iter().all(|k| seen.insert(name(k)))
+                .all(|(i, key)| !keys[..i].iter().any(|k| name(k) == name(key)));
         }
+        let mut index = HashMap::with_capacity(len);
+        for k in keys.iter() {
+            if index.insert(name(k).to_owned(), k + 1).is_some() {
+                return false;
+            }
+        }
+        self.doc.index.insert(at, index);
+        true
     }
 
     /// A string at `self.i` (the opening quote).
@@ -433,8 +448,8 @@ impl Json for Tape {
     type PreparedKey = String;
     type StringBuffer = Document<'static>;
 
-    /// A lookup is a scan of the members, so a members pass always beats lookups.
-    const KEYS_PER_LOOKUP: usize = 1 << 16;
+    /// A lookup scans small objects and hashes into large ones (like `serde_json`'s ordered map).
+    const KEYS_PER_LOOKUP: usize = 2;
     const ACYCLIC: bool = true;
 
     fn prepare_key(key: &str) -> String {
@@ -547,6 +562,10 @@ impl<'a> Object<'a, Tape> for Children<'a> {
     }
 
     fn get(&self, key: &String) -> Option<TapeNode<'a>> {
+        if self.len > SCANNED {
+            let at = *self.doc.index.get(&self.at)?.get(key.as_str())?;
+            return Some(TapeNode { doc: self.doc, at });
+        }
         self.members()
             .find(|(name, _)| *name == key)
             .map(|(_, value)| value)
@@ -738,6 +757,28 @@ mod tests {
         assert!(Document::parse(duplicated.as_bytes()).is_none());
         // Not UTF-8.
         assert!(Document::parse(b"\"\xff\"").is_none());
+    }
+
+    #[test]
+    fn members_are_found_in_small_and_large_objects() {
+        for n in [3, SCANNED, SCANNED + 1, 200] {
+            let members: Vec<String> = (0..n).map(|i| format!("\"k\\u0030{i}\":{i}")).collect();
+            let text = format!("{{{}}}", members.join(","));
+            let doc = Document::parse(text.as_bytes()).unwrap();
+            let object = doc.root().as_object().unwrap();
+            assert_eq!(Object::len(&object), n);
+            for i in 0..n {
+                let value = object.get(&format!("k0{i}")).unwrap();
+                assert_eq!(
+                    value.as_number().unwrap().as_u64(),
+                    Some(i as u64),
+                    "{n}: k0{i}"
+                );
+            }
+            assert!(object.get(&"k0".to_owned()).is_none());
+            assert!(object.get(&format!("k0{n}")).is_none());
+            assert_eq!(object.members().count(), n);
+        }
     }
 
     #[test]
