@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use jsonschema::json::{Json, SerdeJson};
 use jsonschema::{Retrieve, Uri, Validator};
 use serde_json::Value;
 
@@ -75,29 +76,8 @@ impl Registry {
             std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
         let value: Value = serde_json::from_str(&text)
             .map_err(|e| format!("{}: not JSON: {e}", file.display()))?;
-        // A schema that breaks the meta-schema is the "instance" here: the instance path is
-        // the pointer into the operator's file.
-        let refused = |e: jsonschema::ValidationError<'_>| {
-            let pointer = e.instance_path().as_str();
-            let pointer = if pointer.is_empty() { "/" } else { pointer };
-            format!("{}: at {pointer}: {e}", file.display())
-        };
-        let validator = jsonschema::options()
-            .with_base_uri(file_uri(&file))
-            .with_retriever(LocalFiles {
-                root: self.root.clone(),
-            })
-            .should_validate_formats(true)
-            .build(&value)
-            .map_err(refused)?;
-        let fast = jsonschema::options_for::<Tape>()
-            .with_base_uri(file_uri(&file))
-            .with_retriever(LocalFiles {
-                root: self.root.clone(),
-            })
-            .should_validate_formats(true)
-            .build(&value)
-            .map_err(refused)?;
+        let validator = self.compile::<SerdeJson>(&file, &value)?;
+        let fast = self.compile::<Tape>(&file, &value)?;
         let schema = Arc::new(Schema {
             name: name.to_owned(),
             file,
@@ -106,6 +86,25 @@ impl Registry {
         });
         self.compiled.insert(name.to_owned(), schema.clone());
         Ok(schema)
+    }
+
+    /// `value` (read from `file`) compiled for instances in representation `F`; `$ref`s resolve
+    /// under the schemas directory only.
+    fn compile<F: Json>(&self, file: &Path, value: &Value) -> Result<Validator<F>, String> {
+        jsonschema::options_for::<F>()
+            .with_base_uri(file_uri(file))
+            .with_retriever(LocalFiles {
+                root: self.root.clone(),
+            })
+            .should_validate_formats(true)
+            .build(value)
+            .map_err(|e| {
+                // A schema that breaks the meta-schema is the "instance" here: the instance
+                // path is the pointer into the operator's file.
+                let pointer = e.instance_path().as_str();
+                let pointer = if pointer.is_empty() { "/" } else { pointer };
+                format!("{}: at {pointer}: {e}", file.display())
+            })
     }
 }
 
