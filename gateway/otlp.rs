@@ -46,6 +46,13 @@ const LINGER: Duration = Duration::from_secs(1);
 /// How long one export may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What the export task is sent.
+enum Message {
+    Span(Box<Span>),
+    /// Send what is held now, then answer.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// The handle the pipeline records spans into. The export task starts with the first span
 /// (on the runtime that serves it) and ends, after sending what it holds, when the handle is
 /// dropped — a reload that changes the endpoint drops the old one with the old configuration.
@@ -54,7 +61,7 @@ pub struct Exporter {
     resource: Resource,
     /// Made on first use, within the runtime; spans and metrics share its connection.
     channel: OnceLock<tonic::transport::Channel>,
-    queue: OnceLock<mpsc::Sender<Span>>,
+    queue: OnceLock<mpsc::Sender<Message>>,
     /// Spans dropped (queue full, export failed).
     dropped: Counter,
 }
@@ -103,8 +110,22 @@ impl Exporter {
             return;
         }
         let queue = self.queue.get_or_init(|| self.start());
-        if queue.try_send(span(ended)).is_err() {
+        if queue
+            .try_send(Message::Span(Box::new(span(ended))))
+            .is_err()
+        {
             self.dropped.inc();
+        }
+    }
+
+    /// Sends the spans waiting now, and returns once they are sent (or lost): at shutdown.
+    pub async fn flush(&self) {
+        let Some(queue) = self.queue.get() else {
+            return;
+        };
+        let (done, sent) = tokio::sync::oneshot::channel();
+        if queue.send(Message::Flush(done)).await.is_ok() {
+            let _ = sent.await;
         }
     }
 
@@ -133,7 +154,7 @@ impl Exporter {
             .clone()
     }
 
-    fn start(&self) -> mpsc::Sender<Span> {
+    fn start(&self) -> mpsc::Sender<Message> {
         let (queue, spans) = mpsc::channel(QUEUE);
         tokio::spawn(export(
             TraceServiceClient::new(self.channel()),
@@ -214,30 +235,30 @@ fn span(e: Ended<'_>) -> Span {
     }
 }
 
-/// The export task: batches of at most `BATCH`, sent at least every `LINGER`; ends when the
-/// gateway (every `Exporter`) is gone, after sending what it holds.
+/// The export task: batches of at most `BATCH`, sent at least every `LINGER` and on a flush;
+/// ends when the gateway (every `Exporter`) is gone, after sending what it holds.
 async fn export(
     mut client: TraceServiceClient<tonic::transport::Channel>,
     resource: Resource,
-    mut spans: mpsc::Receiver<Span>,
+    mut messages: mpsc::Receiver<Message>,
     dropped: Counter,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut received = Vec::with_capacity(BATCH);
     loop {
-        let open = match tokio::time::timeout(LINGER, spans.recv_many(&mut batch, BATCH)).await {
-            Ok(0) => false,
-            Ok(_) => {
-                // Fill the batch with what else is waiting, up to the limit.
-                while batch.len() < BATCH {
-                    match spans.try_recv() {
-                        Ok(span) => batch.push(span),
-                        Err(_) => break,
-                    }
-                }
-                true
+        let mut flushed = None;
+        let open =
+            match tokio::time::timeout(LINGER, messages.recv_many(&mut received, BATCH)).await {
+                Ok(0) => false,
+                Ok(_) => true,
+                Err(_) => true,
+            };
+        for message in received.drain(..) {
+            match message {
+                Message::Span(span) => batch.push(*span),
+                Message::Flush(done) => flushed = Some(done),
             }
-            Err(_) => true,
-        };
+        }
         if !batch.is_empty() {
             let n = batch.len() as u64;
             let request = ExportTraceServiceRequest {
@@ -255,6 +276,9 @@ async fn export(
                 dropped.inc_by(n);
                 tracing::warn!(error = %status.message(), spans = n, "OTLP export failed; spans dropped");
             }
+        }
+        if let Some(done) = flushed {
+            let _ = done.send(());
         }
         if !open {
             return;

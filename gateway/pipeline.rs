@@ -41,6 +41,8 @@ pub struct Gateway {
     cache: Cache,
     telemetry: Telemetry,
     sla: crate::sla::Sla,
+    /// When the gateway started: the start of every cumulative metric.
+    started: std::time::SystemTime,
 }
 
 /// A snapshot and what is built from it: the upstream pools and the quotas.
@@ -182,6 +184,7 @@ impl Gateway {
             audit,
             telemetry,
             sla: crate::sla::Sla::new(),
+            started: std::time::SystemTime::now(),
         })
     }
 
@@ -246,7 +249,6 @@ impl Gateway {
     /// (checks at least every second); a failed export is logged and counted, and the next
     /// sends the cumulative values again.
     pub async fn export_metrics(self: Arc<Self>) {
-        let start = std::time::SystemTime::now();
         let mut last = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -258,14 +260,35 @@ impl Gateway {
                 continue;
             }
             last = tokio::time::Instant::now();
-            self.refresh_metrics();
-            if let Err(status) = exporter
-                .export_metrics(self.telemetry.families(), start)
-                .await
-            {
-                self.telemetry.otlp_metrics_failed();
-                tracing::warn!(error = %status.message(), "OTLP metrics export failed");
-            }
+            self.send_metrics(exporter).await;
+        }
+    }
+
+    /// At shutdown, after the drain: the spans still queued and the metrics as they end go to
+    /// the OTLP collector, within `limit`.
+    pub async fn flush_telemetry(&self, limit: std::time::Duration) {
+        let active = self.active();
+        let Some(exporter) = &active.otlp else {
+            return;
+        };
+        let flushed = tokio::time::timeout(limit, async {
+            exporter.flush().await;
+            self.send_metrics(exporter).await;
+        })
+        .await;
+        if flushed.is_err() {
+            tracing::warn!(limit = ?limit, "OTLP flush at shutdown did not finish in time");
+        }
+    }
+
+    async fn send_metrics(&self, exporter: &otlp::Exporter) {
+        self.refresh_metrics();
+        if let Err(status) = exporter
+            .export_metrics(self.telemetry.families(), self.started)
+            .await
+        {
+            self.telemetry.otlp_metrics_failed();
+            tracing::warn!(error = %status.message(), "OTLP metrics export failed");
         }
     }
 

@@ -26,7 +26,8 @@ use crate::pipeline::Gateway;
 
 /// Serves `listener` until `shutdown` resolves, then drains: in-flight requests get up to the
 /// configured `shutdown_grace` to finish. Returns when drained or when the grace runs out.
-/// The upstreams' active health checks and the OTLP metrics export run as long as this does.
+/// The upstreams' active health checks and the OTLP metrics export run as long as this does;
+/// after the drain, the last spans and metrics are sent (at most 3 s).
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
@@ -34,10 +35,14 @@ pub async fn serve(
 ) -> io::Result<()> {
     let checks = AbortOnDrop(tokio::spawn(gateway.clone().check_upstreams()));
     let metrics = AbortOnDrop(tokio::spawn(gateway.clone().export_metrics()));
-    let served = serve_front(listener, gateway, Front::Https, shutdown).await;
+    let served = serve_front(listener, gateway.clone(), Front::Https, shutdown).await;
     drop((checks, metrics));
+    gateway.flush_telemetry(TELEMETRY_FLUSH).await;
     served
 }
+
+/// How long the last spans and metrics may take to reach the collector at shutdown.
+const TELEMETRY_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A task that ends with its owner.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -476,3 +476,46 @@ async fn a_reload_moves_the_export_to_the_new_collector() {
         "the old collector still receives spans"
     );
 }
+
+#[tokio::test]
+async fn at_shutdown_the_last_spans_and_metrics_are_sent() {
+    let pki = TestPki::new();
+    let (upstream, _) = recording_upstream(&pki).await;
+    let (endpoint, mut spans, mut metrics) = collector().await;
+    // The default metrics_interval (60 s) does not come round in this test.
+    let extra = format!("\n[telemetry]\notlp_endpoint = \"{endpoint}\"\n");
+    let mut gateway = Running::start(pki, &config_text(&upstream, "5s", &extra)).await;
+    let client = Client::new(
+        gateway.addr,
+        &gateway.pki.ca,
+        Some(&gateway.pki.dinkes),
+        Version::HTTP_11,
+    );
+    let answer = client.get("/dinkes/faskes").await.unwrap();
+    assert_eq!(answer.status, 200);
+
+    gateway.shutdown();
+    (&mut gateway.task).await.unwrap().unwrap();
+    // Once serve has returned, both have arrived: nothing is waited for here.
+    let (_, span) = spans
+        .try_recv()
+        .expect("the span was not sent by the end of serve");
+    assert_eq!(
+        text(&span.attributes, "spl.exchange_id").unwrap(),
+        answer.headers["spl-exchange-id"].to_str().unwrap()
+    );
+    let (_, last) = metrics
+        .try_recv()
+        .expect("the metrics were not sent at shutdown");
+    let exchanges = last
+        .iter()
+        .find(|m| m.name == "penghubung_exchanges")
+        .expect("exchanges exported");
+    let Some(Data::Sum(sum)) = &exchanges.data else {
+        panic!("not a sum")
+    };
+    assert_eq!(
+        sum.data_points[0].value,
+        Some(number_data_point::Value::AsDouble(1.0))
+    );
+}
