@@ -132,6 +132,8 @@ struct Seen<'a> {
     started: std::time::Instant,
     /// The caller speaks gRPC: refusals are gRPC statuses, and responses stream.
     grpc: bool,
+    /// Announced to the audit writer at the start; released when the record is handed over.
+    expected: Option<audit::Expected>,
 }
 
 // === impl Gateway ===
@@ -365,6 +367,7 @@ impl Gateway {
         let caller = caller.at(&active.snapshot, active.generation);
         let caller = &*caller;
         let mut facts = Facts::default();
+        let expected = self.audit.as_ref().map(AuditLog::expect);
         async {
             let result = run(self, &active, caller, &exchange, request, &mut facts).await;
             let seen = Seen {
@@ -375,6 +378,7 @@ impl Gateway {
                 outcome: "",
                 started,
                 grpc,
+                expected,
             };
             self.conclude(seen, uri.path(), facts, result).await
         }
@@ -410,6 +414,7 @@ impl Gateway {
             outcome: "",
             started: std::time::Instant::now(),
             grpc: false,
+            expected: None,
         };
         self.conclude(seen, path, facts, Err(reject))
             .instrument(exchange_span(&exchange))
@@ -871,10 +876,11 @@ impl Gateway {
     async fn record(
         &self,
         audit: &AuditLog,
-        seen: Seen<'_>,
+        mut seen: Seen<'_>,
         facts: Facts,
         response: Response<Body>,
     ) -> Response<Body> {
+        let expected = seen.expected.take();
         // A gRPC answer streams (server-streaming calls may be long); it is recorded when it
         // ends, from digests taken on the way.
         if seen.grpc && response.extensions().get::<Refusal>().is_none() {
@@ -919,7 +925,7 @@ impl Gateway {
         record.response = Some(BodyDigest::of(&bytes));
         record.latency_us =
             Some(u64::try_from(seen.started.elapsed().as_micros()).unwrap_or(u64::MAX));
-        match audit.append(record).await {
+        match audit.append_expected(record, expected).await {
             Ok(_) => Response::from_parts(parts, full(bytes)),
             Err(e) => {
                 tracing::error!(exchange_id = %seen.exchange.id, error = %e, "exchange not recorded; refusing it");

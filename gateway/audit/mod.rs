@@ -22,4 +22,4 @@ pub use record::{sha256_hex, timestamp, BodyDigest, Record, GENESIS};
 pub use redact::{audit_target, Redactor};
 pub use segment::{segments, walk, Broken, ChainHead};
 pub use sign::{tree_head_message, unhex, verify_signature, Signer};
-pub use writer::{admin, Appended, AuditError, AuditLog, WriterOptions};
+pub use writer::{admin, Appended, AuditError, AuditLog, Expected, WriterOptions};
