@@ -613,12 +613,12 @@ fn header_limits_and_health_checks_are_checked() {
 fn the_otlp_endpoint_is_a_collector_address() {
     let pki = TestPki::new();
     for (endpoint, message) in [
-        ("localhost:4317", "http://host:port"),
+        ("collector:4317", "http://host:port"),
         (
             "https://collector:4317",
             "TLS to a collector is not supported",
         ),
-        ("http://127.0.0.1:4317/v1/traces", "without a path"),
+        ("http://collector:4317/v1/traces", "without a path"),
         ("http://", "not a URL"),
     ] {
         let text = format!("{}\n[telemetry]\notlp_endpoint = \"{endpoint}\"\n", base());
@@ -626,7 +626,7 @@ fn the_otlp_endpoint_is_a_collector_address() {
     }
 
     let text = format!(
-        "{}\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\nmetrics_interval = \"500ms\"\n",
+        "{}\n[telemetry]\notlp_endpoint = \"http://collector:4317\"\nmetrics_interval = \"500ms\"\n",
         base()
     );
     assert_error(
@@ -642,13 +642,13 @@ fn the_otlp_endpoint_is_a_collector_address() {
     );
 
     let text = format!(
-        "{}\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\n",
+        "{}\n[telemetry]\notlp_endpoint = \"http://collector:4317\"\n",
         base()
     );
     let snapshot = load_str(&text, &pki.path().join("ok.toml"), pki.path()).unwrap();
     let otlp = snapshot.otlp.unwrap();
     assert_eq!(otlp.metrics_interval, std::time::Duration::from_secs(60));
-    assert_eq!(otlp.endpoint.to_string(), "http://127.0.0.1:4317/");
+    assert_eq!(otlp.endpoint.to_string(), "http://collector:4317/");
     assert_eq!(otlp.service_name, snapshot.gateway.id);
     let text = format!("{text}service_name = \"spl-kab\"\n");
     let snapshot = load_str(&text, &pki.path().join("ok.toml"), pki.path()).unwrap();
