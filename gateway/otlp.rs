@@ -4,8 +4,9 @@
 //! The span is the gateway's hop of the caller's W3C trace: its trace id and span id are the
 //! ones the upstream receives in `traceparent`, its parent the caller's span, so a trace
 //! backend joins caller, gateway and upstream. Spans go through a bounded queue to one task
-//! that sends batches (at most 512, at least once a second); a full queue or an unreachable
-//! collector drops spans and counts them — an exchange never waits for telemetry.
+//! that sends them as soon as it is free — what arrives during one export (at most 512) makes
+//! the next — and at shutdown on a flush; a full queue or an unreachable collector drops spans
+//! and counts them — an exchange never waits for telemetry.
 //!
 //! Metrics are cumulative from the gateway's start: counters become monotonic sums (without
 //! Prometheus' `_total`), gauges gauges, histograms explicit-bucket histograms.
@@ -39,10 +40,8 @@ use crate::exchange::Exchange;
 
 /// Spans waiting for the exporter; beyond this they are dropped.
 const QUEUE: usize = 8192;
-/// Spans per export request.
+/// Spans per export request at most.
 const BATCH: usize = 512;
-/// How long a span may wait for its batch.
-const LINGER: Duration = Duration::from_secs(1);
 /// How long one export may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -235,8 +234,9 @@ fn span(e: Ended<'_>) -> Span {
     }
 }
 
-/// The export task: batches of at most `BATCH`, sent at least every `LINGER` and on a flush;
-/// ends when the gateway (every `Exporter`) is gone, after sending what it holds.
+/// The export task: sends what has arrived (at most `BATCH` at a time) whenever it is free,
+/// answers flushes once what preceded them is sent, and ends when the gateway (every
+/// `Exporter`) is gone, after sending what it holds.
 async fn export(
     mut client: TraceServiceClient<tonic::transport::Channel>,
     resource: Resource,
@@ -247,12 +247,7 @@ async fn export(
     let mut received = Vec::with_capacity(BATCH);
     loop {
         let mut flushed = None;
-        let open =
-            match tokio::time::timeout(LINGER, messages.recv_many(&mut received, BATCH)).await {
-                Ok(0) => false,
-                Ok(_) => true,
-                Err(_) => true,
-            };
+        let open = messages.recv_many(&mut received, BATCH).await > 0;
         for message in received.drain(..) {
             match message {
                 Message::Span(span) => batch.push(*span),

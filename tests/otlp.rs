@@ -30,6 +30,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::{number_data_point, AggregationTemporality, Metric};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -53,8 +54,7 @@ impl MetricsService for Collector {
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         for resource_metrics in request.into_inner().resource_metrics {
-            let attributes = resource_metrics.resource.unwrap_or_default().attributes;
-            let service = text(&attributes, "service.name").unwrap_or_default();
+            let service = service_name(resource_metrics.resource);
             for scope in resource_metrics.scope_metrics {
                 assert_eq!(scope.scope.unwrap().name, "penghubung");
                 let _ = self.metrics.send((service.clone(), scope.metrics));
@@ -71,8 +71,7 @@ impl TraceService for Collector {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         for resource_spans in request.into_inner().resource_spans {
-            let attributes = resource_spans.resource.unwrap_or_default().attributes;
-            let service = text(&attributes, "service.name").unwrap_or_default();
+            let service = service_name(resource_spans.resource);
             for scope in resource_spans.scope_spans {
                 assert_eq!(scope.scope.unwrap().name, "penghubung");
                 for span in scope.spans {
@@ -82,6 +81,11 @@ impl TraceService for Collector {
         }
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
+}
+
+/// The `service.name` an export names its sender by.
+fn service_name(resource: Option<Resource>) -> String {
+    text(&resource.unwrap_or_default().attributes, "service.name").unwrap_or_default()
 }
 
 type Received<T> = mpsc::UnboundedReceiver<(String, T)>;
