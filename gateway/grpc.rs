@@ -19,6 +19,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 use crate::caller::{Caller, Resolved};
+use crate::config::Snapshot;
 use crate::pipeline::{Gateway, MAX_AUDITED_RESPONSE};
 use crate::reject::{Refusal, Reject};
 use crate::upstream::SPL_AGREEMENT;
@@ -142,12 +143,17 @@ impl Front {
             .ok_or_else(|| Status::unauthenticated("no client certificate"))
     }
 
-    /// The agency the caller is, or the refusal an HTTPS request would get.
-    fn agency(&self, caller: &Caller) -> Result<usize, Status> {
-        match caller.agency {
-            Resolved::Agency(i) => Ok(i),
+    /// The configuration in force and the agency the caller is in it, or the refusal an HTTPS
+    /// request would get. Resolved again on every call, as the HTTP path does: a connection
+    /// outlives reloads, and an agency index of an older generation may name another agency
+    /// (or none) in this one.
+    fn agency(&self, caller: &Caller) -> Result<(Arc<Snapshot>, usize), Status> {
+        let active = self.gateway.active();
+        let snapshot = active.snapshot.clone();
+        match caller.at(&snapshot, active.generation).agency {
+            Resolved::Agency(i) => Ok((snapshot, i)),
             Resolved::NotPinned(i) => Err(refused(&Reject::CertificateNotPinned {
-                agency: self.gateway.snapshot().agencies[i].code.clone(),
+                agency: snapshot.agencies[i].code.clone(),
             })),
             Resolved::Unknown => Err(refused(&Reject::UnknownAgency)),
         }
@@ -283,8 +289,7 @@ impl Catalog for Front {
         request: tonic::Request<proto::ListServicesRequest>,
     ) -> Result<tonic::Response<proto::ListServicesResponse>, Status> {
         let caller = Front::caller(&request)?;
-        let consumer = self.agency(&caller)?;
-        let snapshot = self.gateway.snapshot();
+        let (snapshot, consumer) = self.agency(&caller)?;
         let doc = crate::catalog::catalog(&snapshot, consumer, self.gateway.today());
         let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
         Ok(tonic::Response::new(proto::ListServicesResponse {
@@ -305,9 +310,8 @@ impl Catalog for Front {
         request: tonic::Request<proto::GetServiceRequest>,
     ) -> Result<tonic::Response<proto::ServiceInfo>, Status> {
         let caller = Front::caller(&request)?;
-        let consumer = self.agency(&caller)?;
+        let (snapshot, consumer) = self.agency(&caller)?;
         let id = request.into_inner().service;
-        let snapshot = self.gateway.snapshot();
         let doc = crate::catalog::catalog(&snapshot, consumer, self.gateway.today());
         let found = doc["services"]
             .as_array()
@@ -374,8 +378,8 @@ impl Audit for Front {
         request: tonic::Request<proto::GetReceiptRequest>,
     ) -> Result<tonic::Response<proto::Receipt>, Status> {
         let caller = Front::caller(&request)?;
-        let agency = self.agency(&caller)?;
-        let code = self.gateway.snapshot().agencies[agency].code.clone();
+        let (snapshot, agency) = self.agency(&caller)?;
+        let code = snapshot.agencies[agency].code.clone();
         let id = request.into_inner().exchange_id;
         let dir = self.audit_dir()?;
         let not_found = || Status::not_found(format!("no exchange {id} of yours is recorded"));

@@ -27,6 +27,9 @@ struct Front {
     gateway: Arc<Gateway>,
     recorder: Recorder,
     pki: TestPki,
+    /// The configuration file the gateway was loaded from (and reloads).
+    file: std::path::PathBuf,
+    text: String,
 }
 
 /// The test configuration, `verifikasi` with its request schema, an audit log, and the gRPC
@@ -61,8 +64,9 @@ async fn start_with(upstream: Option<&str>, extra: &str) -> Front {
             ),
             1,
         );
-    let snapshot =
-        load_str(&text, &pki.path().join("g.toml"), pki.path()).unwrap_or_else(|e| panic!("{e}"));
+    let file = pki.path().join("g.toml");
+    std::fs::write(&file, &text).unwrap();
+    let snapshot = load_str(&text, &file, pki.path()).unwrap_or_else(|e| panic!("{e}"));
     let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -76,6 +80,8 @@ async fn start_with(upstream: Option<&str>, extra: &str) -> Front {
         gateway,
         recorder,
         pki,
+        file,
+        text,
     }
 }
 
@@ -379,6 +385,139 @@ async fn the_catalog_shows_what_the_caller_may_see() {
     let mut stranger = CatalogClient::new(f.channel(&f.pki.stranger).await);
     let refused = stranger
         .list_services(proto::ListServicesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.code(), problem(&refused)),
+        (Code::PermissionDenied, "unknown-agency")
+    );
+}
+
+/// Polls `Audit.GetReceipt` until a signed tree head covers the exchange.
+async fn covered_receipt(client: &mut AuditClient<Channel>, exchange_id: &str) -> proto::Receipt {
+    for _ in 0..100 {
+        match receipt_of(client, exchange_id).await {
+            Ok(r) => return r.into_inner(),
+            Err(s) if s.code() == Code::FailedPrecondition => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    panic!("no tree head covered exchange {exchange_id}")
+}
+
+/// A long-lived HTTP/2 connection outlives reloads: the gRPC front must act as the caller the
+/// configuration in force says it is, never as whoever holds its old agency index.
+#[tokio::test]
+async fn an_open_grpc_channel_follows_reloads_as_the_same_agency() {
+    let f = start(None).await;
+    let dinkes = f.channel(&f.pki.dinkes).await;
+    let mut catalog = CatalogClient::new(dinkes.clone());
+    let mut audit = AuditClient::new(dinkes.clone());
+    let mut exchange = ExchangeClient::new(dinkes.clone());
+    let consumer = |list: proto::ListServicesResponse| list.consumer;
+    let before = catalog
+        .list_services(proto::ListServicesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(consumer(before), "dinkes");
+    // Dinkes' own exchange, and one of Dukcapil's on Dukcapil's own service (refused, but
+    // recorded with consumer and owner `dukcapil`): none of Dinkes' business.
+    let own = exchange
+        .call(penduduk("7201010101010001"))
+        .await
+        .unwrap()
+        .into_inner();
+    let theirs = f
+        .call(&f.pki.dukcapil, penduduk("7201010101010002"))
+        .await
+        .unwrap_err();
+    let theirs = theirs
+        .metadata()
+        .get("spl-exchange-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    covered_receipt(&mut audit, &own.exchange_id).await;
+
+    // Reload with only the order of the agencies changed: Dinkes is still Dinkes.
+    let dinkes_block = f.text.find("[[agencies]]\ncode = \"dinkes\"").unwrap();
+    let dukcapil_block = f.text.find("[[agencies]]\ncode = \"dukcapil\"").unwrap();
+    let services = f.text.find("[[services]]").unwrap();
+    let reordered = format!(
+        "{}{}{}{}",
+        &f.text[..dinkes_block],
+        &f.text[dukcapil_block..services],
+        &f.text[dinkes_block..dukcapil_block],
+        &f.text[services..]
+    );
+    std::fs::write(&f.file, &reordered).unwrap();
+    f.gateway.reload("test").await.unwrap();
+    assert_eq!(f.gateway.snapshot().agencies[0].code, "dukcapil");
+    let after = catalog
+        .list_services(proto::ListServicesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(consumer(after), "dinkes");
+    let receipt = covered_receipt(&mut audit, &own.exchange_id).await;
+    let record: audit::Record = serde_json::from_str(&receipt.record).unwrap();
+    assert_eq!(record.consumer.as_deref(), Some("dinkes"));
+    for _ in 0..100 {
+        match receipt_of(&mut audit, &theirs).await {
+            Err(s) if s.code() == Code::FailedPrecondition => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(s) => {
+                assert_eq!(s.code(), Code::NotFound, "{s:?}");
+                break;
+            }
+            Ok(r) => panic!("Dinkes was given Dukcapil's receipt: {:?}", r.into_inner()),
+        }
+    }
+    let answer = exchange
+        .call(penduduk("7201010101010001"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        f.recorder.requests().pop().unwrap().headers["spl-consumer"],
+        "dinkes"
+    );
+
+    // Reload with Dinkes gone (its agreement and service with it): the same channel is
+    // refused everywhere, and nothing panics.
+    let at = |needle: &str| reordered.find(needle).unwrap();
+    let without = format!(
+        "{}{}{}",
+        &reordered[..at("[[agencies]]\ncode = \"dinkes\"")],
+        &reordered[at("[[services]]")..at("[[services]]\nid = \"dinkes-faskes\"")],
+        &reordered[at("\n[audit]")..]
+    );
+    std::fs::write(&f.file, &without).unwrap();
+    f.gateway.reload("test").await.unwrap();
+    assert_eq!(f.gateway.snapshot().agencies.len(), 1);
+    let refused = catalog
+        .list_services(proto::ListServicesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.code(), problem(&refused)),
+        (Code::PermissionDenied, "unknown-agency")
+    );
+    let refused = receipt_of(&mut audit, &own.exchange_id).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let refused = audit
+        .get_tree_head(proto::GetTreeHeadRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let refused = exchange
+        .call(penduduk("7201010101010001"))
         .await
         .unwrap_err();
     assert_eq!(
