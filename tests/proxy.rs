@@ -211,6 +211,17 @@ async fn client_sent_spl_headers_never_reach_the_upstream() {
             .header("spl-exchange-id", "forged")
             .header("forwarded", "for=10.0.0.1")
             .header("x-forwarded-for", "10.0.0.1")
+            .header("x-forwarded-host", "evil.example")
+            .header("x-forwarded-proto", "http")
+            .header("x-real-ip", "10.9.9.9")
+            .header("true-client-ip", "10.9.9.9")
+            .header("x-client-ip", "10.9.9.9")
+            .header("client-ip", "10.9.9.9")
+            .header("x-original-forwarded-for", "10.9.9.9")
+            .header("x-cluster-client-ip", "10.9.9.9")
+            .header("cf-connecting-ip", "10.9.9.9")
+            .header("fastly-client-ip", "10.9.9.9")
+            .header("x-originating-ip", "10.9.9.9")
             .header("x-application", "kept")
             .body(Full::new(Bytes::new()))
             .unwrap();
@@ -245,7 +256,22 @@ async fn client_sent_spl_headers_never_reach_the_upstream() {
             .to_str()
             .unwrap()
             .contains("10.0.0.1"));
-        assert!(seen.headers.get("x-forwarded-for").is_none());
+        // No caller-chosen client address reaches the owner, under any of the names proxies use.
+        let chosen: Vec<_> = seen
+            .headers
+            .iter()
+            .filter(|(name, value)| {
+                let value = value.to_str().unwrap_or("");
+                name.as_str().starts_with("x-forwarded-")
+                    || value.contains("10.9.9.9")
+                    || value.contains("10.0.0.1")
+                    || value.contains("evil.example")
+            })
+            .collect();
+        assert!(chosen.is_empty(), "reached the upstream: {chosen:?}");
+        for name in penghubung::upstream::CLIENT_ADDRESS_HEADERS {
+            assert!(seen.headers.get(name).is_none(), "{name}");
+        }
         assert_eq!(seen.headers["x-application"], "kept");
     }
     // A forged agreement id is refused, never forwarded.

@@ -3,7 +3,9 @@
 //! Towards the upstream: hop-by-hop headers are connection-scoped and never forwarded; every
 //! client-sent `SPL-*` header is removed, because upstreams trust them as the gateway's word
 //! (who the consumer is, under which agreement), so a caller must never be able to set one;
-//! client-sent `Forwarded` / `X-Forwarded-*` are replaced for the same reason. Towards the
+//! client-sent `Forwarded` is replaced, and every header through which a proxy tells a client's
+//! address ([`CLIENT_ADDRESS_HEADERS`], `X-Forwarded-*`) is removed, for the same reason: owners
+//! behind nginx-style setups log or trust them. Towards the
 //! caller: hop-by-hop headers and any `SPL-*` header the upstream set are removed, so that the
 //! exchange id a caller sees is always the gateway's.
 
@@ -24,6 +26,22 @@ pub const SPL_EXCHANGE_ID: HeaderName = HeaderName::from_static("spl-exchange-id
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// Headers that proxies, CDNs and load balancers use to pass on a client's address, besides
+/// `Forwarded` and the `X-Forwarded-*` family. A caller could set any of them to make an owner
+/// log, rate-limit or trust an address of its choosing; the gateway's own `Forwarded` is the
+/// only client address an upstream receives.
+pub const CLIENT_ADDRESS_HEADERS: [&str; 9] = [
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "client-ip",
+    "x-original-forwarded-for",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-originating-ip",
+];
 
 /// Who and what the upstream is told about the exchange.
 pub struct Forwarding<'a> {
@@ -47,7 +65,10 @@ pub fn to_upstream(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
     // The body is already read whole; the upstream has nothing to continue.
     headers.remove(EXPECT);
     remove_where(headers, |name| {
-        name.starts_with("spl-") || name == "forwarded" || name.starts_with("x-forwarded-")
+        name.starts_with("spl-")
+            || name == "forwarded"
+            || name.starts_with("x-forwarded-")
+            || CLIENT_ADDRESS_HEADERS.contains(&name)
     });
 
     insert(headers, SPL_CONSUMER, fwd.consumer);
