@@ -1,13 +1,12 @@
-//! The identity of one exchange: its `SPL-Exchange-Id` (a UUIDv7, time-ordered so audit
-//! segments sort naturally) and its W3C trace context.
-
-use std::cell::Cell;
-use std::time::{SystemTime, UNIX_EPOCH};
+//! The identity of one exchange: its `SPL-Exchange-Id` (an RFC 9562 UUIDv7, time-ordered so
+//! audit segments sort naturally) and its W3C trace context.
+//!
+//! Ids must not be predictable: an exchange id names a receipt, and a trace id is passed to
+//! owners. The random bits come from a CSPRNG (`rand`'s thread-local ChaCha12, seeded and
+//! reseeded from the operating system), never from a generator whose output reveals its state.
 
 use http::HeaderMap;
-use ring::rand::{SecureRandom, SystemRandom};
-
-use crate::tls::hex;
+use rand::Rng;
 
 /// Identifies one exchange in responses, logs, upstream requests and the audit record.
 #[derive(Debug, Clone)]
@@ -34,78 +33,25 @@ pub struct TraceContext {
 impl Exchange {
     /// Starts an exchange for a request with these headers.
     pub fn begin(headers: &HeaderMap) -> Exchange {
-        // 10 bytes for the UUID, 16 for a trace id, 8 for the span id.
-        let mut random = [0u8; 34];
-        fill_random(&mut random);
-        let id = uuid_v7(now().as_millis() as u64, &random[..10]);
-        let trace = TraceContext::from_headers(headers, &random[10..26], &random[26..34]);
+        // 16 bytes for a trace id, 8 for the span id.
+        let mut random = [0u8; 24];
+        rand::rng().fill_bytes(&mut random);
+        // `now_v7` keeps ids of one process in creation order, within a millisecond too
+        // (RFC 9562 §6.2, method 1: a counter seeded randomly each millisecond).
+        let id = uuid::Uuid::now_v7()
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer())
+            .to_owned();
+        let trace = TraceContext::from_headers(headers, &random[..16], &random[16..]);
         Exchange { id, trace }
     }
-}
-
-thread_local! {
-    /// Per-thread generator state, seeded once from the system RNG. Exchange and trace ids need
-    /// uniqueness, not secrecy (nothing is authorised by knowing one), and a `getrandom` system
-    /// call per request was a measurable share of the proxy's cost (docs/performance.md).
-    static RNG: Cell<u64> = Cell::new(seed());
-}
-
-fn seed() -> u64 {
-    let mut bytes = [0u8; 8];
-    if SystemRandom::new().fill(&mut bytes).is_err() {
-        // Without a system RNG, time and the thread's stack address still make threads and
-        // processes distinct.
-        let marker = 0u8;
-        let nanos = now().as_nanos() as u64;
-        return nanos ^ (std::ptr::addr_of!(marker) as u64).rotate_left(32);
-    }
-    u64::from_le_bytes(bytes)
-}
-
-/// SplitMix64 (Steele, Lea, Flood 2014): a full-period 64-bit generator with good statistical
-/// quality, one add and three multiply-xorshifts per output.
-fn fill_random(out: &mut [u8]) {
-    RNG.with(|state| {
-        for chunk in out.chunks_mut(8) {
-            let mut z = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
-            state.set(z);
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
-        }
-    });
-}
-
-fn now() -> std::time::Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
-/// RFC 9562 UUID version 7: 48 bits of Unix milliseconds, then random bits.
-fn uuid_v7(millis: u64, random: &[u8]) -> String {
-    let mut b = [0u8; 16];
-    b[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
-    b[6..16].copy_from_slice(random);
-    b[6] = 0x70 | (b[6] & 0x0f);
-    b[8] = 0x80 | (b[8] & 0x3f);
-    let h = hex(&b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
 }
 
 // === impl TraceContext ===
 
 impl TraceContext {
     fn from_headers(headers: &HeaderMap, new_trace: &[u8], new_span: &[u8]) -> TraceContext {
-        let span_id = hex(new_span);
+        let span_id = data_encoding::HEXLOWER.encode(new_span);
         let incoming = headers
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
@@ -122,7 +68,7 @@ impl TraceContext {
                     .map(str::to_owned),
             },
             None => TraceContext {
-                trace_id: hex(new_trace),
+                trace_id: data_encoding::HEXLOWER.encode(new_trace),
                 span_id,
                 parent_span_id: None,
                 flags: "01".to_owned(),
@@ -173,6 +119,96 @@ mod tests {
         assert_eq!(&a.id[14..15], "7");
         assert!(matches!(&a.id[19..20], "8" | "9" | "a" | "b"));
         assert_ne!(a.trace.trace_id, b.trace.trace_id);
+    }
+
+    #[test]
+    fn ids_of_one_millisecond_keep_their_order() {
+        let ids: Vec<String> = (0..10_000)
+            .map(|_| Exchange::begin(&HeaderMap::new()).id)
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, ids, "ids are unique and in creation order");
+    }
+
+    /// The old generator (SplitMix64) handed its whole state out in every 64-bit word: from one
+    /// id's random bits the next id could be computed. An id's last 32 bits are now drawn from a
+    /// CSPRNG (the 42 before them are RFC 9562's counter, seeded randomly each millisecond):
+    /// balanced, and consecutive values are not steps of one sequence.
+    #[test]
+    fn random_bits_are_not_a_function_of_the_previous_id() {
+        let random = |id: &str| -> u32 { u32::from_str_radix(&id[28..], 16).unwrap() };
+        let ids: Vec<u32> = (0..4096)
+            .map(|_| random(&Exchange::begin(&HeaderMap::new()).id))
+            .collect();
+        let ones: u32 = ids.iter().map(|v| v.count_ones()).sum();
+        let expected = 4096.0 * 16.0;
+        assert!(
+            (f64::from(ones) - expected).abs() < expected * 0.02,
+            "{ones}"
+        );
+        let steps: std::collections::HashSet<u32> =
+            ids.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+        assert!(steps.len() > 4000, "{}", steps.len());
+    }
+
+    /// The attack on the old generator, run against the new one. SplitMix64's output function
+    /// is invertible and its state advances by a constant: the 8 bytes in the middle of one
+    /// exchange's new trace id gave its state, and so the random bytes of the next exchange id.
+    /// This predictor matched every time on the old code; it must never match now.
+    #[test]
+    fn the_next_id_cannot_be_computed_from_a_trace_id() {
+        const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+        fn unshift(z: u64, by: u32) -> u64 {
+            let mut x = z;
+            for _ in 0..(64 / by) {
+                x = z ^ (x >> by);
+            }
+            x
+        }
+        fn inverse(a: u64) -> u64 {
+            let mut x = a;
+            for _ in 0..6 {
+                x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
+            }
+            x
+        }
+        fn mix(mut z: u64) -> u64 {
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        fn state_of(output: u64) -> u64 {
+            let z = unshift(output, 31).wrapping_mul(inverse(0x94d0_49bb_1331_11eb));
+            unshift(
+                unshift(z, 27).wrapping_mul(inverse(0xbf58_476d_1ce4_e5b9)),
+                30,
+            )
+        }
+        assert_eq!(
+            state_of(mix(12345)),
+            12345,
+            "the predictor inverts SplitMix64"
+        );
+        let mut matched = 0;
+        for _ in 0..64 {
+            let first = Exchange::begin(&HeaderMap::new());
+            let next = Exchange::begin(&HeaderMap::new());
+            let trace = data_encoding::HEXLOWER
+                .decode(first.trace.trace_id.as_bytes())
+                .unwrap();
+            let output = u64::from_le_bytes(trace[6..14].try_into().unwrap());
+            let predicted =
+                mix(state_of(output).wrapping_add(GOLDEN.wrapping_mul(3))).to_le_bytes();
+            let id = data_encoding::HEXLOWER
+                .decode(next.id.replace('-', "").as_bytes())
+                .unwrap();
+            if id[9..14] == predicted[3..8] && id[7] == predicted[1] {
+                matched += 1;
+            }
+        }
+        assert_eq!(matched, 0, "exchange ids are predictable");
     }
 
     #[test]
