@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -235,8 +234,8 @@ struct PurgeScope {
 
 /// `POST /v1/cache/purge` with an optional JSON body `{"service": …, "operation": …}`.
 async fn purge(gateway: &Gateway, request: Request<Incoming>, by: &str) -> Response<Body> {
-    let body = match Limited::new(request.into_body(), 4096).collect().await {
-        Ok(collected) => collected.to_bytes(),
+    let body = match crate::body::collect_within(request.into_body(), None, 4096).await {
+        Ok(bytes) => bytes,
         Err(e) => {
             return problem(
                 StatusCode::BAD_REQUEST,

@@ -1,12 +1,10 @@
-//! Bodies: the one response body type the pipeline returns, and the bounded read of a request
-//! body that happens before any upstream contact.
+//! Bodies: the one response body type the pipeline returns, and the bounded reads of request
+//! and response bodies (before any upstream contact; for validation, audit and the cache).
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Frame;
-
-use crate::reject::Reject;
 
 /// Every response body: a streamed upstream body or a small body of the gateway's own.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -18,23 +16,57 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-/// Reads a request body of at most `limit` bytes. A declared `Content-Length` over the limit is
-/// refused without reading a byte; a body that grows past it while streaming is refused as soon
-/// as it does. Either way the upstream is never contacted.
-pub async fn read_limited<B>(body: B, declared: Option<u64>, limit: u64) -> Result<Bytes, Reject>
+/// Why a body was not read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum Unread<E> {
+    /// It declared, or grew to, more than the limit; reading stopped there.
+    #[error("the body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// The body itself failed (the peer broke off, a protocol error).
+    #[error("the body could not be read")]
+    Broken(#[source] E),
+}
+
+/// Reads a body whole, at most `limit` bytes. A declared size (`Content-Length`, or the body's
+/// own size hint) over the limit is refused without reading a byte; a body that grows past it
+/// is refused as soon as it does. Trailers are dropped.
+pub async fn collect_within<B>(
+    body: B,
+    declared: Option<u64>,
+    limit: u64,
+) -> Result<Bytes, Unread<B::Error>>
 where
     B: hyper::body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if declared.is_some_and(|n| n > limit) {
-        return Err(Reject::BodyTooLarge { limit });
+    let hint = body.size_hint();
+    if declared.is_some_and(|n| n > limit) || hint.lower() > limit {
+        return Err(Unread::TooLarge { limit });
     }
-    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, limit_usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(Reject::BodyTooLarge { limit }),
-        Err(e) => Err(Reject::BodyRead(e)),
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut rest = bytes::BytesMut::new();
+    let mut length = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(Unread::Broken)?.into_data() else {
+            continue;
+        };
+        length += data.len() as u64;
+        if length > limit {
+            return Err(Unread::TooLarge { limit });
+        }
+        // One frame (the common case) is kept as it came, without a copy.
+        match &first {
+            None if rest.is_empty() => first = Some(data),
+            _ => {
+                if let Some(first) = first.take() {
+                    rest.reserve(usize::try_from(hint.exact().unwrap_or(0)).unwrap_or(0));
+                    rest.extend_from_slice(&first);
+                }
+                rest.extend_from_slice(&data);
+            }
+        }
     }
+    Ok(first.unwrap_or_else(|| rest.freeze()))
 }
 
 /// A response body read as far as a cache may keep it.

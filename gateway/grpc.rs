@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use tonic::codegen::Service;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -192,11 +192,11 @@ impl Exchange for Front {
             return Err(status);
         }
         let (parts, body) = response.into_parts();
-        let body = Limited::new(body, MAX_AUDITED_RESPONSE)
-            .collect()
+        let body = crate::body::collect_within(body, None, MAX_AUDITED_RESPONSE as u64)
             .await
-            .map_err(|e| Status::new(Code::Internal, format!("the answer could not be read: {e}")))?
-            .to_bytes();
+            .map_err(|e| {
+                Status::new(Code::Internal, format!("the answer could not be read: {e}"))
+            })?;
         let headers = parts
             .headers
             .iter()

@@ -31,6 +31,7 @@
 //! | [`body`] | the response body type, the bounded request-body read, and reading a response for the cache |
 //! | [`cache`] | the response cache: keys that keep agencies apart, RFC 9111 freshness, coalesced misses, purge |
 //! | [`upstream`] | pooled mTLS clients per service and header rewriting both ways |
+//! | [`percent`] | percent-encoding: strict decoding (every `%` two hex digits) and the encode sets, one codec |
 //! | [`exchange`] | the exchange id (`SPL-Exchange-Id`) and W3C trace context |
 //! | [`reject`] | every failure, mapped in one place to its status and problem+json document |
 //! | [`audit`] | the hash-chained, signed audit log: writer (group commit), Merkle tree heads, receipts, verification |
@@ -67,6 +68,7 @@ pub mod grpc;
 pub mod inventory;
 pub mod openapi;
 pub mod otlp;
+pub mod percent;
 pub mod pipeline;
 pub mod pki;
 pub mod quota;

@@ -9,11 +9,11 @@ use tracing::Instrument;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use http::{Method, Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 
 use crate::audit::{self, AuditLog, BodyDigest, Record, WriterOptions};
 use crate::authorize::{authorize, Ask, Grant};
-use crate::body::{full, read_limited, read_up_to, Body, Read};
+use crate::body::{collect_within, full, read_up_to, Body, Read, Unread};
 use crate::cache::{self, Cache, Fetched, Key, Lookup, Sharing};
 use crate::caller::{Caller, Resolved};
 use crate::catalog;
@@ -643,7 +643,7 @@ where
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = read_limited(body, declared, service.max_request_body).await?;
+    let body = collect_within(body, declared, service.max_request_body).await?;
     if gw.audit.is_some() {
         facts.request = Some(BodyDigest::of(&body));
     }
@@ -890,30 +890,25 @@ impl Gateway {
             return Response::from_parts(parts, body);
         }
         let (parts, body) = response.into_parts();
-        let (parts, bytes, outcome) = match Limited::new(body, MAX_AUDITED_RESPONSE).collect().await
+        let (parts, bytes, outcome) = match collect_within(body, None, MAX_AUDITED_RESPONSE as u64)
+            .await
         {
-            Ok(collected) => (parts, collected.to_bytes(), seen.outcome),
+            Ok(bytes) => (parts, bytes, seen.outcome),
             Err(e) => {
-                tracing::warn!(exchange_id = %seen.exchange.id, error = %e, "the upstream response could not be read whole");
                 let service = facts
                     .service
                     .map(|i| seen.active.snapshot.services[i].id.clone())
                     .unwrap_or_default();
-                let reject = match e.downcast::<hyper::Error>() {
-                    Ok(source) => Reject::UpstreamBodyRead {
-                        service,
-                        source: *source,
-                    },
-                    Err(_) => Reject::UpstreamResponseTooLarge {
-                        service,
-                        limit: MAX_AUDITED_RESPONSE as u64,
-                    },
+                let reject = match e {
+                    Unread::Broken(source) => Reject::UpstreamBodyRead { service, source },
+                    Unread::TooLarge { limit } => {
+                        Reject::UpstreamResponseTooLarge { service, limit }
+                    }
                 };
+                tracing::warn!(exchange_id = %seen.exchange.id, error = %reject, "the upstream response could not be read whole");
                 let (parts, body) = refusal(&reject, &seen).into_parts();
-                let bytes = body
-                    .collect()
+                let bytes = collect_within(body, None, MAX_AUDITED_RESPONSE as u64)
                     .await
-                    .map(|c| c.to_bytes())
                     .unwrap_or_default();
                 (parts, bytes, reject.slug())
             }

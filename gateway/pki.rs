@@ -2,6 +2,7 @@
 //! certificates, PD services' server certificates, and the audit keys. For `penghubung pki
 //! init`, the demo and the tests; production certificates come from the regency CA or BSrE.
 
+use data_encoding::HEXLOWER;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -157,7 +158,7 @@ pub fn ed25519_key_pem() -> Result<String, rcgen::Error> {
 pub fn redaction_key() -> String {
     let mut key = [0u8; 32];
     random(&mut key);
-    crate::tls::hex(&key) + "\n"
+    HEXLOWER.encode(&key) + "\n"
 }
 
 /// The files `pki init` writes, relative to its directory.

@@ -11,7 +11,7 @@ use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Response, StatusCode};
 use serde::Serialize;
 
-use crate::body::{full, Body};
+use crate::body::{full, Body, Unread};
 use crate::config::{Classification, Date, Rate};
 use crate::route::PathRejected;
 use crate::schema::Violation;
@@ -139,6 +139,16 @@ pub enum Reject {
         #[source]
         source: hyper_util::client::legacy::Error,
     },
+}
+
+/// A caller's request body that could not be read whole.
+impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<Unread<E>> for Reject {
+    fn from(unread: Unread<E>) -> Reject {
+        match unread {
+            Unread::TooLarge { limit } => Reject::BodyTooLarge { limit },
+            Unread::Broken(source) => Reject::BodyRead(source.into()),
+        }
+    }
 }
 
 /// How loudly a refusal is logged: caller mistakes are routine, upstream failures are not.

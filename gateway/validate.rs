@@ -9,10 +9,9 @@
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Response};
-use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 
-use crate::body::Body;
+use crate::body::{collect_within, Body, Unread};
 use crate::config::{Operation, ParamIn, SchemaMode, Service};
 use crate::reject::Reject;
 use crate::schema::{body_violations, violations, Violation};
@@ -101,23 +100,23 @@ pub async fn response(
         return Ok((response, Checked::Conforming));
     }
     let (parts, body) = response.into_parts();
-    let bytes = match Limited::new(body, MAX_VALIDATED_RESPONSE).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            return Err(match e.downcast::<hyper::Error>() {
-                Ok(source) => Reject::UpstreamBodyRead {
-                    service: service.id.clone(),
-                    source: *source,
-                },
-                Err(_) => Reject::UpstreamSchemaViolation {
-                    service: service.id.clone(),
-                    schema: schema.name.clone(),
-                    violations: vec![Violation {
-                        pointer: String::new(),
-                        keyword: "size".to_owned(),
-                        message: format!("the response exceeds {MAX_VALIDATED_RESPONSE} bytes and cannot be validated"),
-                    }],
-                },
+    let bytes = match collect_within(body, None, MAX_VALIDATED_RESPONSE as u64).await {
+        Ok(bytes) => bytes,
+        Err(Unread::Broken(source)) => {
+            return Err(Reject::UpstreamBodyRead {
+                service: service.id.clone(),
+                source,
+            })
+        }
+        Err(Unread::TooLarge { limit }) => {
+            return Err(Reject::UpstreamSchemaViolation {
+                service: service.id.clone(),
+                schema: schema.name.clone(),
+                violations: vec![Violation {
+                    pointer: String::new(),
+                    keyword: "size".to_owned(),
+                    message: format!("the response exceeds {limit} bytes and cannot be validated"),
+                }],
             })
         }
     };
@@ -204,22 +203,8 @@ fn query_value(query: &str, name: &str) -> Result<Option<String>, Reject> {
 }
 
 fn form_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = text.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+    let bytes = crate::percent::decode(text, crate::percent::Plus::Space).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 #[cfg(test)]
@@ -248,5 +233,9 @@ mod tests {
         assert_eq!(query_value("a=1", "nik").ok().flatten(), None);
         assert!(query_value("nik=%ff", "nik").is_err());
         assert!(query_value("nik=%f", "nik").is_err());
+        // `u8::from_str_radix` took a sign: `%+5` was read as 0x05.
+        for bad in ["nik=%+5", "nik=%-5", "nik=% 5"] {
+            assert!(query_value(bad, "nik").is_err(), "{bad}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 mod support;
 
+use data_encoding::HEXLOWER;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -621,7 +622,7 @@ async fn tree_heads_are_signed_and_receipts_verify_offline() {
             r.consumer = Some("dukcapil".into());
         }
         if r.kind == "tree-head" {
-            let root = penghubung::tls::hex(&range.root());
+            let root = data_encoding::HEXLOWER.encode(&range.root());
             let message = audit::tree_head_message(&r.gateway, range.size(), &root, &r.time);
             r.root = Some(root);
             r.signature = Some(other_signer.sign(&message));

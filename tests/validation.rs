@@ -242,6 +242,21 @@ async fn invalid_requests_never_reach_the_upstream() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(h.recorder.count(), 2);
+
+    // A percent escape is two hex digits, nothing else: `%+5` is not 0x05, in a query value
+    // or in a path.
+    for bad in ["%+5", "%-5", "2025-03-0%+1"] {
+        let (status, doc) = h
+            .get(&format!(
+                "/kependudukan/penduduk/7208014101900001?tanggal={bad}"
+            ))
+            .await;
+        assert_eq!((status.as_u16(), slug(&doc)), (422, "invalid-parameter"));
+        assert_eq!(doc["violations"][0]["keyword"], "encoding", "{bad}: {doc}");
+        let (status, doc) = h.get(&format!("/kependudukan/penduduk/{bad}")).await;
+        assert_eq!((status.as_u16(), slug(&doc)), (400, "malformed-path"));
+    }
+    assert_eq!(h.recorder.count(), 2);
 }
 
 #[tokio::test]

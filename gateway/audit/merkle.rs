@@ -244,7 +244,7 @@ mod tests {
     #[test]
     fn rfc6962_empty_tree_hash() {
         assert_eq!(
-            crate::tls::hex(&empty_root()),
+            data_encoding::HEXLOWER.encode(&empty_root()),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
     }

@@ -10,7 +10,7 @@ use super::merkle::{inclusion_proof, leaf_hash, verify_inclusion, CompactRange, 
 use super::record::Record;
 use super::segment::{walk, Broken, ChainHead};
 use super::sign::{tree_head_message, unhex, verify_signature};
-use crate::tls::hex;
+use data_encoding::HEXLOWER;
 
 /// What `verify` found in a log that verifies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +82,7 @@ fn check_tree_head(
             range.size()
         ));
     }
-    let computed = hex(&range.root());
+    let computed = HEXLOWER.encode(&range.root());
     if *root != computed {
         return Err(format!(
             "tree head root {root} is not the root of the records before it ({computed})"
@@ -128,7 +128,10 @@ pub fn receipt(dir: &Path, exchange_id: &str) -> Result<Receipt, String> {
         record: String::from_utf8_lossy(&lines[m]).into_owned(),
         leaf_index: m as u64,
         tree_size: size,
-        inclusion_proof: inclusion_proof(m, &leaves).iter().map(|h| hex(h)).collect(),
+        inclusion_proof: inclusion_proof(m, &leaves)
+            .iter()
+            .map(|h| HEXLOWER.encode(h))
+            .collect(),
         tree_head: String::from_utf8_lossy(&lines[head_index]).into_owned(),
     })
 }
@@ -238,7 +241,7 @@ pub fn consistency(dir: &Path, old: u64, new: u64) -> Result<Consistency, String
         old_root,
         new_size: new,
         new_root,
-        proof: proof.iter().map(|h| hex(h)).collect(),
+        proof: proof.iter().map(|h| HEXLOWER.encode(h)).collect(),
     })
 }
 

@@ -4,7 +4,7 @@
 use ring::hmac;
 
 use crate::route::{Part, Template};
-use crate::tls::hex;
+use data_encoding::HEXLOWER;
 
 pub struct Redactor {
     key: hmac::Key,
@@ -17,10 +17,15 @@ impl Redactor {
     pub fn from_file_bytes(bytes: &[u8]) -> Result<Redactor, String> {
         let text = String::from_utf8_lossy(bytes);
         let trimmed = text.trim();
-        let key = if trimmed.len() == 64 && trimmed.bytes().all(|b| b.is_ascii_hexdigit()) {
-            (0..32)
-                .map(|i| u8::from_str_radix(&trimmed[2 * i..2 * i + 2], 16).unwrap_or(0))
-                .collect::<Vec<u8>>()
+        let hex = (trimmed.len() == 64)
+            .then(|| {
+                data_encoding::HEXLOWER_PERMISSIVE
+                    .decode(trimmed.as_bytes())
+                    .ok()
+            })
+            .flatten();
+        let key = if let Some(key) = hex {
+            key
         } else if bytes.len() >= 32 {
             bytes.to_vec()
         } else {
@@ -35,7 +40,7 @@ impl Redactor {
     pub fn redact(&self, value: &str) -> String {
         format!(
             "hmac-sha256:{}",
-            hex(hmac::sign(&self.key, value.as_bytes()).as_ref())
+            HEXLOWER.encode(hmac::sign(&self.key, value.as_bytes()).as_ref())
         )
     }
 }

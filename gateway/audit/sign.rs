@@ -10,7 +10,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 
-use crate::tls::hex;
+use data_encoding::HEXLOWER;
 
 /// Signs tree heads with the key of `[audit] signing_key`.
 pub struct Signer {
@@ -32,14 +32,12 @@ pub fn verify_signature(public_key: &[u8], message: &[u8], signature_hex: &str) 
         .is_ok()
 }
 
+/// Hex (either case, surrounding whitespace ignored) to bytes; `None` for anything else — a
+/// sign, an odd length, a non-hex digit.
 pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim();
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len() / 2)
-        .map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
+    data_encoding::HEXLOWER_PERMISSIVE
+        .decode(text.trim().as_bytes())
+        .ok()
 }
 
 // === impl Signer ===
@@ -58,11 +56,25 @@ impl Signer {
     }
 
     pub fn sign(&self, message: &[u8]) -> String {
-        hex(self.key.sign(message).as_ref())
+        HEXLOWER.encode(self.key.sign(message).as_ref())
     }
 
     /// The public key, 32 bytes as 64 hex digits: what auditors verify with.
     pub fn public_key_hex(&self) -> String {
-        hex(self.key.public_key().as_ref())
+        HEXLOWER.encode(self.key.public_key().as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unhex_takes_hex_digits_only() {
+        assert_eq!(unhex(" 00fF\n"), Some(vec![0, 255]));
+        // `u8::from_str_radix` read "+5" as 5.
+        for bad in ["+5", "-5", "0", "0g", "+0ff", "0+5a"] {
+            assert_eq!(unhex(bad), None, "{bad:?}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! `grpc-status: 14` (UNAVAILABLE, `spl-problem: audit-unavailable`) instead of the upstream's
 //! trailers, so a call never completes successfully unrecorded.
 
+use data_encoding::HEXLOWER;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -77,7 +78,7 @@ impl Recorded {
         }
         let sha = std::mem::replace(&mut self.sha, digest::Context::new(&digest::SHA256));
         record.response = Some(BodyDigest {
-            sha256: crate::tls::hex(sha.finish().as_ref()),
+            sha256: HEXLOWER.encode(sha.finish().as_ref()),
             length: self.length,
         });
         record.latency_us =

@@ -23,7 +23,7 @@ use super::record::{sha256_hex, timestamp, Record};
 use super::segment::{segment_path, segments, walk, ChainHead};
 use super::sign::{tree_head_message, Signer};
 use crate::config::Durability;
-use crate::tls::hex;
+use data_encoding::HEXLOWER;
 
 /// How long the writer lets records gather after a batch at most, while exchanges are under
 /// way. Chosen with a fixed linger on the full policy path with `sync` (100 µs −6% CPU per
@@ -333,7 +333,7 @@ pub fn admin(gateway: &str, act: &str, detail: Option<String>) -> Record {
 /// A signed tree head over every record in `range` (all lines before it).
 fn tree_head(signer: &Signer, gateway: &str, range: &CompactRange) -> Record {
     let time = timestamp(crate::clock::Clock::system().now_millis());
-    let root = hex(&range.root());
+    let root = HEXLOWER.encode(&range.root());
     let signature = signer.sign(&tree_head_message(gateway, range.size(), &root, &time));
     Record {
         time,

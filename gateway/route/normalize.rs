@@ -10,6 +10,8 @@
 
 use std::fmt::Write as _;
 
+use crate::percent::{self, Plus};
+
 /// A normalised path: its decoded segments, without empty and dot segments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalPath {
@@ -57,24 +59,8 @@ fn decode_segment(raw: &str) -> Result<String, PathRejected> {
         check_chars(raw)?;
         return Ok(raw.to_owned());
     }
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hi = bytes.get(i + 1).and_then(|b| hex(*b));
-            let lo = bytes.get(i + 2).and_then(|b| hex(*b));
-            match (hi, lo) {
-                (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
-                _ => return Err(PathRejected::BadEscape),
-            }
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    let decoded = String::from_utf8(out).map_err(|_| PathRejected::NotUtf8)?;
+    let bytes = percent::decode(raw, Plus::Literal).map_err(|_| PathRejected::BadEscape)?;
+    let decoded = String::from_utf8(bytes).map_err(|_| PathRejected::NotUtf8)?;
     if decoded.contains('/') {
         return Err(PathRejected::EncodedSlash);
     }
@@ -92,20 +78,6 @@ fn check_chars(segment: &str) -> Result<(), PathRejected> {
         }
     }
     Ok(())
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Whether a decoded byte may stand unencoded in a path segment (RFC 3986 `pchar` minus `%`).
-fn is_pchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b)
 }
 
 // === impl NormalPath ===
@@ -132,14 +104,8 @@ impl NormalPath {
 
 /// Appends `segment` percent-encoded as one path segment (every byte outside `pchar`).
 pub fn encode_segment(out: &mut String, segment: &str) {
-    for &b in segment.as_bytes() {
-        if is_pchar(b) {
-            out.push(b as char);
-        } else {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{}", percent::encode(segment, percent::SEGMENT));
 }
 
 #[cfg(test)]
@@ -181,6 +147,10 @@ mod tests {
         assert_eq!(normalize("/a%00"), Err(PathRejected::ControlCharacter));
         assert_eq!(normalize("/a%zz"), Err(PathRejected::BadEscape));
         assert_eq!(normalize("/a%2"), Err(PathRejected::BadEscape));
+        // A sign or a space is not a hex digit: `%+5` is not 0x05.
+        assert_eq!(normalize("/a%+5"), Err(PathRejected::BadEscape));
+        assert_eq!(normalize("/a%-5"), Err(PathRejected::BadEscape));
+        assert_eq!(normalize("/a% 5"), Err(PathRejected::BadEscape));
         assert_eq!(normalize("/a%ff"), Err(PathRejected::NotUtf8));
         assert_eq!(normalize("/.."), Err(PathRejected::AboveRoot));
         assert_eq!(normalize("/a/../../b"), Err(PathRejected::AboveRoot));

@@ -109,17 +109,11 @@ impl Registry {
 }
 
 fn file_uri(path: &Path) -> String {
-    let mut uri = String::from("file://");
-    for c in path.to_string_lossy().chars() {
-        match c {
-            ' ' => uri.push_str("%20"),
-            '%' => uri.push_str("%25"),
-            '#' => uri.push_str("%23"),
-            '?' => uri.push_str("%3F"),
-            c => uri.push(c),
-        }
-    }
-    uri
+    let path = path.to_string_lossy();
+    format!(
+        "file://{}",
+        crate::percent::encode(&path, crate::percent::FILE_PATH)
+    )
 }
 
 // === impl LocalFiles ===

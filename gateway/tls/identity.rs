@@ -48,7 +48,8 @@ impl IdentityField {
 
     /// Extracts this field's values from a certificate the TLS layer already verified.
     pub fn extract(self, cert: &CertificateDer<'_>) -> PeerIdentity {
-        let fingerprint = hex(ring::digest::digest(&ring::digest::SHA256, cert).as_ref());
+        let fingerprint = data_encoding::HEXLOWER
+            .encode(ring::digest::digest(&ring::digest::SHA256, cert).as_ref());
         let names = match X509Certificate::from_der(cert) {
             Ok((_, parsed)) => self.values(&parsed),
             Err(_) => Vec::new(),
@@ -83,16 +84,6 @@ impl IdentityField {
             .filter_map(|a| a.as_str().ok().map(str::to_owned))
             .collect()
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    out
 }
 
 #[cfg(test)]

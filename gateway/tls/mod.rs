@@ -6,6 +6,6 @@ mod material;
 mod server;
 
 pub use client::upstream_config;
-pub use identity::{hex, IdentityField, PeerIdentity};
+pub use identity::{IdentityField, PeerIdentity};
 pub use material::{cert_info, crl_info, load_certs, load_crls, load_key, CertInfo, CertKind};
 pub use server::server_config;

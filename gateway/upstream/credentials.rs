@@ -11,7 +11,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -175,11 +175,10 @@ impl TokenSource {
             .await
             .map_err(|e| format!("the token endpoint could not be reached: {e}"))?;
         let status = response.status();
-        let bytes = Limited::new(response.into_body(), MAX_TOKEN_RESPONSE)
-            .collect()
-            .await
-            .map_err(|e| format!("the token endpoint's answer could not be read: {e}"))?
-            .to_bytes();
+        let bytes =
+            crate::body::collect_within(response.into_body(), None, MAX_TOKEN_RESPONSE as u64)
+                .await
+                .map_err(|e| format!("the token endpoint's answer could not be read: {e}"))?;
         let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         if status != StatusCode::OK {
             // The OAuth2 error code (RFC 6749 §5.2) is safe to log; the rest may not be.

@@ -146,15 +146,7 @@ fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
 /// value: header values must be visible ASCII, so other bytes and `%` itself are
 /// percent-encoded as UTF-8 (as RFC 8187 and the gRPC spec do).
 pub fn encode_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for &b in text.as_bytes() {
-        if (b' '..=b'~').contains(&b) && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::percent::encode(text, crate::percent::TEXT).to_string()
 }
 
 fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
