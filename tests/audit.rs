@@ -5,7 +5,6 @@
 
 mod support;
 
-use data_encoding::HEXLOWER;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
