@@ -12,6 +12,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use penghubung::caller::Caller;
 use penghubung::config::load_str;
+use penghubung::demo;
 use penghubung::pipeline::Gateway;
 use penghubung::tls::IdentityField;
 use serde_json::Value;
@@ -42,6 +43,33 @@ impl Harness {
     async fn new() -> Harness {
         let pki = TestPki::new();
         let (upstream, recorder) = recording_upstream(&pki).await;
+        Harness::with_upstream(pki, upstream, recorder).await
+    }
+
+    /// The harness in front of an upstream that answers every request with `body` (JSON).
+    async fn answering(body: &'static str) -> Harness {
+        let pki = TestPki::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = format!("https://{}", listener.local_addr().unwrap());
+        let recorder = Recorder::default();
+        let seen = recorder.clone();
+        let handler: demo::Handler = Arc::new(move |s: demo::Seen| {
+            seen.push(s);
+            let mut response = http::Response::new(penghubung::body::full(body));
+            response
+                .headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            response
+        });
+        tokio::spawn(demo::serve_sample(
+            listener,
+            support::upstream_tls(&pki),
+            handler,
+        ));
+        Harness::with_upstream(pki, upstream, recorder).await
+    }
+
+    async fn with_upstream(pki: TestPki, upstream: String, recorder: Recorder) -> Harness {
         let schemas = tempfile::tempdir().unwrap();
         copy_dir(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas"),
@@ -310,4 +338,69 @@ async fn responses_that_break_their_schema_are_refused_under_enforce_and_forward
         );
         assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
     }
+}
+
+/// One reading of a body, shared with the owner (RFC 7493 I-JSON): a duplicate member name or a
+/// lone surrogate is refused, request (400 `malformed-json`, naming the member) or response
+/// (502), because the gateway's parser and the owner's may read such a document differently.
+#[tokio::test]
+async fn bodies_with_duplicate_members_or_lone_surrogates_are_refused() {
+    let h = Harness::new().await;
+    // The schema checks the last `nik` (serde_json keeps the last); an owner that keeps the
+    // first would have seen the other one. It passed with 200 before.
+    let smuggled = r#"{"nik":"not-a-nik; DROP TABLE","nama":"A","nik":"7208020203850002"}"#;
+    let (status, doc) = h.post(Some("application/json"), smuggled).await;
+    assert_eq!(
+        (status.as_u16(), slug(&doc)),
+        (400, "malformed-json"),
+        "{doc}"
+    );
+    let detail = doc["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`nik`") && detail.contains("twice"),
+        "{detail}"
+    );
+    for body in [
+        r#"{"nik":"7208020203850002","nama":"A","nama":"B"}"#,
+        r#"{"nik":"7208020203850002","nama":"A","x":{"y":1,"y":1}}"#,
+        r#"{"nik":"7208020203850002","nama":"\ud800"}"#,
+        r#"{"nik":"7208020203850002","nama":"A\udc00B"}"#,
+    ] {
+        let (status, doc) = h.post(Some("application/json"), body).await;
+        assert_eq!(
+            (status.as_u16(), slug(&doc)),
+            (400, "malformed-json"),
+            "{body}: {doc}"
+        );
+    }
+    assert_eq!(h.recorder.count(), 0, "an ambiguous body reached the owner");
+    // The same, unambiguous, goes through.
+    let (status, _) = h
+        .post(
+            Some("application/json"),
+            r#"{"nik":"7208020203850002","nama":"A \ud83d\ude00"}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // An owner's answer with a duplicate member is not passed on as if it had been checked.
+    let h = Harness::answering(r#"{"nik":"7208020203850002","method":"GET","nik":"x"}"#).await;
+    let (status, doc) = h.get("/kependudukan/strict").await;
+    assert_eq!(
+        (status.as_u16(), slug(&doc)),
+        (502, "upstream-schema-violation"),
+        "{doc}"
+    );
+    assert_eq!(doc["violations"][0]["keyword"], "json");
+    assert!(doc["violations"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`nik`"));
+    let h = Harness::answering(r#"{"nik":"\udfff"}"#).await;
+    let (status, doc) = h.get("/kependudukan/strict").await;
+    assert_eq!(
+        (status.as_u16(), slug(&doc)),
+        (502, "upstream-schema-violation"),
+        "{doc}"
+    );
 }

@@ -3,6 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::ijson::NotJson;
 use super::registry::Schema;
 use super::tape::Document;
 
@@ -20,16 +21,16 @@ pub struct Violation {
 }
 
 /// The first [`MAX_VIOLATIONS`] violations of the JSON document `body`; empty when it is valid,
-/// an error when it is not JSON. A valid body is read once, in place ([`super::tape`]); any
+/// an error when it is not I-JSON (RFC 7493: no duplicate member names). A valid body is read once, in place ([`super::tape`]); any
 /// other — or one the tape hands back — is parsed into a `serde_json::Value`, which words the
 /// violations and parse errors.
-pub fn body_violations(schema: &Schema, body: &[u8]) -> Result<Vec<Violation>, serde_json::Error> {
+pub fn body_violations(schema: &Schema, body: &[u8]) -> Result<Vec<Violation>, NotJson> {
     if let Some(document) = Document::parse(body) {
         if schema.fast.is_valid(document.root()) {
             return Ok(Vec::new());
         }
     }
-    let value: Value = serde_json::from_slice(body)?;
+    let value = super::ijson::from_slice(body)?;
     Ok(violations(schema, &value))
 }
 

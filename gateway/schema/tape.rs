@@ -8,7 +8,9 @@
 //! returns `None` for anything it does not read exactly as `serde_json::from_slice::<Value>`
 //! does — malformed JSON, but also duplicate keys (where `serde_json` keeps the last), lone
 //! surrogate escapes and nesting past 100 levels — and the caller then takes the `serde_json`
-//! path, which decides and words the error. The tests hold the two readers to the same answers.
+//! path ([`super::ijson`]), which decides and words the error: duplicate member names and lone
+//! surrogates are refused there too (RFC 7493 I-JSON). The tests hold the two readers to the
+//! same answers.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
