@@ -94,6 +94,7 @@ classification = "terbuka"
 prefix = "/kependudukan"
 upstreams = ["UPSTREAM"]
 upstream_ca = "ca.crt"
+max_request_body = "1MiB"
 
   [[services.operations]]
   id = "get-penduduk"
@@ -403,4 +404,40 @@ async fn bodies_with_duplicate_members_or_lone_surrogates_are_refused() {
         (502, "upstream-schema-violation"),
         "{doc}"
     );
+}
+
+/// Bodies built to hurt a parser — deep nesting, a number of 100,000 digits, invalid UTF-8,
+/// not JSON at all — are refused with 400 `malformed-json`, never forwarded, and cost the
+/// gateway no crash (serde_json's recursion limit; the in-place reader stops at 100 levels).
+#[tokio::test]
+async fn bodies_built_to_hurt_a_parser_are_refused() {
+    let h = Harness::new().await;
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_objects = format!("{}1{}", "{\"a\":".repeat(50_000), "}".repeat(50_000));
+    let long_number = format!("{{\"nik\":{}}}", "9".repeat(100_000));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("nesting 100,000", deep.into_bytes()),
+        ("objects nested 50,000", deep_objects.into_bytes()),
+        ("a 100,000-digit number", long_number.into_bytes()),
+        (
+            "invalid UTF-8",
+            b"{\"nik\":\"\xff\xfe\",\"nama\":\"A\"}".to_vec(),
+        ),
+        ("overlong UTF-8", b"{\"nama\":\"\xc0\xaf\"}".to_vec()),
+        ("not JSON", b"nik=7208020203850002&nama=A".to_vec()),
+        ("empty", Vec::new()),
+    ];
+    for (what, body) in cases {
+        let request = Request::post("/kependudukan/verifikasi")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let (status, doc) = h.send(request).await;
+        assert_eq!(
+            (status.as_u16(), slug(&doc)),
+            (400, "malformed-json"),
+            "{what}: {doc}"
+        );
+    }
+    assert_eq!(h.recorder.count(), 0);
 }

@@ -411,10 +411,12 @@ impl Client {
             .await
     }
 
-    pub async fn send(
+    /// A TLS connection to the gateway as this client, offering `alpn`.
+    pub async fn connect(
         &self,
-        mut request: Request<Full<Bytes>>,
-    ) -> Result<Answer, Box<dyn std::error::Error + Send + Sync>> {
+        alpn: &[u8],
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Box<dyn std::error::Error + Send + Sync>>
+    {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.clone())?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -427,15 +429,23 @@ impl Client {
             }
             None => builder.with_no_client_auth(),
         };
-        config.alpn_protocols = vec![if self.version == Version::HTTP_2 {
-            b"h2".to_vec()
-        } else {
-            b"http/1.1".to_vec()
-        }];
+        config.alpn_protocols = vec![alpn.to_vec()];
         let tcp = TcpStream::connect(self.addr).await?;
-        let tls = TlsConnector::from(Arc::new(config))
+        Ok(TlsConnector::from(Arc::new(config))
             .connect(ServerName::try_from("localhost")?, tcp)
-            .await?;
+            .await?)
+    }
+
+    pub async fn send(
+        &self,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<Answer, Box<dyn std::error::Error + Send + Sync>> {
+        let alpn: &[u8] = if self.version == Version::HTTP_2 {
+            b"h2"
+        } else {
+            b"http/1.1"
+        };
+        let tls = self.connect(alpn).await?;
         let io = TokioIo::new(tls);
         let response = if self.version == Version::HTTP_2 {
             let target = request.uri().to_string();
