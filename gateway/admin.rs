@@ -13,30 +13,38 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::body::{full, Body};
 use crate::pipeline::{Gateway, PurgeError, ReloadError};
+use crate::server::Accept;
 
-/// Serves the admin API on `listener` until `shutdown` resolves.
+/// At most this many admin connections are open at once; further ones wait in the kernel's
+/// backlog. The admin API serves a few operators and scrapers, never a crowd.
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// Serves the admin API on `listener` until `shutdown` resolves, with the discipline of the
+/// main listener: a connection cap, back-off on accept errors, and a deadline for request
+/// heads (`[gateway] header_read_timeout`, `max_header_size`).
 pub async fn serve_admin(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let accept = Accept::new(listener, MAX_ADMIN_CONNECTIONS);
     loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(_) => continue,
-            },
+        let (stream, remote, permit) = tokio::select! {
+            next = accept.next() => next,
             () = &mut shutdown => return,
         };
         let gateway = gateway.clone();
-        tokio::spawn(connection(gateway, stream, remote));
+        tokio::spawn(async move {
+            connection(gateway, stream, remote).await;
+            drop(permit);
+        });
     }
 }
 
@@ -49,9 +57,18 @@ async fn connection(gateway: Arc<Gateway>, stream: TcpStream, remote: SocketAddr
     let active = gateway.active();
     let snapshot = active.snapshot.clone();
     drop(active);
-    if snapshot.gateway.admin_identities.is_empty() {
+    let settings = &snapshot.gateway;
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    // A client that trickles its request head is cut off, as on the main listener.
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_header_size as usize);
+    http.http2().max_header_list_size(settings.max_header_size);
+    if settings.admin_identities.is_empty() {
         let by = Some(format!("admin {remote}"));
-        let _ = hyper::server::conn::http1::Builder::new()
+        let _ = http
+            .http1_only()
             .serve_connection(TokioIo::new(stream), admin_service(gateway, by))
             .await;
         return;
@@ -85,7 +102,7 @@ async fn connection(gateway: Arc<Gateway>, stream: TcpStream, remote: SocketAddr
             None
         }
     };
-    let _ = auto::Builder::new(TokioExecutor::new())
+    let _ = http
         .serve_connection(TokioIo::new(tls), admin_service(gateway, by))
         .await;
 }

@@ -17,7 +17,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::caller::{Caller, Resolved};
@@ -94,25 +94,10 @@ async fn serve_front(
     tokio::pin!(shutdown);
 
     // At most `max_connections` open: past it, new connections wait in the kernel's backlog.
-    let connections = Arc::new(Semaphore::new(snapshot.gateway.max_connections as usize));
+    let accept = Accept::new(listener, snapshot.gateway.max_connections as usize);
     loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of descriptors or a transient network error: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let (stream, remote, permit) = tokio::select! {
+            next = accept.next() => next,
             () = &mut shutdown => break,
         };
         // The TLS configuration in force when the connection arrives: a reload that rotates
@@ -131,7 +116,7 @@ async fn serve_front(
         });
     }
 
-    drop(listener);
+    drop(accept);
     tracing::info!(
         in_flight = graceful.count(),
         "shutting down: no longer accepting"
@@ -143,6 +128,46 @@ async fn serve_front(
         }
     }
     Ok(())
+}
+
+/// The accept loop of a listener (the main, gRPC and admin listeners share it): at most `cap`
+/// connections open — past it, new ones wait in the kernel's backlog — and a failed accept
+/// (out of descriptors, a transient network error) backs off instead of spinning, because the
+/// connection that could not be taken is still pending and would fail again at once.
+pub(crate) struct Accept {
+    listener: TcpListener,
+    connections: Arc<Semaphore>,
+}
+
+/// How long a listener waits after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+impl Accept {
+    pub(crate) fn new(listener: TcpListener, cap: usize) -> Accept {
+        Accept {
+            listener,
+            connections: Arc::new(Semaphore::new(cap)),
+        }
+    }
+
+    /// The next connection, with the permit that holds its place until it is dropped.
+    pub(crate) async fn next(&self) -> (TcpStream, std::net::SocketAddr, OwnedSemaphorePermit) {
+        loop {
+            // The semaphore is never closed.
+            let Ok(permit) = self.connections.clone().acquire_owned().await else {
+                std::future::pending::<()>().await;
+                continue;
+            };
+            match self.listener.accept().await {
+                Ok((stream, remote)) => return (stream, remote, permit),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; backing off");
+                    drop(permit);
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
+        }
+    }
 }
 
 struct Connection {

@@ -428,3 +428,79 @@ async fn with_admin_identities_only_an_administrator_certificate_is_served() {
         "{purges:?}"
     );
 }
+
+/// The admin listener is held to the main one's discipline: a client that trickles its request
+/// head is cut off after `header_read_timeout`, and at most `MAX_ADMIN_CONNECTIONS` are served
+/// at once (the next waits in the backlog until one closes).
+#[tokio::test]
+async fn the_admin_listener_cuts_off_slow_heads_and_caps_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = TestPki::new();
+    let (upstream, _) = recording_upstream(&pki).await;
+    let text = config_text(&upstream, "5s", "").replacen(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nheader_read_timeout = \"300ms\"",
+        1,
+    );
+    assert!(text.contains("header_read_timeout = \"300ms\""));
+    let (_gateway, addr) = admin_on(&pki, &text).await;
+    // A complete head is answered (the positive control on the same listener)...
+    assert_eq!(admin_get(addr, "GET", "/healthz").await.0, 200);
+    // ...one that never ends is cut off.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: admin\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        slow.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        ended.is_ok(),
+        "a trickled head held the admin connection open"
+    );
+    assert!(!String::from_utf8_lossy(&rest).contains("200 OK"));
+
+    // The cap: every slot taken by an open keep-alive connection.
+    let (_gateway, addr) = admin_on(&pki, &config_text(&upstream, "5s", "")).await;
+    let mut held = Vec::new();
+    for _ in 0..penghubung::admin::MAX_ADMIN_CONNECTIONS {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: admin\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(stream);
+    }
+    let mut waiting = TcpStream::connect(addr).await.unwrap();
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let early = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        waiting.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(
+        early.is_err(),
+        "a connection past the cap was served: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    // One closes; the waiting one is served.
+    drop(held.pop());
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        waiting.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the waiting connection was not served when a slot freed")
+    .unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+}
