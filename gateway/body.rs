@@ -1,13 +1,84 @@
 //! Bodies: the one response body type the pipeline returns, and the bounded reads of request
 //! and response bodies (before any upstream contact; for validation, audit and the cache).
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Frame;
 
 /// Every response body: a streamed upstream body or a small body of the gateway's own.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, BodyError>;
+
+/// Why a response body stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The upstream broke off or broke the protocol.
+    #[error("the upstream's body broke off")]
+    Broken(#[from] hyper::Error),
+    /// The exchange's deadline (`request_timeout`) passed first.
+    #[error("the exchange's deadline of {0:?} passed before the body ended")]
+    Deadline(Duration),
+}
+
+/// An upstream's response body, held to the exchange's `deadline` (`after` is the
+/// `request_timeout` it came from): past it, the next read fails with
+/// [`BodyError::Deadline`] — a 504 while nothing was sent, a reset stream afterwards.
+pub fn with_deadline(
+    body: hyper::body::Incoming,
+    deadline: tokio::time::Instant,
+    after: Duration,
+) -> Body {
+    Deadline {
+        inner: body,
+        sleep: Box::pin(tokio::time::sleep_until(deadline)),
+        after,
+        expired: false,
+    }
+    .boxed()
+}
+
+struct Deadline {
+    inner: hyper::body::Incoming,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    after: Duration,
+    expired: bool,
+}
+
+impl hyper::body::Body for Deadline {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if self.expired {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(BodyError::Broken)));
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.expired = true;
+                Poll::Ready(Some(Err(BodyError::Deadline(self.after))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// A complete body of the gateway's own (problem documents, sample services).
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -79,7 +150,7 @@ pub enum Read {
 
 /// Reads `body` whole if it ends within `limit` bytes without trailers; otherwise gives back
 /// a body that replays what was read and streams the rest, so nothing is lost.
-pub async fn read_up_to(mut body: Body, limit: u64) -> Result<Read, hyper::Error> {
+pub async fn read_up_to(mut body: Body, limit: u64) -> Result<Read, BodyError> {
     if hyper::body::Body::size_hint(&body).lower() > limit {
         return Ok(Read::Stream(body, "too-large"));
     }
@@ -120,12 +191,12 @@ struct Replay {
 
 impl hyper::body::Body for Replay {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         if let Some(frame) = self.read.pop_front() {
             return std::task::Poll::Ready(Some(Ok(frame)));
         }

@@ -9,7 +9,7 @@ use tracing::Instrument;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use http::{Method, Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 
 use crate::audit::{self, AuditLog, BodyDigest, Record, WriterOptions};
 use crate::authorize::{authorize, Ask, Grant};
@@ -22,7 +22,9 @@ use crate::config::{Classification, Protocol, Snapshot};
 use crate::exchange::Exchange;
 use crate::otlp;
 use crate::quota::{Decision, Quotas};
-use crate::reject::{rate_limit_headers, retry_seconds, Refusal, Reject, Severity};
+use crate::reject::{
+    rate_limit_headers, retry_seconds, CloseConnection, Refusal, Reject, Severity,
+};
 use crate::route::{self, Miss};
 use crate::telemetry::{Direction, Telemetry};
 use crate::upstream::{self, Forwarding, Pool, SPL_AGREEMENT, SPL_EXCHANGE_ID};
@@ -358,6 +360,7 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = std::time::Instant::now();
+        let deadline_from = tokio::time::Instant::now();
         let exchange = Exchange::begin(request.headers());
         let method = request.method().clone();
         // A clone of the URI shares its bytes; the path is formatted only if a refusal is logged.
@@ -369,7 +372,17 @@ impl Gateway {
         let mut facts = Facts::default();
         let expected = self.audit.as_ref().map(AuditLog::expect);
         async {
-            let result = run(self, &active, caller, &exchange, request, &mut facts).await;
+            let version = request.version();
+            let result = run(
+                self,
+                &active,
+                caller,
+                &exchange,
+                deadline_from,
+                request,
+                &mut facts,
+            )
+            .await;
             let seen = Seen {
                 active: &active,
                 caller,
@@ -380,7 +393,15 @@ impl Gateway {
                 grpc,
                 expected,
             };
-            self.conclude(seen, uri.path(), facts, result).await
+            let mut response = self.conclude(seen, uri.path(), facts, result).await;
+            if version < http::Version::HTTP_2
+                && response.extensions().get::<CloseConnection>().is_some()
+            {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
         }
         .instrument(exchange_span(&exchange))
         .await
@@ -518,6 +539,7 @@ async fn run<B>(
     active: &Active,
     caller: &Caller,
     exchange: &Exchange,
+    started: tokio::time::Instant,
     request: Request<B>,
     facts: &mut Facts,
 ) -> Result<Response<Body>, Reject>
@@ -558,6 +580,8 @@ where
         .map_err(|miss| miss_to_reject(snapshot, miss, request.method()))?;
     let service = &snapshot.services[matched.service];
     let operation = &service.operations[matched.operation];
+    // From the request head to the last byte of the response.
+    let deadline = started + service.request_timeout;
     facts.service = Some(matched.service);
     facts.operation = Some(matched.operation);
     // A gRPC service takes gRPC calls only, and an HTTP service no gRPC call.
@@ -643,7 +667,14 @@ where
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = collect_within(body, declared, service.max_request_body).await?;
+    let body = tokio::time::timeout_at(
+        deadline,
+        collect_within(body, declared, service.max_request_body),
+    )
+    .await
+    .map_err(|_| Reject::RequestTimeout {
+        after: service.request_timeout,
+    })??;
     if gw.audit.is_some() {
         facts.request = Some(BodyDigest::of(&body));
     }
@@ -750,10 +781,19 @@ where
     // Upstream: forward, and pass the response back.
     let request = Request::from_parts(parts, Full::new(body));
     let asked = tokio::time::Instant::now();
-    let forwarded = active
-        .upstreams
-        .forward(matched.service, service, &target, query.as_deref(), request)
-        .await;
+    let forwarded = tokio::time::timeout_at(
+        deadline,
+        active
+            .upstreams
+            .forward(matched.service, service, &target, query.as_deref(), request),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(Reject::UpstreamTimeout {
+            service: service.id.clone(),
+            after: service.request_timeout,
+        })
+    });
     gw.telemetry.upstream(
         snapshot,
         active.generation,
@@ -772,7 +812,8 @@ where
 
     let (mut parts, body) = response.into_parts();
     upstream::to_caller(&mut parts.headers);
-    let response = Response::from_parts(parts, body.boxed());
+    let body = crate::body::with_deadline(body, deadline, service.request_timeout);
+    let response = Response::from_parts(parts, body);
 
     // Validate the response before the caller sees it.
     let (response, checked) = validate::response(service, operation, response).await?;
@@ -803,12 +844,7 @@ where
                     fetch.refuse(reason);
                     body = rest;
                 }
-                Err(source) => {
-                    return Err(Reject::UpstreamBodyRead {
-                        service: service.id.clone(),
-                        source,
-                    })
-                }
+                Err(error) => return Err(Reject::upstream_body(&service.id, error)),
             }
         }
     }
@@ -900,7 +936,7 @@ impl Gateway {
                     .map(|i| seen.active.snapshot.services[i].id.clone())
                     .unwrap_or_default();
                 let reject = match e {
-                    Unread::Broken(source) => Reject::UpstreamBodyRead { service, source },
+                    Unread::Broken(error) => Reject::upstream_body(&service, error),
                     Unread::TooLarge { limit } => {
                         Reject::UpstreamResponseTooLarge { service, limit }
                     }

@@ -11,7 +11,7 @@ use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Response, StatusCode};
 use serde::Serialize;
 
-use crate::body::{full, Body, Unread};
+use crate::body::{full, Body, BodyError, Unread};
 use crate::config::{Classification, Date, Rate};
 use crate::route::PathRejected;
 use crate::schema::Violation;
@@ -102,6 +102,9 @@ pub enum Reject {
     },
     #[error("the upstream of service `{service}` did not answer within {}", humanize(*after))]
     UpstreamTimeout { service: String, after: Duration },
+    /// The caller's request body had not arrived when the exchange's deadline passed.
+    #[error("the request body did not arrive within {}", humanize(*after))]
+    RequestTimeout { after: Duration },
     #[error("the upstream of service `{service}` failed TLS verification: its certificate is not from the service's upstream CA or not for its address")]
     UpstreamTls {
         service: String,
@@ -173,6 +176,21 @@ struct Problem<'a> {
 // === impl Reject ===
 
 impl Reject {
+    /// An upstream response body that stopped before its end: a timeout when the exchange's
+    /// deadline passed, a protocol error when the upstream broke off.
+    pub fn upstream_body(service: &str, error: BodyError) -> Reject {
+        match error {
+            BodyError::Deadline(after) => Reject::UpstreamTimeout {
+                service: service.to_owned(),
+                after,
+            },
+            BodyError::Broken(source) => Reject::UpstreamBodyRead {
+                service: service.to_owned(),
+                source,
+            },
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Reject::BadPath(_)
@@ -206,6 +224,7 @@ impl Reject {
             | Reject::AuditUnavailable
             | Reject::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Reject::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Reject::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -240,6 +259,7 @@ impl Reject {
             Reject::UpstreamUnavailable { .. } => "upstream-unavailable",
             Reject::AuditUnavailable => "audit-unavailable",
             Reject::UpstreamTimeout { .. } => "upstream-timeout",
+            Reject::RequestTimeout { .. } => "request-timeout",
             Reject::UpstreamTls { .. } => "upstream-tls",
             Reject::UpstreamProtocol { .. } | Reject::UpstreamBodyRead { .. } => {
                 "upstream-protocol-error"
@@ -278,6 +298,7 @@ impl Reject {
             Reject::UpstreamUnavailable { .. } => "Upstream unavailable",
             Reject::AuditUnavailable => "Audit unavailable",
             Reject::UpstreamTimeout { .. } => "Upstream timeout",
+            Reject::RequestTimeout { .. } => "Request timeout",
             Reject::UpstreamTls { .. } => "Upstream failed TLS verification",
             Reject::UpstreamProtocol { .. } | Reject::UpstreamBodyRead { .. } => {
                 "Upstream protocol error"
@@ -319,6 +340,7 @@ impl Reject {
             _ if matches!(self, Reject::AgreementChoiceRequired { .. }) => Code::FailedPrecondition,
             _ if matches!(self, Reject::BodyTooLarge { .. }) => Code::ResourceExhausted,
             _ if matches!(self, Reject::AuditUnavailable) => Code::Unavailable,
+            408 => Code::DeadlineExceeded,
             400 | 405 | 415 | 422 => Code::InvalidArgument,
             403 => Code::PermissionDenied,
             404 => Code::NotFound,
@@ -371,6 +393,7 @@ impl Reject {
         if let Reject::Overloaded { .. } = self {
             headers.insert(RETRY_AFTER, HeaderValue::from(1));
         }
+
         if let Reject::MethodNotAllowed { allow, .. } = self {
             let list = allow
                 .iter()
@@ -381,9 +404,19 @@ impl Reject {
                 headers.insert(ALLOW, value);
             }
         }
+        if let Reject::RequestTimeout { .. } = self {
+            // The rest of the body may still be on its way: the connection cannot carry
+            // another request (HTTP/1.1 `Connection: close`, added where the version is known).
+            response.extensions_mut().insert(CloseConnection);
+        }
         response
     }
 }
+
+/// Marks a response after which the connection must close (in its extensions): on HTTP/1.1
+/// the pipeline answers with `Connection: close`.
+#[derive(Debug, Clone, Copy)]
+pub struct CloseConnection;
 
 /// Marks a response as the gateway's refusal (in its extensions).
 #[derive(Debug, Clone)]

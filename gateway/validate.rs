@@ -102,12 +102,7 @@ pub async fn response(
     let (parts, body) = response.into_parts();
     let bytes = match collect_within(body, None, MAX_VALIDATED_RESPONSE as u64).await {
         Ok(bytes) => bytes,
-        Err(Unread::Broken(source)) => {
-            return Err(Reject::UpstreamBodyRead {
-                service: service.id.clone(),
-                source,
-            })
-        }
+        Err(Unread::Broken(error)) => return Err(Reject::upstream_body(&service.id, error)),
         Err(Unread::TooLarge { limit }) => {
             return Err(Reject::UpstreamSchemaViolation {
                 service: service.id.clone(),

@@ -700,3 +700,76 @@ fn off_loopback_the_admin_api_needs_administrators_of_its_own() {
     .unwrap();
     assert_eq!(snapshot.gateway.admin_identities, ["ops.test"]);
 }
+
+#[test]
+fn deadlines_and_the_buffer_budget_are_checked() {
+    let pki = TestPki::new();
+    let gateway_keys = |keys: &str| {
+        replace(
+            &base(),
+            "shutdown_grace = \"5s\"",
+            &format!("shutdown_grace = \"5s\"\n{keys}"),
+        )
+    };
+    // Valid, and in the snapshot: the service inherits the gateway's deadline unless it sets
+    // its own.
+    let text = replace(
+        &gateway_keys(
+            "request_timeout = \"90s\"\nmax_buffered = \"64MiB\"\nmax_connection_age = \"10m\"",
+        ),
+        "[[services]]\nid = \"dinkes-faskes\"",
+        "[[services]]\nid = \"dinkes-faskes\"\nrequest_timeout = \"2m\"",
+    );
+    let s = load_str(&text, &pki.path().join("ok.toml"), pki.path()).unwrap();
+    assert_eq!(s.gateway.request_timeout.as_secs(), 90);
+    assert_eq!(s.gateway.max_buffered, 64 << 20);
+    assert_eq!(s.gateway.max_connection_age.as_secs(), 600);
+    assert_eq!(s.services[0].request_timeout.as_secs(), 90);
+    assert_eq!(s.services[1].request_timeout.as_secs(), 120);
+    // Defaults.
+    let s = load_str(&base(), &pki.path().join("ok.toml"), pki.path()).unwrap();
+    assert_eq!(s.gateway.request_timeout.as_secs(), 60);
+    assert_eq!(s.gateway.max_buffered, 256 << 20);
+    assert_eq!(s.gateway.max_connection_age.as_secs(), 3600);
+
+    let e = errors_of(
+        &pki,
+        &gateway_keys(
+            "request_timeout = \"0s\"\nmax_buffered = \"512KiB\"\nmax_connection_age = \"0s\"",
+        ),
+    );
+    assert_error(&e, "gateway.request_timeout", "more than zero");
+    assert_error(&e, "gateway.max_buffered", "at least 1MiB");
+    assert_error(&e, "gateway.max_connection_age", "more than zero");
+
+    // A deadline shorter than the upstream timeout: on the service's own key, or on its
+    // timeout when the deadline is the gateway's.
+    let text = replace(
+        &base(),
+        "timeout = \"5s\"",
+        "timeout = \"5s\"\nrequest_timeout = \"2s\"",
+    );
+    assert_error(
+        &errors_of(&pki, &text),
+        "services[0].request_timeout",
+        "longer than",
+    );
+    let text = gateway_keys("request_timeout = \"3s\"");
+    assert_error(
+        &errors_of(&pki, &text),
+        "services[0].timeout",
+        "[gateway] request_timeout",
+    );
+
+    // A request body limit above the budget could never be admitted.
+    let text = replace(
+        &gateway_keys("max_buffered = \"1MiB\""),
+        "[[services]]\nid = \"dinkes-faskes\"",
+        "[[services]]\nid = \"dinkes-faskes\"\nmax_request_body = \"2MiB\"",
+    );
+    assert_error(
+        &errors_of(&pki, &text),
+        "services[1].max_request_body",
+        "max_buffered",
+    );
+}

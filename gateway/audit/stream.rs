@@ -18,7 +18,7 @@ use hyper::body::Frame;
 use ring::digest;
 
 use super::{AuditLog, BodyDigest, Record};
-use crate::body::Body;
+use crate::body::{Body, BodyError};
 
 /// The `grpc-status` in `headers` (trailers, or the headers of a Trailers-Only answer).
 pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
@@ -105,12 +105,12 @@ impl Recorded {
 
 impl hyper::body::Body for Recorded {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         loop {
             if let Some(appending) = self.appending.as_mut() {
                 let recorded = match Pin::new(appending).poll(cx) {
@@ -145,7 +145,10 @@ impl hyper::body::Body for Recorded {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     self.ended = true;
-                    self.finish(Some("upstream-protocol-error"));
+                    self.finish(Some(match e {
+                        BodyError::Deadline(_) => "upstream-timeout",
+                        BodyError::Broken(_) => "upstream-protocol-error",
+                    }));
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(None) => {

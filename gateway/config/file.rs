@@ -50,6 +50,13 @@ pub struct GatewaySection {
     pub max_connections: Option<u32>,
     /// How long in-flight requests may run after SIGTERM / SIGINT.
     pub shutdown_grace: Option<String>,
+    /// The deadline of a whole exchange, request head to the last byte of the response;
+    /// services may set their own.
+    pub request_timeout: Option<String>,
+    /// Bytes held at once for bodies being validated, audited or cached, all exchanges together.
+    pub max_buffered: Option<String>,
+    /// A connection older than this is closed gracefully (its requests in flight finish).
+    pub max_connection_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +146,8 @@ pub struct ServiceEntry {
     pub upstreams: Vec<String>,
     pub upstream_ca: Option<String>,
     pub timeout: Option<String>,
+    /// The deadline of a whole exchange with this service (`[gateway] request_timeout` unless set).
+    pub request_timeout: Option<String>,
     #[serde(default)]
     pub allow_plaintext: bool,
     pub max_request_body: Option<String>,

@@ -64,6 +64,12 @@ pub struct GatewaySettings {
     pub max_header_size: u32,
     pub max_connections: u32,
     pub shutdown_grace: Duration,
+    /// The deadline of an exchange (services may override it: [`Service::request_timeout`]).
+    pub request_timeout: Duration,
+    /// Bytes of bodies held for validation, audit and the cache, all exchanges together.
+    pub max_buffered: u64,
+    /// Connections older than this are closed gracefully.
+    pub max_connection_age: Duration,
 }
 
 /// The zones Indonesia uses, none of which observes daylight saving time, so a zone is a fixed
@@ -166,6 +172,9 @@ pub struct Service {
     /// Credentials for the upstream beyond the client certificate (`upstream_auth`).
     pub upstream_auth: Option<super::UpstreamAuth>,
     pub timeout: Duration,
+    /// From the request head to the last byte of the response: a caller's body not arrived
+    /// by then is 408, an upstream's answer not finished 504 (or a reset stream).
+    pub request_timeout: Duration,
     pub max_request_body: u64,
     /// Requests in flight to the upstream at most (`max_in_flight`); `None`: no limit.
     pub max_in_flight: Option<u32>,

@@ -34,9 +34,13 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_HEADER_SIZE: u32 = 32 << 10;
 const MIN_HEADER_SIZE: u64 = 8 << 10;
+const MIN_MAX_BUFFERED: u64 = 1 << 20;
 const MAX_HEADER_SIZE: u64 = 1 << 20;
 const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_MAX_BUFFERED: u64 = 256 << 20;
+const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
 const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 
@@ -202,6 +206,35 @@ pub fn validate(
         parse_duration,
     )
     .map(|v| v.unwrap_or(DEFAULT_SHUTDOWN_GRACE));
+    let request_timeout = opt(
+        &mut errors,
+        "gateway.request_timeout",
+        &g.request_timeout,
+        positive_duration,
+    )
+    .map(|v| v.unwrap_or(DEFAULT_REQUEST_TIMEOUT));
+    let max_buffered = opt(
+        &mut errors,
+        "gateway.max_buffered",
+        &g.max_buffered,
+        |text| {
+            let size = parse_size(text)?;
+            if size < MIN_MAX_BUFFERED {
+                return Err(format!(
+                    "`{text}` is too small; at least 1MiB (a body being validated must fit)"
+                ));
+            }
+            Ok(size)
+        },
+    )
+    .map(|v| v.unwrap_or(DEFAULT_MAX_BUFFERED));
+    let max_connection_age = opt(
+        &mut errors,
+        "gateway.max_connection_age",
+        &g.max_connection_age,
+        positive_duration,
+    )
+    .map(|v| v.unwrap_or(DEFAULT_MAX_CONNECTION_AGE));
     let schemas_dir = resolve(g.schemas_dir.as_deref().unwrap_or("schemas"));
     let data_dir = resolve(g.data_dir.as_deref().unwrap_or("data"));
 
@@ -386,6 +419,8 @@ pub fn validate(
             gateway_chain: chain.as_ref(),
             gateway_key: key.as_ref(),
             default_body: max_request_body.unwrap_or(DEFAULT_MAX_REQUEST_BODY),
+            default_request_timeout: request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            max_buffered: max_buffered.unwrap_or(DEFAULT_MAX_BUFFERED),
             resolve: &resolve,
         };
         let index = services.len();
@@ -491,6 +526,9 @@ pub fn validate(
             max_header_size: max_header_size.ok_or_else(missing)?,
             max_connections: max_connections.ok_or_else(missing)?,
             shutdown_grace: shutdown_grace.ok_or_else(missing)?,
+            request_timeout: request_timeout.ok_or_else(missing)?,
+            max_buffered: max_buffered.ok_or_else(missing)?,
+            max_connection_age: max_connection_age.ok_or_else(missing)?,
         },
         server_tls: server_tls.ok_or_else(missing)?,
         identity: identity.ok_or_else(missing)?,
@@ -552,6 +590,8 @@ struct ServiceContext<'a> {
     gateway_chain: Option<&'a Vec<rustls_pki_types::CertificateDer<'static>>>,
     gateway_key: Option<&'a rustls_pki_types::PrivateKeyDer<'static>>,
     default_body: u64,
+    default_request_timeout: Duration,
+    max_buffered: u64,
     resolve: &'a dyn Fn(&str) -> PathBuf,
 }
 
@@ -636,7 +676,48 @@ fn service(
         &s.max_request_body,
         parse_size,
     )
-    .map(|t| t.unwrap_or(ctx.default_body));
+    .map(|t| t.unwrap_or(ctx.default_body))
+    .and_then(|body| {
+        if body > ctx.max_buffered {
+            errors.push(
+                format!("{at}.max_request_body"),
+                format!(
+                    "{body} bytes is more than [gateway] max_buffered ({} bytes), so a body of that size could never be admitted",
+                    ctx.max_buffered
+                ),
+            );
+            return None;
+        }
+        Some(body)
+    });
+    let request_timeout = opt(
+        errors,
+        &format!("{at}.request_timeout"),
+        &s.request_timeout,
+        positive_duration,
+    )
+    .and_then(|explicit| {
+        let deadline = explicit.unwrap_or(ctx.default_request_timeout);
+        match timeout {
+            Some(timeout) if deadline < timeout => {
+                let (path, whose) = match explicit {
+                    Some(_) => (format!("{at}.request_timeout"), "its `request_timeout`"),
+                    None => (
+                        format!("{at}.timeout"),
+                        "[gateway] request_timeout (set the service's own `request_timeout`)",
+                    ),
+                };
+                errors.push(
+                    path,
+                    format!(
+                        "the upstream timeout ({timeout:?}) is longer than {whose} ({deadline:?}), so the exchange would end before the upstream's time is up"
+                    ),
+                );
+                None
+            }
+            _ => Some(deadline),
+        }
+    });
 
     if s.upstreams.is_empty() {
         errors.push(
@@ -744,6 +825,7 @@ fn service(
         upstream_tls: upstream_tls?,
         upstream_auth: upstream_auth?,
         timeout: timeout?,
+        request_timeout: request_timeout?,
         max_request_body: max_body?,
         max_in_flight: match s.max_in_flight {
             Some(0) => {
@@ -1209,6 +1291,15 @@ fn parse_otlp_endpoint(text: &str) -> Result<Uri, String> {
 }
 
 /// Parses an optional value; `None` in the result means the value was present and bad.
+/// A duration that is more than zero.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Err(format!("`{text}` must be more than zero"));
+    }
+    Ok(d)
+}
+
 fn opt<T>(
     errors: &mut Errors,
     path: &str,
