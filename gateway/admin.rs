@@ -251,7 +251,7 @@ struct PurgeScope {
 
 /// `POST /v1/cache/purge` with an optional JSON body `{"service": …, "operation": …}`.
 async fn purge(gateway: &Gateway, request: Request<Incoming>, by: &str) -> Response<Body> {
-    let body = match crate::body::collect_within(request.into_body(), None, 4096).await {
+    let body = match crate::body::collect_within(request.into_body(), None, 4096, None).await {
         Ok(bytes) => bytes,
         Err(e) => {
             return problem(

@@ -8,6 +8,8 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Frame;
 
+use crate::budget::{Held, OverBudget, Part};
+
 /// Every response body: a streamed upstream body or a small body of the gateway's own.
 pub type Body = BoxBody<Bytes, BodyError>;
 
@@ -96,15 +98,21 @@ pub enum Unread<E> {
     /// The body itself failed (the peer broke off, a protocol error).
     #[error("the body could not be read")]
     Broken(#[source] E),
+    /// Holding it would pass the memory budget (`[gateway] max_buffered`).
+    #[error("the body cannot be held: {0}")]
+    OverBudget(#[source] OverBudget),
 }
 
-/// Reads a body whole, at most `limit` bytes. A declared size (`Content-Length`, or the body's
-/// own size hint) over the limit is refused without reading a byte; a body that grows past it
-/// is refused as soon as it does. Trailers are dropped.
+/// Reads a body whole, at most `limit` bytes, holding what it reads in `hold` (an exchange's
+/// account of the memory budget, and which of its bodies this is). A declared size
+/// (`Content-Length`, or the body's own size hint) over the limit or over the budget is refused
+/// without reading a byte; a body that grows past either is refused as soon as it does.
+/// Trailers are dropped.
 pub async fn collect_within<B>(
     body: B,
     declared: Option<u64>,
     limit: u64,
+    mut hold: Option<(&mut Held, Part)>,
 ) -> Result<Bytes, Unread<B::Error>>
 where
     B: hyper::body::Body<Data = Bytes>,
@@ -112,6 +120,10 @@ where
     let hint = body.size_hint();
     if declared.is_some_and(|n| n > limit) || hint.lower() > limit {
         return Err(Unread::TooLarge { limit });
+    }
+    if let Some((held, part)) = hold.as_mut() {
+        let known = declared.unwrap_or(0).max(hint.lower());
+        held.want(*part, known).map_err(Unread::OverBudget)?;
     }
     let mut body = std::pin::pin!(body);
     let mut first: Option<Bytes> = None;
@@ -124,6 +136,9 @@ where
         length += data.len() as u64;
         if length > limit {
             return Err(Unread::TooLarge { limit });
+        }
+        if let Some((held, part)) = hold.as_mut() {
+            held.want(*part, length).map_err(Unread::OverBudget)?;
         }
         // One frame (the common case) is kept as it came, without a copy.
         match &first {
@@ -148,11 +163,16 @@ pub enum Read {
     Stream(Body, &'static str),
 }
 
-/// Reads `body` whole if it ends within `limit` bytes without trailers; otherwise gives back
-/// a body that replays what was read and streams the rest, so nothing is lost.
-pub async fn read_up_to(mut body: Body, limit: u64) -> Result<Read, BodyError> {
-    if hyper::body::Body::size_hint(&body).lower() > limit {
+/// Reads `body` whole if it ends within `limit` bytes without trailers, holding it in `held`;
+/// otherwise gives back a body that replays what was read and streams the rest, so nothing is
+/// lost — also when the memory budget cannot hold it (`over-budget`).
+pub async fn read_up_to(mut body: Body, limit: u64, held: &mut Held) -> Result<Read, BodyError> {
+    let hint = hyper::body::Body::size_hint(&body).lower();
+    if hint > limit {
         return Ok(Read::Stream(body, "too-large"));
+    }
+    if held.want(Part::Response, hint).is_err() {
+        return Ok(Read::Stream(body, "over-budget"));
     }
     let mut read = Vec::new();
     let mut length = 0u64;
@@ -161,7 +181,13 @@ pub async fn read_up_to(mut body: Body, limit: u64) -> Result<Read, BodyError> {
         let reason = match frame.data_ref() {
             Some(data) => {
                 length += data.len() as u64;
-                (length > limit).then_some("too-large")
+                if length > limit {
+                    Some("too-large")
+                } else if held.want(Part::Response, length).is_err() {
+                    Some("over-budget")
+                } else {
+                    None
+                }
             }
             None => Some("trailers"),
         };

@@ -13,6 +13,8 @@ use rand::Rng;
 pub struct Exchange {
     pub id: String,
     pub trace: TraceContext,
+    /// When it began (tokio's clock): its deadline (`request_timeout`) runs from here.
+    pub begun: tokio::time::Instant,
 }
 
 /// W3C Trace Context (`traceparent`): the caller's trace if it sent a valid one, else a new one.
@@ -43,7 +45,11 @@ impl Exchange {
             .encode_lower(&mut uuid::Uuid::encode_buffer())
             .to_owned();
         let trace = TraceContext::from_headers(headers, &random[..16], &random[16..]);
-        Exchange { id, trace }
+        Exchange {
+            id,
+            trace,
+            begun: tokio::time::Instant::now(),
+        }
     }
 }
 

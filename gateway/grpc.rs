@@ -192,7 +192,7 @@ impl Exchange for Front {
             return Err(status);
         }
         let (parts, body) = response.into_parts();
-        let body = crate::body::collect_within(body, None, MAX_AUDITED_RESPONSE as u64)
+        let body = crate::body::collect_within(body, None, MAX_AUDITED_RESPONSE as u64, None)
             .await
             .map_err(|e| {
                 Status::new(Code::Internal, format!("the answer could not be read: {e}"))

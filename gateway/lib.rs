@@ -29,6 +29,7 @@
 //! | [`quota`] | per-agreement rates (GCRA) on tokio's monotonic clock |
 //! | [`clock`] | the calendar for agreement validity, in the gateway's time zone; settable in tests |
 //! | [`body`] | the response body type, the bounded request-body read, and reading a response for the cache |
+//! | [`budget`] | the memory budget of held bodies (`[gateway] max_buffered`), one account per exchange |
 //! | [`cache`] | the response cache: keys that keep agencies apart, RFC 9111 freshness, coalesced misses, purge |
 //! | [`upstream`] | pooled mTLS clients per service and header rewriting both ways |
 //! | [`percent`] | percent-encoding: strict decoding (every `%` two hex digits) and the encode sets, one codec |
@@ -57,6 +58,7 @@ pub mod admin;
 pub mod audit;
 pub mod authorize;
 pub mod body;
+pub mod budget;
 pub mod cache;
 pub mod caller;
 pub mod catalog;

@@ -13,7 +13,8 @@ use http_body_util::Full;
 
 use crate::audit::{self, AuditLog, BodyDigest, Record, WriterOptions};
 use crate::authorize::{authorize, Ask, Grant};
-use crate::body::{collect_within, full, read_up_to, Body, Read, Unread};
+use crate::body::{collect_within, full, read_up_to, Body, Read};
+use crate::budget::{Budget, Held, Part};
 use crate::cache::{self, Cache, Fetched, Key, Lookup, Sharing};
 use crate::caller::{Caller, Resolved};
 use crate::catalog;
@@ -43,6 +44,8 @@ pub struct Gateway {
     cache: Cache,
     telemetry: Telemetry,
     sla: crate::sla::Sla,
+    /// `[gateway] max_buffered`: the bodies held by all exchanges.
+    budget: Arc<Budget>,
     /// When the gateway started: the start of every cumulative metric.
     started: std::time::SystemTime,
 }
@@ -182,6 +185,7 @@ impl Gateway {
         }
         Ok(Gateway {
             cache: Cache::new(&snapshot.cache, telemetry.cache().clone()),
+            budget: Budget::new(snapshot.gateway.max_buffered),
             active: ArcSwap::from_pointee(Active::new(snapshot, 0, &telemetry)),
             reloading: tokio::sync::Mutex::new(()),
             clock,
@@ -245,6 +249,7 @@ impl Gateway {
                 .filter_map(|c| Some((c.used_as.as_str(), c.file.as_str(), c.not_after? - now)))
                 .collect(),
             audit_queue: self.audit.as_ref().map(AuditLog::queued),
+            buffered: (self.budget.used(), self.budget.max()),
         });
     }
 
@@ -360,7 +365,6 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = std::time::Instant::now();
-        let deadline_from = tokio::time::Instant::now();
         let exchange = Exchange::begin(request.headers());
         let method = request.method().clone();
         // A clone of the URI shares its bytes; the path is formatted only if a refusal is logged.
@@ -370,17 +374,12 @@ impl Gateway {
         let caller = caller.at(&active.snapshot, active.generation);
         let caller = &*caller;
         let mut facts = Facts::default();
+        let mut held = self.budget.account();
         let expected = self.audit.as_ref().map(AuditLog::expect);
         async {
             let version = request.version();
             let result = run(
-                self,
-                &active,
-                caller,
-                &exchange,
-                deadline_from,
-                request,
-                &mut facts,
+                self, &active, caller, &exchange, request, &mut facts, &mut held,
             )
             .await;
             let seen = Seen {
@@ -393,7 +392,9 @@ impl Gateway {
                 grpc,
                 expected,
             };
-            let mut response = self.conclude(seen, uri.path(), facts, result).await;
+            let mut response = self
+                .conclude(seen, uri.path(), facts, result, &mut held)
+                .await;
             if version < http::Version::HTTP_2
                 && response.extensions().get::<CloseConnection>().is_some()
             {
@@ -401,7 +402,8 @@ impl Gateway {
                     .headers_mut()
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }
-            response
+            // What the exchange holds is given back once its answer has been sent.
+            response.map(|body| held.attach(body))
         }
         .instrument(exchange_span(&exchange))
         .await
@@ -437,7 +439,8 @@ impl Gateway {
             grpc: false,
             expected: None,
         };
-        self.conclude(seen, path, facts, Err(reject))
+        let mut held = self.budget.account();
+        self.conclude(seen, path, facts, Err(reject), &mut held)
             .instrument(exchange_span(&exchange))
             .await
     }
@@ -450,6 +453,7 @@ impl Gateway {
         path: &str,
         facts: Facts,
         result: Result<Response<Body>, Reject>,
+        held: &mut Held,
     ) -> Response<Body> {
         let outcome = match &result {
             Ok(_) if matches!(facts.cache, Some("hit" | "coalesced")) => "served-from-cache",
@@ -499,7 +503,7 @@ impl Gateway {
         let (consumer, service, operation) = (facts.consumer, facts.service, facts.operation);
         if let Some(audit) = &self.audit {
             seen.outcome = outcome;
-            response = self.record(audit, seen, facts, response).await;
+            response = self.record(audit, seen, facts, response, held).await;
         }
         if let Ok(id) = id {
             response.headers_mut().insert(SPL_EXCHANGE_ID, id);
@@ -539,9 +543,9 @@ async fn run<B>(
     active: &Active,
     caller: &Caller,
     exchange: &Exchange,
-    started: tokio::time::Instant,
     request: Request<B>,
     facts: &mut Facts,
+    held: &mut Held,
 ) -> Result<Response<Body>, Reject>
 where
     B: hyper::body::Body<Data = Bytes>,
@@ -581,7 +585,7 @@ where
     let service = &snapshot.services[matched.service];
     let operation = &service.operations[matched.operation];
     // From the request head to the last byte of the response.
-    let deadline = started + service.request_timeout;
+    let deadline = exchange.begun + service.request_timeout;
     facts.service = Some(matched.service);
     facts.operation = Some(matched.operation);
     // A gRPC service takes gRPC calls only, and an HTTP service no gRPC call.
@@ -669,7 +673,12 @@ where
         .and_then(|v| v.parse::<u64>().ok());
     let body = tokio::time::timeout_at(
         deadline,
-        collect_within(body, declared, service.max_request_body),
+        collect_within(
+            body,
+            declared,
+            service.max_request_body,
+            Some((&mut *held, Part::Request)),
+        ),
     )
     .await
     .map_err(|_| Reject::RequestTimeout {
@@ -816,7 +825,7 @@ where
     let response = Response::from_parts(parts, body);
 
     // Validate the response before the caller sees it.
-    let (response, checked) = validate::response(service, operation, response).await?;
+    let (response, checked) = validate::response(service, operation, response, held).await?;
     facts.unconforming = checked == validate::Checked::ForwardedUnconforming;
     let (mut parts, mut body) = response.into_parts();
 
@@ -826,7 +835,7 @@ where
             fetch.refuse("schema-violation");
         } else {
             let limit = fetch.entry_limit();
-            match read_up_to(body, limit).await {
+            match read_up_to(body, limit, held).await {
                 Ok(Read::Whole(bytes)) => {
                     let fetched = Fetched {
                         request: &sent,
@@ -915,6 +924,7 @@ impl Gateway {
         mut seen: Seen<'_>,
         facts: Facts,
         response: Response<Body>,
+        held: &mut Held,
     ) -> Response<Body> {
         let expected = seen.expected.take();
         // A gRPC answer streams (server-streaming calls may be long); it is recorded when it
@@ -926,24 +936,24 @@ impl Gateway {
             return Response::from_parts(parts, body);
         }
         let (parts, body) = response.into_parts();
-        let (parts, bytes, outcome) = match collect_within(body, None, MAX_AUDITED_RESPONSE as u64)
-            .await
-        {
+        let hold = Some((&mut *held, Part::Response));
+        let collected = collect_within(body, None, MAX_AUDITED_RESPONSE as u64, hold).await;
+        let (parts, bytes, outcome) = match collected {
             Ok(bytes) => (parts, bytes, seen.outcome),
-            Err(e) => {
+            Err(unread) => {
                 let service = facts
                     .service
                     .map(|i| seen.active.snapshot.services[i].id.clone())
                     .unwrap_or_default();
-                let reject = match e {
-                    Unread::Broken(error) => Reject::upstream_body(&service, error),
-                    Unread::TooLarge { limit } => {
-                        Reject::UpstreamResponseTooLarge { service, limit }
+                let reject = Reject::unread_response(&service, unread, |limit| {
+                    Reject::UpstreamResponseTooLarge {
+                        service: service.clone(),
+                        limit,
                     }
-                };
+                });
                 tracing::warn!(exchange_id = %seen.exchange.id, error = %reject, "the upstream response could not be read whole");
                 let (parts, body) = refusal(&reject, &seen).into_parts();
-                let bytes = collect_within(body, None, MAX_AUDITED_RESPONSE as u64)
+                let bytes = collect_within(body, None, MAX_AUDITED_RESPONSE as u64, None)
                     .await
                     .unwrap_or_default();
                 (parts, bytes, reject.slug())
@@ -1069,6 +1079,7 @@ impl Gateway {
             cache_dropped,
             warnings: next.snapshot.warnings.clone(),
         };
+        self.budget.set_max(next.snapshot.gateway.max_buffered);
         self.active.store(next);
         self.telemetry.forget_before(generation);
         self.telemetry.reload(true);

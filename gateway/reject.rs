@@ -136,6 +136,10 @@ pub enum Reject {
     Overloaded { service: String, limit: u32 },
     #[error("the audit log cannot record exchanges; nothing is forwarded unrecorded")]
     AuditUnavailable,
+    /// The gateway holds as many bodies as its memory budget (`[gateway] max_buffered`)
+    /// allows: shed, with `Retry-After`.
+    #[error("the gateway is holding as much as its memory budget allows; try again shortly")]
+    OverBudget(#[source] crate::budget::OverBudget),
     #[error("the upstream of service `{service}` broke the HTTP protocol")]
     UpstreamProtocol {
         service: String,
@@ -150,6 +154,7 @@ impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<Unread<E>> for Reje
         match unread {
             Unread::TooLarge { limit } => Reject::BodyTooLarge { limit },
             Unread::Broken(source) => Reject::BodyRead(source.into()),
+            Unread::OverBudget(over) => Reject::OverBudget(over),
         }
     }
 }
@@ -176,6 +181,20 @@ struct Problem<'a> {
 // === impl Reject ===
 
 impl Reject {
+    /// An upstream response body that could not be read whole within `limit` (`too_large`
+    /// says what that means for the caller).
+    pub fn unread_response(
+        service: &str,
+        unread: Unread<BodyError>,
+        too_large: impl FnOnce(u64) -> Reject,
+    ) -> Reject {
+        match unread {
+            Unread::Broken(error) => Reject::upstream_body(service, error),
+            Unread::TooLarge { limit } => too_large(limit),
+            Unread::OverBudget(over) => Reject::OverBudget(over),
+        }
+    }
+
     /// An upstream response body that stopped before its end: a timeout when the exchange's
     /// deadline passed, a protocol error when the upstream broke off.
     pub fn upstream_body(service: &str, error: BodyError) -> Reject {
@@ -222,7 +241,8 @@ impl Reject {
             | Reject::UpstreamSchemaViolation { .. } => StatusCode::BAD_GATEWAY,
             Reject::UpstreamUnavailable { .. }
             | Reject::AuditUnavailable
-            | Reject::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | Reject::Overloaded { .. }
+            | Reject::OverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
             Reject::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Reject::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         }
@@ -248,7 +268,7 @@ impl Reject {
             Reject::UpstreamSchemaViolation { .. } => "upstream-schema-violation",
             Reject::UpstreamResponseTooLarge { .. } => "upstream-response-too-large",
             Reject::UpstreamCredentials { .. } => "upstream-credentials",
-            Reject::Overloaded { .. } => "overloaded",
+            Reject::Overloaded { .. } | Reject::OverBudget(_) => "overloaded",
             Reject::BadPath(_) => "malformed-path",
             Reject::NoService => "no-route",
             Reject::NoOperation { .. } => "no-operation",
@@ -288,6 +308,7 @@ impl Reject {
             Reject::UpstreamResponseTooLarge { .. } => "Upstream response too large",
             Reject::UpstreamCredentials { .. } => "Upstream credentials unavailable",
             Reject::Overloaded { .. } => "Service overloaded",
+            Reject::OverBudget(_) => "Gateway overloaded",
             Reject::BadPath(_) => "Malformed request path",
             Reject::NoService => "No such service",
             Reject::NoOperation { .. } => "No such operation",
@@ -317,6 +338,7 @@ impl Reject {
             | Reject::UpstreamResponseTooLarge { .. }
             | Reject::UpstreamCredentials { .. }
             | Reject::Overloaded { .. }
+            | Reject::OverBudget(_)
             | Reject::UpstreamSchemaViolation { .. } => Severity::Upstream,
             _ => Severity::Caller,
         }
@@ -390,7 +412,7 @@ impl Reject {
                 headers.insert(name, value);
             }
         }
-        if let Reject::Overloaded { .. } = self {
+        if let Reject::Overloaded { .. } | Reject::OverBudget(_) = self {
             headers.insert(RETRY_AFTER, HeaderValue::from(1));
         }
 

@@ -50,6 +50,8 @@ pub struct Telemetry {
     upstream_up: Family<Labels, Gauge>,
     certificate_expiry: Family<Labels, Gauge>,
     audit_queue: Gauge,
+    buffered: Gauge,
+    buffered_max: Gauge,
 }
 
 /// Latency buckets: 100 µs doubling to about 6.6 s.
@@ -65,6 +67,8 @@ pub struct Scrape<'a> {
     pub certificates: Vec<(&'a str, &'a str, i64)>,
     /// Records waiting for the audit writer.
     pub audit_queue: Option<usize>,
+    /// Bytes of bodies held now, and the budget (`[gateway] max_buffered`).
+    pub buffered: (u64, u64),
 }
 
 type Reason = [(&'static str, &'static str); 1];
@@ -136,6 +140,17 @@ impl Telemetry {
             "Audit records handed to the writer and not yet durable",
             audit_queue.clone(),
         );
+        let (buffered, buffered_max) = (Gauge::default(), Gauge::default());
+        registry.register(
+            "buffered_bytes",
+            "Bytes of request and response bodies held for validation, audit and the cache, all exchanges together",
+            buffered.clone(),
+        );
+        registry.register(
+            "buffered_max_bytes",
+            "The budget of held bodies ([gateway] max_buffered); past it exchanges are refused with 503 overloaded",
+            buffered_max.clone(),
+        );
         let cache = CacheMetrics::default();
         cache.register(&mut registry);
         let (reloads, reload_failures) = (Counter::default(), Counter::default());
@@ -173,6 +188,8 @@ impl Telemetry {
             upstream_up,
             certificate_expiry,
             audit_queue,
+            buffered,
+            buffered_max,
             schema_violations,
             cache,
             reloads,
@@ -337,6 +354,10 @@ impl Telemetry {
                 .audit_queue
                 .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)),
         );
+        let (held, max) = scrape.buffered;
+        self.buffered.set(i64::try_from(held).unwrap_or(i64::MAX));
+        self.buffered_max
+            .set(i64::try_from(max).unwrap_or(i64::MAX));
     }
 
     /// Registers the audit writer's fsync latency histogram.

@@ -11,7 +11,8 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Response};
 use serde_json::Value;
 
-use crate::body::{collect_within, Body, Unread};
+use crate::body::{collect_within, Body};
+use crate::budget::{Held, Part};
 use crate::config::{Operation, ParamIn, SchemaMode, Service};
 use crate::reject::Reject;
 use crate::schema::{body_violations, violations, Violation};
@@ -92,6 +93,7 @@ pub async fn response(
     service: &Service,
     operation: &Operation,
     response: Response<Body>,
+    held: &mut Held,
 ) -> Result<(Response<Body>, Checked), Reject> {
     let Some(schema) = &operation.response_schema else {
         return Ok((response, Checked::Conforming));
@@ -100,19 +102,23 @@ pub async fn response(
         return Ok((response, Checked::Conforming));
     }
     let (parts, body) = response.into_parts();
-    let bytes = match collect_within(body, None, MAX_VALIDATED_RESPONSE as u64).await {
+    let hold = Some((held, Part::Response));
+    let bytes = match collect_within(body, None, MAX_VALIDATED_RESPONSE as u64, hold).await {
         Ok(bytes) => bytes,
-        Err(Unread::Broken(error)) => return Err(Reject::upstream_body(&service.id, error)),
-        Err(Unread::TooLarge { limit }) => {
-            return Err(Reject::UpstreamSchemaViolation {
-                service: service.id.clone(),
-                schema: schema.name.clone(),
-                violations: vec![Violation {
-                    pointer: String::new(),
-                    keyword: "size".to_owned(),
-                    message: format!("the response exceeds {limit} bytes and cannot be validated"),
-                }],
-            })
+        Err(unread) => {
+            return Err(Reject::unread_response(&service.id, unread, |limit| {
+                Reject::UpstreamSchemaViolation {
+                    service: service.id.clone(),
+                    schema: schema.name.clone(),
+                    violations: vec![Violation {
+                        pointer: String::new(),
+                        keyword: "size".to_owned(),
+                        message: format!(
+                            "the response exceeds {limit} bytes and cannot be validated"
+                        ),
+                    }],
+                }
+            }))
         }
     };
     let json_type = parts

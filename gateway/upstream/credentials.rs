@@ -175,10 +175,14 @@ impl TokenSource {
             .await
             .map_err(|e| format!("the token endpoint could not be reached: {e}"))?;
         let status = response.status();
-        let bytes =
-            crate::body::collect_within(response.into_body(), None, MAX_TOKEN_RESPONSE as u64)
-                .await
-                .map_err(|e| format!("the token endpoint's answer could not be read: {e}"))?;
+        let bytes = crate::body::collect_within(
+            response.into_body(),
+            None,
+            MAX_TOKEN_RESPONSE as u64,
+            None,
+        )
+        .await
+        .map_err(|e| format!("the token endpoint's answer could not be read: {e}"))?;
         let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         if status != StatusCode::OK {
             // The OAuth2 error code (RFC 6749 §5.2) is safe to log; the rest may not be.
