@@ -320,9 +320,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
+            let chosen_freely = listen.port() == 0;
             let listen = listener.local_addr()?;
-            // gRPC on the next port (any free port when the main one was chosen freely).
-            let grpc_port = if listen.port() == 0 || listen.port() == u16::MAX {
+            // gRPC on the next port (any free port when the main one was chosen freely: the
+            // next one may well be taken).
+            let grpc_port = if chosen_freely || listen.port() == u16::MAX {
                 0
             } else {
                 listen.port() + 1
