@@ -18,7 +18,7 @@ use tonic::codegen::Service;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
-use crate::caller::{Caller, Resolved};
+use crate::caller::Caller;
 use crate::config::Snapshot;
 use crate::pipeline::{Gateway, MAX_AUDITED_RESPONSE};
 use crate::reject::{Refusal, Reject};
@@ -150,13 +150,11 @@ impl Front {
     fn agency(&self, caller: &Caller) -> Result<(Arc<Snapshot>, usize), Status> {
         let active = self.gateway.active();
         let snapshot = active.snapshot.clone();
-        match caller.at(&snapshot, active.generation).agency {
-            Resolved::Agency(i) => Ok((snapshot, i)),
-            Resolved::NotPinned(i) => Err(refused(&Reject::CertificateNotPinned {
-                agency: snapshot.agencies[i].code.clone(),
-            })),
-            Resolved::Unknown => Err(refused(&Reject::UnknownAgency)),
-        }
+        let consumer = caller
+            .at(&snapshot, active.generation)
+            .consumer(&snapshot)
+            .map_err(|reject| refused(&reject))?;
+        Ok((snapshot, consumer))
     }
 }
 

@@ -559,15 +559,7 @@ where
     }
 
     // Identity: the certificate was verified at the handshake; it must also name an agency.
-    let consumer = match caller.agency {
-        Resolved::Agency(i) => i,
-        Resolved::NotPinned(i) => {
-            return Err(Reject::CertificateNotPinned {
-                agency: snapshot.agencies[i].code.clone(),
-            })
-        }
-        Resolved::Unknown => return Err(Reject::UnknownAgency),
-    };
+    let consumer = caller.consumer(snapshot)?;
     let agency = &snapshot.agencies[consumer];
     facts.consumer = Some(consumer);
 

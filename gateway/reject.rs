@@ -26,6 +26,12 @@ pub enum Reject {
     UnknownAgency,
     #[error("agency `{agency}` accepts only pinned certificates, and this is not one of them")]
     CertificateNotPinned { agency: String },
+    /// A CRL loaded after the connection opened revokes its certificate.
+    #[error("the client certificate has been revoked (a CRL of this gateway lists it); the connection is closed")]
+    CertificateRevoked,
+    /// The configuration in force no longer trusts the connection's certificate.
+    #[error("the client certificate is no longer accepted (its issuer is no longer trusted, or it has expired); the connection is closed")]
+    CertificateUntrusted,
     #[error("agency `{agency}` has clearance `{}`, below service `{service}`'s classification `{}`", clearance.as_str(), classification.as_str())]
     ClearanceInsufficient {
         agency: String,
@@ -223,6 +229,8 @@ impl Reject {
             }
             Reject::UnknownAgency
             | Reject::CertificateNotPinned { .. }
+            | Reject::CertificateRevoked
+            | Reject::CertificateUntrusted
             | Reject::ClearanceInsufficient { .. }
             | Reject::NoAgreement { .. }
             | Reject::AgreementNotYours { .. }
@@ -253,6 +261,8 @@ impl Reject {
         match self {
             Reject::UnknownAgency => "unknown-agency",
             Reject::CertificateNotPinned { .. } => "certificate-not-pinned",
+            Reject::CertificateRevoked => "certificate-revoked",
+            Reject::CertificateUntrusted => "certificate-untrusted",
             Reject::ClearanceInsufficient { .. } => "clearance-insufficient",
             // A foreign agreement id gets the same answer as having none: nothing to learn.
             Reject::NoAgreement { .. } | Reject::AgreementNotYours { .. } => "no-agreement",
@@ -291,6 +301,8 @@ impl Reject {
         match self {
             Reject::UnknownAgency => "Caller is not a registered agency",
             Reject::CertificateNotPinned { .. } => "Certificate not pinned for this agency",
+            Reject::CertificateRevoked => "Certificate revoked",
+            Reject::CertificateUntrusted => "Certificate no longer trusted",
             Reject::ClearanceInsufficient { .. } => "Clearance below the service's classification",
             Reject::NoAgreement { .. } | Reject::AgreementNotYours { .. } => {
                 "No data-sharing agreement"
@@ -342,6 +354,20 @@ impl Reject {
             | Reject::UpstreamSchemaViolation { .. } => Severity::Upstream,
             _ => Severity::Caller,
         }
+    }
+
+    /// Whether the connection must close after this refusal: the rest of a late body may still
+    /// be on its way, or the certificate the connection was opened with earns no answer ever
+    /// again on it. (HTTP/1.1: `Connection: close`; HTTP/2: GOAWAY.)
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            Reject::RequestTimeout { .. }
+                | Reject::UnknownAgency
+                | Reject::CertificateNotPinned { .. }
+                | Reject::CertificateRevoked
+                | Reject::CertificateUntrusted
+        )
     }
 
     /// The schema violations behind a 422 or a 502 `upstream-schema-violation`.
@@ -426,19 +452,21 @@ impl Reject {
                 headers.insert(ALLOW, value);
             }
         }
-        if let Reject::RequestTimeout { .. } = self {
-            // The rest of the body may still be on its way: the connection cannot carry
-            // another request (HTTP/1.1 `Connection: close`, added where the version is known).
-            response.extensions_mut().insert(CloseConnection);
+        if self.closes_connection() {
+            let http2 = !matches!(self, Reject::RequestTimeout { .. });
+            response.extensions_mut().insert(CloseConnection { http2 });
         }
         response
     }
 }
 
 /// Marks a response after which the connection must close (in its extensions): on HTTP/1.1
-/// the pipeline answers with `Connection: close`.
+/// the pipeline answers with `Connection: close`, and the listener ends the connection; on
+/// HTTP/2 the listener sends GOAWAY when `http2` says so (a late body ends only its stream).
 #[derive(Debug, Clone, Copy)]
-pub struct CloseConnection;
+pub struct CloseConnection {
+    pub http2: bool,
+}
 
 /// Marks a response as the gateway's refusal (in its extensions).
 #[derive(Debug, Clone)]

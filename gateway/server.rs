@@ -14,15 +14,15 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::caller::{Caller, Resolved};
 use crate::grpc::Services;
 use crate::pipeline::Gateway;
+use crate::reject::CloseConnection;
 
 /// Serves `listener` until `shutdown` resolves, then drains: in-flight requests get up to the
 /// configured `shutdown_grace` to finish. Returns when drained or when the grace runs out.
@@ -79,7 +79,9 @@ async fn serve_front(
     let snapshot = gateway.snapshot();
     let handshake_timeout = snapshot.gateway.handshake_timeout;
     let grace = snapshot.gateway.shutdown_grace;
-    let graceful = GracefulShutdown::new();
+    // Every connection holds a receiver: `true` asks it to finish gracefully, and the drain
+    // is over when none is left.
+    let (drain, draining) = watch::channel(false);
     let mut http = auto::Builder::new(TokioExecutor::new());
     // A client that trickles its request headers (slowloris) is cut off.
     http.http1()
@@ -107,7 +109,7 @@ async fn serve_front(
             gateway: gateway.clone(),
             front: front.clone(),
             http: http.clone(),
-            watcher: graceful.watcher(),
+            draining: draining.clone(),
             handshake_timeout,
         };
         tokio::spawn(async move {
@@ -117,11 +119,13 @@ async fn serve_front(
     }
 
     drop(accept);
+    drop(draining);
     tracing::info!(
-        in_flight = graceful.count(),
+        connections = drain.receiver_count(),
         "shutting down: no longer accepting"
     );
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
+    let _ = drain.send(true);
+    match tokio::time::timeout(grace, drain.closed()).await {
         Ok(()) => tracing::info!("all connections drained"),
         Err(_) => {
             tracing::warn!(grace = ?grace, "grace period over; closing remaining connections")
@@ -175,8 +179,22 @@ struct Connection {
     gateway: Arc<Gateway>,
     front: Front,
     http: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
+    /// `true` once the listener drains (SIGTERM).
+    draining: watch::Receiver<bool>,
     handshake_timeout: Duration,
+}
+
+/// Why a connection was asked to finish: it ends gracefully (HTTP/1.1: after the request in
+/// flight, `Connection: close`; HTTP/2: GOAWAY, streams in flight finish).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// The listener drains.
+    Drain,
+    /// A refusal that no later request on this connection could escape (a certificate revoked,
+    /// untrusted, unpinned or naming no agency; a request body cut off).
+    Refused,
+    /// `max_connection_age`, or for a certificate that names no agency, `header_read_timeout`.
+    Age,
 }
 
 // === impl Connection ===
@@ -203,48 +221,116 @@ impl Connection {
         };
         let active = self.gateway.active();
         let identity = active.snapshot.identity.extract(cert);
-        let mut caller = Caller::resolve(&active.snapshot, remote, identity);
+        let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+        let mut caller = Caller::resolve(&active.snapshot, remote, identity).with_chain(chain);
         caller.generation = active.generation;
         let caller = Arc::new(caller);
-        match caller.agency {
-            Resolved::Agency(_) => {}
+        let settings = &active.snapshot.gateway;
+        // A certificate that names no agency is refused on its first request and gets no
+        // longer than a request head may take to send one.
+        let age = match caller.agency {
+            Resolved::Agency(_) => settings.max_connection_age,
             Resolved::Unknown => {
-                tracing::info!(%remote, names = ?caller.identity.names, "certificate names no agency")
+                tracing::info!(%remote, names = ?caller.identity.names, "certificate names no agency");
+                settings
+                    .header_read_timeout
+                    .min(settings.max_connection_age)
             }
-            Resolved::NotPinned(_) => tracing::warn!(
-                %remote, names = ?caller.identity.names, fingerprint = %caller.identity.fingerprint,
-                "certificate is not among the agency's pinned certificates"
-            ),
-        }
+            Resolved::NotPinned(_) => {
+                tracing::warn!(
+                    %remote, names = ?caller.identity.names, fingerprint = %caller.identity.fingerprint,
+                    "certificate is not among the agency's pinned certificates"
+                );
+                settings
+                    .header_read_timeout
+                    .min(settings.max_connection_age)
+            }
+            // Only a later configuration can say so; the handshake's verifier accepted it.
+            Resolved::Revoked | Resolved::Untrusted => settings.header_read_timeout,
+        };
+        drop(active);
+        let close = Arc::new(tokio::sync::Notify::new());
 
         let ended = match self.front {
             Front::Https => {
                 let io = TokioIo::new(tls);
                 let gateway = self.gateway.clone();
+                let closer = close.clone();
                 let service = service_fn(move |request| {
-                    let gateway = gateway.clone();
-                    let caller = caller.clone();
-                    async move { Ok::<_, Infallible>(gateway.handle(&caller, request).await) }
+                    let (gateway, caller, closer) =
+                        (gateway.clone(), caller.clone(), closer.clone());
+                    let http2 = request.version() == http::Version::HTTP_2;
+                    async move {
+                        let response = gateway.handle(&caller, request).await;
+                        if let Some(close) = response.extensions().get::<CloseConnection>() {
+                            if close.http2 || !http2 {
+                                closer.notify_one();
+                            }
+                        }
+                        Ok::<_, Infallible>(response)
+                    }
                 });
-                let conn = self.http.serve_connection(io, service);
-                self.watcher.watch(conn.into_owned()).await
+                let conn = self.http.serve_connection(io, service).into_owned();
+                until_closed(conn, self.draining, close, age).await
             }
             Front::Grpc(services) => {
                 // Unary answers end in trailers: see `Coalescing`.
                 let io = TokioIo::new(Coalescing(tls));
+                let gateway = self.gateway.clone();
+                let closer = close.clone();
                 let service = service_fn(move |request| {
-                    let services = services.clone();
-                    let caller = caller.clone();
+                    let (services, caller, closer) =
+                        (services.clone(), caller.clone(), closer.clone());
+                    // The gRPC services answer with statuses; whether the certificate still
+                    // earns an answer is asked here, as the pipeline asks it.
+                    let active = gateway.active();
+                    if let Err(reject) = caller
+                        .at(&active.snapshot, active.generation)
+                        .consumer(&active.snapshot)
+                    {
+                        if reject.closes_connection() {
+                            closer.notify_one();
+                        }
+                    }
                     async move { Ok::<_, Infallible>(services.call(caller, request).await) }
                 });
-                let conn = self.http.serve_connection(io, service);
-                self.watcher.watch(conn.into_owned()).await
+                let conn = self.http.serve_connection(io, service).into_owned();
+                until_closed(conn, self.draining, close, age).await
             }
         };
         if let Err(e) = ended {
             tracing::debug!(%remote, error = %e, "connection ended with an error");
         }
     }
+}
+
+/// Serves `conn` until it ends, or until it is asked to finish — the listener drains, a
+/// refusal closes it (`close`), or it reaches `age` — and then lets it finish gracefully.
+async fn until_closed<I, S, B>(
+    conn: auto::Connection<'static, I, S, TokioExecutor>,
+    mut draining: watch::Receiver<bool>,
+    close: Arc<tokio::sync::Notify>,
+    age: Duration,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
+    S::Future: 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    TokioExecutor: auto::HttpServerConnExec<S::Future, B>,
+{
+    tokio::pin!(conn);
+    let closing = tokio::select! {
+        ended = conn.as_mut() => return ended,
+        _ = draining.wait_for(|d| *d) => Closing::Drain,
+        () = close.notified() => Closing::Refused,
+        () = tokio::time::sleep(age) => Closing::Age,
+    };
+    tracing::debug!(?closing, "closing the connection gracefully");
+    conn.as_mut().graceful_shutdown();
+    conn.await
 }
 
 /// A server TLS stream whose writes are only encrypted into rustls' send buffer; the bytes go

@@ -23,6 +23,9 @@ pub struct Snapshot {
     pub gateway: GatewaySettings,
     /// The listener's rustls configuration (certificate, client CAs, CRLs, ALPN).
     pub server_tls: Arc<rustls::ServerConfig>,
+    /// The verifier inside `server_tls`: connections opened under an earlier configuration
+    /// are checked against it again (a CRL added, an issuer removed).
+    pub client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     pub identity: IdentityField,
     pub audit: Option<AuditSettings>,
     pub cache: CacheSettings,

@@ -298,10 +298,16 @@ pub fn validate(
             None => crls = None,
         }
     }
-    let server_tls = match (&chain, &key, client_roots, crls) {
-        (Some(chain), Some(key), Some(roots), Some(crls)) if !roots.is_empty() => errors.check(
+    let client_verifier = match (client_roots, crls) {
+        (Some(roots), Some(crls)) if !roots.is_empty() => {
+            errors.check("tls", tls::client_verifier(roots, crls))
+        }
+        _ => None,
+    };
+    let server_tls = match (&chain, &key, &client_verifier) {
+        (Some(chain), Some(key), Some(verifier)) => errors.check(
             "tls",
-            tls::server_config(chain.clone(), key.clone_key(), roots, crls),
+            tls::server_config_with(chain.clone(), key.clone_key(), verifier.clone()),
         ),
         _ => None,
     };
@@ -531,6 +537,7 @@ pub fn validate(
             max_connection_age: max_connection_age.ok_or_else(missing)?,
         },
         server_tls: server_tls.ok_or_else(missing)?,
+        client_verifier: client_verifier.ok_or_else(missing)?,
         identity: identity.ok_or_else(missing)?,
         audit: audit.flatten(),
         cache: CacheSettings {
