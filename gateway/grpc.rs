@@ -18,9 +18,11 @@ use tonic::codegen::Service;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
+use crate::audit::{Lookup, LookupError};
 use crate::caller::Caller;
 use crate::config::Snapshot;
 use crate::pipeline::{Gateway, MAX_AUDITED_RESPONSE};
+use crate::quota::{Decision, PerCaller};
 use crate::reject::{Refusal, Reject};
 use crate::upstream::SPL_AGREEMENT;
 
@@ -59,13 +61,18 @@ pub struct Services {
 #[derive(Clone)]
 pub struct Front {
     gateway: Arc<Gateway>,
+    /// `[audit] rpc_rate` per agency, made anew when the configured rate changes.
+    rpc_limit: Arc<std::sync::Mutex<Option<Arc<PerCaller>>>>,
 }
 
 // === impl Services ===
 
 impl Services {
     pub async fn new(gateway: Arc<Gateway>) -> Services {
-        let front = Front { gateway };
+        let front = Front {
+            gateway,
+            rpc_limit: Arc::default(),
+        };
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter.set_serving::<ExchangeServer<Front>>().await;
         reporter.set_serving::<CatalogServer<Front>>().await;
@@ -378,20 +385,20 @@ impl Audit for Front {
         let caller = Front::caller(&request)?;
         let (snapshot, agency) = self.agency(&caller)?;
         let code = snapshot.agencies[agency].code.clone();
+        let lookup = self.audit_lookup(&snapshot, &code)?;
         let id = request.into_inner().exchange_id;
-        let dir = self.audit_dir()?;
         let not_found = || Status::not_found(format!("no exchange {id} of yours is recorded"));
         let receipt = {
             let id = id.clone();
-            blocking(move || crate::audit::receipt(&dir, &id)).await?
+            blocking(move || lookup.receipt(&id)).await?
         };
         let receipt = match receipt {
             Ok(r) => r,
-            Err(e) if e.starts_with("no record") => return Err(not_found()),
-            Err(e) if e.contains("no signed tree head covers it yet") => {
-                return Err(Status::failed_precondition(e))
+            Err(LookupError::NotFound(_)) => return Err(not_found()),
+            Err(e @ LookupError::NotCovered(_)) => {
+                return Err(Status::failed_precondition(e.to_string()))
             }
-            Err(e) => return Err(Status::internal(e)),
+            Err(e) => return Err(index_failed(&e)),
         };
         // Only the consumer or the service's owner may have it: anyone else learns nothing,
         // not even that the exchange exists.
@@ -417,22 +424,19 @@ impl Audit for Front {
         request: tonic::Request<proto::GetTreeHeadRequest>,
     ) -> Result<tonic::Response<proto::TreeHead>, Status> {
         let caller = Front::caller(&request)?;
-        self.agency(&caller)?;
-        let dir = self.audit_dir()?;
-        let heads = blocking(move || crate::audit::select(&dir, |r| r.kind == "tree-head"))
-            .await?
-            .map_err(Status::internal)?;
-        let Some(line) = heads.last() else {
-            return Err(Status::failed_precondition("no tree head is signed yet"));
+        let (snapshot, agency) = self.agency(&caller)?;
+        let lookup = self.audit_lookup(&snapshot, &snapshot.agencies[agency].code)?;
+        let Some(line) = lookup.latest_head() else {
+            return Err(Status::failed_precondition(LookupError::NoHead.to_string()));
         };
         let record: crate::audit::Record =
-            serde_json::from_str(line).map_err(|e| Status::internal(e.to_string()))?;
+            serde_json::from_str(&line).map_err(|e| Status::internal(e.to_string()))?;
         Ok(tonic::Response::new(proto::TreeHead {
-            line: line.clone(),
             tree_size: record.tree_size.unwrap_or(0),
             root: record.root.unwrap_or_default(),
             time: record.time,
             signature: record.signature.unwrap_or_default(),
+            line,
         }))
     }
 
@@ -441,12 +445,16 @@ impl Audit for Front {
         request: tonic::Request<proto::GetConsistencyProofRequest>,
     ) -> Result<tonic::Response<proto::ConsistencyProof>, Status> {
         let caller = Front::caller(&request)?;
-        self.agency(&caller)?;
+        let (snapshot, agency) = self.agency(&caller)?;
+        let lookup = self.audit_lookup(&snapshot, &snapshot.agencies[agency].code)?;
         let ask = request.into_inner();
-        let dir = self.audit_dir()?;
-        let proof = blocking(move || crate::audit::consistency(&dir, ask.old_size, ask.new_size))
-            .await?
-            .map_err(Status::invalid_argument)?;
+        let proof = match blocking(move || lookup.consistency(ask.old_size, ask.new_size)).await? {
+            Ok(proof) => proof,
+            Err(e @ (LookupError::Backwards | LookupError::NoSuchHead(_))) => {
+                return Err(Status::invalid_argument(e.to_string()))
+            }
+            Err(e) => return Err(index_failed(&e)),
+        };
         Ok(tonic::Response::new(proto::ConsistencyProof {
             old_size: proof.old_size,
             old_root: proof.old_root,
@@ -457,22 +465,53 @@ impl Audit for Front {
     }
 }
 
-/// Runs audit-log reading (file I/O over the whole log) off the async workers.
+/// Runs an index look-up (a few small reads) off the async workers.
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<Result<T, String>, Status> {
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Status> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Status::internal(e.to_string()))
 }
 
+/// An index that could not answer: logged in full, the caller told no more than that.
+fn index_failed(e: &LookupError) -> Status {
+    tracing::error!(error = %e, "an audit look-up failed");
+    Status::unavailable("the audit index cannot answer now; try again later")
+}
+
 impl Front {
-    fn audit_dir(&self) -> Result<std::path::PathBuf, Status> {
-        if self.gateway.audit().is_none() {
+    /// The audit log's look-ups, once `agency` is within its `[audit] rpc_rate`.
+    fn audit_lookup(&self, snapshot: &Snapshot, agency: &str) -> Result<Lookup, Status> {
+        let (Some(audit), Some(settings)) = (self.gateway.audit(), snapshot.audit.as_ref()) else {
             return Err(Status::failed_precondition(
                 "this gateway keeps no audit log",
             ));
+        };
+        let limiter = {
+            let Ok(mut current) = self.rpc_limit.lock() else {
+                return Err(Status::internal("the audit quota is unavailable"));
+            };
+            match current.as_ref() {
+                Some(limiter) if limiter.rate() == settings.rpc_rate => limiter.clone(),
+                _ => current
+                    .insert(Arc::new(PerCaller::new(settings.rpc_rate)))
+                    .clone(),
+            }
+        };
+        if let Decision::Limited { retry_after } = limiter.check(agency) {
+            let mut status = Status::resource_exhausted(format!(
+                "agency `{agency}` has used its audit quota ({} per {} s); retry in {} s",
+                settings.rpc_rate.count,
+                settings.rpc_rate.per.as_secs(),
+                crate::reject::retry_seconds(retry_after)
+            ));
+            status.metadata_mut().insert(
+                "retry-after",
+                MetadataValue::from(crate::reject::retry_seconds(retry_after)),
+            );
+            return Err(status);
         }
-        Ok(self.gateway.snapshot().gateway.data_dir.join("audit"))
+        Ok(audit.lookup())
     }
 }

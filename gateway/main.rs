@@ -384,7 +384,7 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        AuditCommand::Receipt { dir, exchange_id } => match audit::receipt(&dir, &exchange_id) {
+        AuditCommand::Receipt { dir, exchange_id } => match indexed_receipt(&dir, &exchange_id) {
             Ok(receipt) => {
                 println!("{}", serde_json::to_string_pretty(&receipt)?);
                 Ok(ExitCode::SUCCESS)
@@ -488,7 +488,7 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
             eprintln!("{} matching records", found.len());
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Consistency { dir, old, new } => match audit::consistency(&dir, old, new) {
+        AuditCommand::Consistency { dir, old, new } => match indexed_consistency(&dir, old, new) {
             Ok(proof) => {
                 println!("{}", serde_json::to_string_pretty(&proof)?);
                 Ok(ExitCode::SUCCESS)
@@ -678,4 +678,32 @@ fn parse_agency(text: &str) -> Result<(String, String), String> {
         .split_once('=')
         .ok_or_else(|| format!("`{text}` is not CODE=IDENTITY"))?;
     Ok((code.to_owned(), identity.to_owned()))
+}
+
+/// A receipt from the log's index when it has one (a few reads), else by reading the log.
+fn indexed_receipt(dir: &Path, exchange_id: &str) -> Result<audit::Receipt, String> {
+    match audit::Lookup::open(dir) {
+        Ok(Some(lookup)) => match lookup.receipt(exchange_id) {
+            Ok(receipt) => Ok(receipt),
+            Err(audit::LookupError::Inconsistent(_) | audit::LookupError::Io(_)) => {
+                audit::receipt(dir, exchange_id)
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        _ => audit::receipt(dir, exchange_id),
+    }
+}
+
+/// A consistency proof from the log's index when it has one, else by reading the log.
+fn indexed_consistency(dir: &Path, old: u64, new: u64) -> Result<audit::Consistency, String> {
+    match audit::Lookup::open(dir) {
+        Ok(Some(lookup)) => match lookup.consistency(old, new) {
+            Ok(proof) => Ok(proof),
+            Err(audit::LookupError::Inconsistent(_) | audit::LookupError::Io(_)) => {
+                audit::consistency(dir, old, new)
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        _ => audit::consistency(dir, old, new),
+    }
 }

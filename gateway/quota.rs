@@ -38,6 +38,44 @@ struct Cell {
     base: Instant,
 }
 
+/// A rate per caller, for calls outside the exchange path (the gRPC Audit service): each agency
+/// gets its own cell, made at its first call.
+pub struct PerCaller {
+    rate: Rate,
+    base: Instant,
+    cells: std::sync::Mutex<std::collections::HashMap<String, Cell>>,
+}
+
+// === impl PerCaller ===
+
+impl PerCaller {
+    pub fn new(rate: Rate) -> PerCaller {
+        PerCaller {
+            rate,
+            base: Instant::now(),
+            cells: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    pub fn rate(&self) -> Rate {
+        self.rate
+    }
+
+    /// Charges one call to `caller`'s cell.
+    pub fn check(&self, caller: &str) -> Decision {
+        let now = Instant::now();
+        let Ok(mut cells) = self.cells.lock() else {
+            return Decision::Limited {
+                retry_after: Duration::from_secs(1),
+            };
+        };
+        cells
+            .entry(caller.to_owned())
+            .or_insert_with(|| Cell::new(self.rate, self.base))
+            .check(now)
+    }
+}
+
 // === impl Quotas ===
 
 impl Quotas {

@@ -773,3 +773,20 @@ fn deadlines_and_the_buffer_budget_are_checked() {
         "max_buffered",
     );
 }
+
+#[test]
+fn the_audit_rpc_rate_is_a_rate() {
+    let pki = TestPki::new();
+    let text = format!("{}\n[audit]\nrpc_rate = \"5/s\"\n", base());
+    let s = load_str(&text, &pki.path().join("ok.toml"), pki.path()).unwrap();
+    assert_eq!(s.audit.unwrap().rpc_rate.count, 5);
+    let s = load_str(
+        &format!("{}\n[audit]\n", base()),
+        &pki.path().join("ok.toml"),
+        pki.path(),
+    )
+    .unwrap();
+    assert_eq!(s.audit.unwrap().rpc_rate.count, 10);
+    let e = errors_of(&pki, &format!("{}\n[audit]\nrpc_rate = \"fast\"\n", base()));
+    assert_error(&e, "audit.rpc_rate", "fast");
+}

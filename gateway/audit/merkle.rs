@@ -45,6 +45,14 @@ pub struct CompactRange {
 
 impl CompactRange {
     pub fn push(&mut self, leaf: Hash) {
+        self.push_with(leaf, |_, _, _| {});
+    }
+
+    /// Pushes `leaf` and tells `made` of every complete subtree it completes — the leaf itself
+    /// at level 0, then each merge — as (level, index at that level, hash): the nodes an index
+    /// of the tree stores ([`Nodes`]).
+    pub fn push_with(&mut self, leaf: Hash, mut made: impl FnMut(u32, u64, &Hash)) {
+        made(0, self.size, &leaf);
         self.subtrees.push((1, leaf));
         self.size += 1;
         while self.subtrees.len() >= 2 {
@@ -54,7 +62,10 @@ impl CompactRange {
             }
             let (size, right) = self.subtrees.pop().unwrap_or_default();
             let (_, left) = self.subtrees.pop().unwrap_or_default();
-            self.subtrees.push((size * 2, node_hash(&left, &right)));
+            let node = node_hash(&left, &right);
+            let merged = size * 2;
+            made(merged.trailing_zeros(), self.size / merged - 1, &node);
+            self.subtrees.push((merged, node));
         }
     }
 
@@ -112,6 +123,87 @@ pub fn inclusion_proof(m: usize, leaves: &[Hash]) -> Vec<Hash> {
         p.push(root(&leaves[..k]));
         p
     }
+}
+
+/// Where the complete subtrees of a tree are stored: the node at `level` and `index` is the
+/// root of leaves `[index·2^level, (index+1)·2^level)`. With them a proof costs O(log² n) reads
+/// and hashes instead of hashing every leaf.
+pub trait Nodes {
+    type Error;
+    fn node(&self, level: u32, index: u64) -> Result<Hash, Self::Error>;
+}
+
+/// The root of leaves `[start, start + size)`, a subtree as RFC 6962's recursion reaches it:
+/// `start` is a multiple of the largest power of two not above `size`.
+pub fn subtree_root<N: Nodes>(nodes: &N, start: u64, size: u64) -> Result<Hash, N::Error> {
+    if size == 0 {
+        return Ok(empty_root());
+    }
+    if size.is_power_of_two() {
+        return nodes.node(size.trailing_zeros(), start / size);
+    }
+    let k = split64(size);
+    let left = nodes.node(k.trailing_zeros(), start / k)?;
+    let right = subtree_root(nodes, start + k, size - k)?;
+    Ok(node_hash(&left, &right))
+}
+
+/// [`inclusion_proof`] of leaf `m` in the tree of the first `size` leaves, from stored nodes.
+pub fn inclusion_proof_from<N: Nodes>(nodes: &N, m: u64, size: u64) -> Result<Vec<Hash>, N::Error> {
+    fn path<N: Nodes>(nodes: &N, m: u64, start: u64, n: u64) -> Result<Vec<Hash>, N::Error> {
+        if n <= 1 {
+            return Ok(Vec::new());
+        }
+        let k = split64(n);
+        if m < start + k {
+            let mut p = path(nodes, m, start, k)?;
+            p.push(subtree_root(nodes, start + k, n - k)?);
+            Ok(p)
+        } else {
+            let mut p = path(nodes, m, start + k, n - k)?;
+            p.push(subtree_root(nodes, start, k)?);
+            Ok(p)
+        }
+    }
+    path(nodes, m, 0, size)
+}
+
+/// [`consistency_proof`] between the trees of the first `m` and `n` leaves, from stored nodes.
+pub fn consistency_proof_from<N: Nodes>(nodes: &N, m: u64, n: u64) -> Result<Vec<Hash>, N::Error> {
+    fn sub<N: Nodes>(
+        nodes: &N,
+        m: u64,
+        start: u64,
+        n: u64,
+        complete: bool,
+    ) -> Result<Vec<Hash>, N::Error> {
+        if m == n {
+            return Ok(if complete {
+                Vec::new()
+            } else {
+                vec![subtree_root(nodes, start, n)?]
+            });
+        }
+        let k = split64(n);
+        if m <= k {
+            let mut p = sub(nodes, m, start, k, complete)?;
+            p.push(subtree_root(nodes, start + k, n - k)?);
+            Ok(p)
+        } else {
+            let mut p = sub(nodes, m - k, start + k, n - k, false)?;
+            p.push(subtree_root(nodes, start, k)?);
+            Ok(p)
+        }
+    }
+    if m == 0 || m > n {
+        return Ok(Vec::new());
+    }
+    sub(nodes, m, 0, n, true)
+}
+
+/// The largest power of two smaller than `n` (n ≥ 2).
+fn split64(n: u64) -> u64 {
+    1 << (63 - (n - 1).leading_zeros())
 }
 
 /// RFC 9162 §2.1.3.2: whether `proof` shows `leaf` at `index` in a tree of `size` with `root`.
@@ -238,6 +330,56 @@ mod tests {
         for (i, leaf) in all.iter().enumerate() {
             range.push(*leaf);
             assert_eq!(range.root(), root(&all[..=i]), "size {}", i + 1);
+        }
+    }
+
+    /// Every complete subtree of `leaves`, as an index stores them.
+    struct Stored(Vec<Vec<Hash>>);
+
+    impl Nodes for Stored {
+        type Error = ();
+        fn node(&self, level: u32, index: u64) -> Result<Hash, ()> {
+            self.0
+                .get(level as usize)
+                .and_then(|l| l.get(index as usize))
+                .copied()
+                .ok_or(())
+        }
+    }
+
+    #[test]
+    fn proofs_from_stored_nodes_equal_proofs_from_leaves() {
+        let all = leaves(70);
+        let mut stored = Stored(Vec::new());
+        let mut range = CompactRange::default();
+        for leaf in &all {
+            range.push_with(*leaf, |level, index, hash| {
+                let level = level as usize;
+                if stored.0.len() <= level {
+                    stored.0.resize(level + 1, Vec::new());
+                }
+                assert_eq!(stored.0[level].len() as u64, index, "nodes arrive in order");
+                stored.0[level].push(*hash);
+            });
+        }
+        for n in 1..=70u64 {
+            assert_eq!(
+                subtree_root(&stored, 0, n).unwrap(),
+                root(&all[..n as usize])
+            );
+            for m in 0..n {
+                assert_eq!(
+                    inclusion_proof_from(&stored, m, n).unwrap(),
+                    inclusion_proof(m as usize, &all[..n as usize]),
+                    "inclusion m={m} n={n}"
+                );
+                assert_eq!(
+                    consistency_proof_from(&stored, m + 1, n).unwrap(),
+                    consistency_proof(m as usize + 1, &all[..n as usize]),
+                    "consistency m={} n={n}",
+                    m + 1
+                );
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! The audit log: one hash-chained record per exchange and per administrative act, in segment
 //! files under `<data_dir>/audit/`, made durable before a response leaves (group commit).
 
+mod index;
 mod merkle;
 mod receipt;
 mod record;
@@ -10,9 +11,10 @@ mod sign;
 pub mod stream;
 mod writer;
 
+pub use index::{Lookup, LookupError};
 pub use merkle::{
-    consistency_proof, inclusion_proof, leaf_hash, root, verify_consistency, verify_inclusion,
-    CompactRange, Hash,
+    consistency_proof, consistency_proof_from, inclusion_proof, inclusion_proof_from, leaf_hash,
+    root, subtree_root, verify_consistency, verify_inclusion, CompactRange, Hash, Nodes,
 };
 pub use receipt::{
     consistency, parse_public_key, receipt, select, verify, verify_receipt, Consistency, Receipt,
@@ -20,6 +22,6 @@ pub use receipt::{
 };
 pub use record::{sha256_hex, timestamp, BodyDigest, Record, GENESIS};
 pub use redact::{audit_target, Redactor};
-pub use segment::{segments, walk, Broken, ChainHead};
+pub use segment::{segments, walk, walk_at, Broken, ChainHead, Place};
 pub use sign::{tree_head_message, unhex, verify_signature, Signer};
 pub use writer::{admin, Appended, AuditError, AuditLog, Expected, WriterOptions};

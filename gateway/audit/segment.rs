@@ -52,12 +52,27 @@ pub struct Broken {
     pub offset: u64,
 }
 
+/// Where a line is: its segment's number and the byte offset it starts at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub segment: u64,
+    pub offset: u64,
+}
+
 /// Walks every segment and checks the chain; stops at the first broken line.
 /// `visit` sees each record and its line once the chain holds there; an error it returns stops
 /// the walk as a [`Broken`] at that line.
 pub fn walk(
     dir: &Path,
     mut visit: impl FnMut(&Record, &[u8]) -> Result<(), String>,
+) -> Result<ChainHead, Broken> {
+    walk_at(dir, |record, line, _| visit(record, line))
+}
+
+/// [`walk`], telling `visit` where each line is.
+pub fn walk_at(
+    dir: &Path,
+    mut visit: impl FnMut(&Record, &[u8], Place) -> Result<(), String>,
 ) -> Result<ChainHead, Broken> {
     let mut head = ChainHead {
         next_seq: 0,
@@ -69,7 +84,7 @@ pub fn walk(
         problem: e.to_string(),
         offset: 0,
     })?;
-    for (_, file) in files {
+    for (segment, file) in files {
         let bytes = fs::read(&file).map_err(|e| Broken {
             file: file.display().to_string(),
             line: 0,
@@ -106,7 +121,11 @@ pub fn walk(
                 )));
             }
             let hash = sha256_hex(line);
-            visit(&record, line).map_err(broken)?;
+            let place = Place {
+                segment,
+                offset: offset as u64,
+            };
+            visit(&record, line, place).map_err(broken)?;
             head = ChainHead {
                 next_seq: record.seq + 1,
                 last_hash: hash,

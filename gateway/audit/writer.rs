@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::sync::oneshot;
 
+use super::index::{IndexWriter, Line, Lookup, Shared};
 use super::merkle::{leaf_hash, CompactRange};
 use super::record::{sha256_hex, timestamp, Record};
-use super::segment::{segment_path, segments, walk, ChainHead};
+use super::segment::{segment_path, segments, walk, walk_at, ChainHead, Place};
 use super::sign::{tree_head_message, Signer};
 use crate::config::Durability;
 use data_encoding::HEXLOWER;
@@ -88,6 +89,10 @@ struct State {
     /// The writer is lingering for them: the one that brings `arriving` to zero wakes it.
     lingering: AtomicBool,
     writer: std::sync::OnceLock<std::thread::Thread>,
+    /// What the index beside the log has published, for look-ups.
+    index: Arc<Shared>,
+    /// The log's directory.
+    dir: PathBuf,
 }
 
 /// An exchange that will append a record: while any is under way, the writer lets a batch
@@ -128,6 +133,9 @@ struct Writer {
     range: CompactRange,
     since_head: u64,
     last_head: Instant,
+    /// The index beside the log; `None` once it could not be written (look-ups then read
+    /// the log itself).
+    index: Option<IndexWriter>,
 }
 
 // === impl AuditLog ===
@@ -164,19 +172,35 @@ impl AuditLog {
                 walk(dir, |_, _| Ok(())).map_err(|e| io::Error::other(e.to_string()))?
             }
         };
-        // The Merkle tree over every record so far, and how many came after the last head.
+        // The Merkle tree over every record so far, how many came after the last head, and
+        // the index beside the log, rebuilt from the log as it is read.
         let mut range = CompactRange::default();
         let mut since_head = 0u64;
-        walk(dir, |record, line| {
-            range.push(leaf_hash(line));
+        let mut index = IndexWriter::create(dir)?;
+        let mut nodes = Vec::new();
+        walk_at(dir, |record, line, place| {
+            nodes.clear();
+            range.push_with(leaf_hash(line), |level, i, hash| {
+                nodes.push((level, i, *hash))
+            });
             since_head = if record.kind == "tree-head" {
                 0
             } else {
                 since_head + 1
             };
-            Ok(())
+            index
+                .add(Line {
+                    seq: record.seq,
+                    record,
+                    line,
+                    place,
+                    nodes: &nodes,
+                })
+                .map_err(|e| format!("cannot write the audit index: {e}"))
         })
         .map_err(|e| io::Error::other(e.to_string()))?;
+        index.publish()?;
+        let shared = index.shared();
         let (segment, path) = match segments(dir)?.last() {
             Some((n, p)) => (*n, p.clone()),
             None => (1, segment_path(dir, 1)),
@@ -196,6 +220,8 @@ impl AuditLog {
             arriving: AtomicUsize::new(0),
             lingering: AtomicBool::new(false),
             writer: std::sync::OnceLock::new(),
+            index: shared,
+            dir: dir.to_path_buf(),
         });
         let (jobs, queue) = mpsc::sync_channel(options.queue);
         let writer = Writer {
@@ -211,6 +237,7 @@ impl AuditLog {
             range,
             since_head,
             last_head: Instant::now(),
+            index: Some(index),
         };
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -221,6 +248,11 @@ impl AuditLog {
             recovered.push(admin(gateway, "recovered", Some(note)));
         }
         Ok((log, recovered))
+    }
+
+    /// Look-ups against this log through its index (receipts, tree heads, consistency).
+    pub fn lookup(&self) -> Lookup {
+        Lookup::new(&self.state.dir, self.state.index.clone())
     }
 
     /// Records handed to the writer and not yet durable (or written, with `interval`).
@@ -448,6 +480,8 @@ impl Writer {
         }
         let mut buffer = Vec::with_capacity(batch.len() * 512);
         let mut leaves = Vec::with_capacity(batch.len() + 1);
+        // Each line's span in the buffer, for the index.
+        let mut spans = Vec::with_capacity(batch.len() + 1);
         let mut appended = Vec::with_capacity(batch.len());
         let mut head = self.head.clone();
         for job in batch.iter_mut() {
@@ -462,6 +496,7 @@ impl Writer {
             let line = &buffer[start..];
             let hash = sha256_hex(line);
             leaves.push(leaf_hash(line));
+            spans.push((start, line.len()));
             buffer.push(b'\n');
             appended.push(Appended {
                 seq: head.next_seq,
@@ -473,8 +508,14 @@ impl Writer {
             };
         }
         let mut range = self.range.clone();
+        // The complete subtrees each leaf completes, for the index: all in one vector, each
+        // leaf's ending at its entry in `ends`.
+        let mut nodes: Vec<(u32, u64, super::merkle::Hash)> =
+            Vec::with_capacity(2 * leaves.len() + 2);
+        let mut ends = Vec::with_capacity(leaves.len() + 1);
         for leaf in &leaves {
-            range.push(*leaf);
+            range.push_with(*leaf, |level, i, hash| nodes.push((level, i, *hash)));
+            ends.push(nodes.len());
         }
         let since_head = self.since_head + batch.len() as u64;
         let due = since_head >= self.options.tree_head_every
@@ -487,19 +528,23 @@ impl Writer {
                 match serde_json::to_vec(&record) {
                     Ok(line) => {
                         let hash = sha256_hex(&line);
-                        range.push(leaf_hash(&line));
+                        range.push_with(leaf_hash(&line), |level, i, hash| {
+                            nodes.push((level, i, *hash))
+                        });
+                        ends.push(nodes.len());
+                        spans.push((buffer.len(), line.len()));
                         buffer.extend_from_slice(&line);
                         buffer.push(b'\n');
                         head = ChainHead {
                             next_seq: head.next_seq + 1,
                             last_hash: hash,
                         };
-                        true
+                        Some(record)
                     }
-                    Err(_) => false,
+                    Err(_) => None,
                 }
             }
-            _ => false,
+            _ => None,
         };
         if buffer.is_empty() {
             return Vec::new();
@@ -525,10 +570,14 @@ impl Writer {
             tracing::error!(error = %e, "audit writer failed; refusing exchanges until restarted");
             return batch.iter().map(|_| Err(e.clone())).collect();
         }
+        let base = self.size;
         self.size += buffer.len() as u64;
+        let first_seq = self.head.next_seq;
         self.head = head;
         self.range = range;
-        if signed {
+        let records = batch.iter().map(|job| &job.record).chain(signed.as_ref());
+        self.index(first_seq, base, &buffer, &spans, (&nodes, &ends), records);
+        if signed.is_some() {
             self.since_head = 0;
             self.last_head = Instant::now();
         } else {
@@ -542,6 +591,45 @@ impl Writer {
             }
         }
         appended.into_iter().map(Ok).collect()
+    }
+
+    /// Hands the lines just written to the index. The index is derived data: if it cannot be
+    /// written it is dropped (look-ups then read the log), and exchanges go on.
+    fn index<'a>(
+        &mut self,
+        first_seq: u64,
+        base: u64,
+        buffer: &[u8],
+        spans: &[(usize, usize)],
+        (nodes, ends): (&[(u32, u64, super::merkle::Hash)], &[usize]),
+        records: impl Iterator<Item = &'a Record>,
+    ) {
+        let Some(index) = self.index.as_mut() else {
+            return;
+        };
+        let mut added = Ok(());
+        let mut from = 0;
+        for (i, ((record, (start, len)), end)) in records.zip(spans).zip(ends).enumerate() {
+            let made = &nodes[from..*end];
+            from = *end;
+            added = index.add(Line {
+                seq: first_seq + i as u64,
+                record,
+                line: &buffer[*start..start + len],
+                place: Place {
+                    segment: self.segment,
+                    offset: base + *start as u64,
+                },
+                nodes: made,
+            });
+            if added.is_err() {
+                break;
+            }
+        }
+        if let Err(e) = added.and_then(|()| index.publish()) {
+            tracing::error!(error = %e, "the audit index could not be written; look-ups will read the log");
+            self.index = None;
+        }
     }
 
     /// `fdatasync` of the current segment, timed.

@@ -86,6 +86,8 @@ pub struct AuditSection {
     pub tree_head_every: Option<u64>,
     /// ...or this long after the first record it does not cover yet.
     pub tree_head_interval: Option<String>,
+    /// Calls of the gRPC Audit service each agency may make (default "10/s").
+    pub rpc_rate: Option<String>,
 }
 
 /// OTLP export of every exchange as a trace span (off without an endpoint).

@@ -97,6 +97,8 @@ pub struct AuditSettings {
     pub signer: Option<Arc<Signer>>,
     pub tree_head_every: u64,
     pub tree_head_interval: Duration,
+    /// Calls of the gRPC Audit service per agency (`rpc_rate`).
+    pub rpc_rate: Rate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

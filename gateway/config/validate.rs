@@ -1266,7 +1266,14 @@ fn audit_settings(
     };
     let segment_size = opt(errors, "audit.segment_size", &a.segment_size, parse_size)
         .map(|v| v.unwrap_or(DEFAULT_SEGMENT_SIZE));
+    let rpc_rate = opt(errors, "audit.rpc_rate", &a.rpc_rate, parse_rate).map(|v| {
+        v.unwrap_or(super::units::Rate {
+            count: 10,
+            per: Duration::from_secs(1),
+        })
+    });
     Some(AuditSettings {
+        rpc_rate: rpc_rate?,
         durability: durability?,
         flush_interval: flush_interval?,
         redactor: redactor?,
