@@ -21,7 +21,7 @@ use tonic::{Code, Status};
 use crate::audit::{Lookup, LookupError};
 use crate::caller::Caller;
 use crate::config::Snapshot;
-use crate::pipeline::{Gateway, MAX_AUDITED_RESPONSE};
+use crate::pipeline::{ExchangeCall, Gateway, MAX_AUDITED_RESPONSE};
 use crate::quota::{Decision, PerCaller};
 use crate::reject::{Refusal, Reject};
 use crate::upstream::SPL_AGREEMENT;
@@ -275,6 +275,7 @@ fn http_request(
         builder = builder.header(SPL_AGREEMENT, &call.agreement);
     }
     builder
+        .extension(ExchangeCall)
         .body(Full::new(Bytes::from(call.body.clone())))
         .map_err(|e| Box::new((operation.method.clone(), named(), Reject::BadHeader(e))))
 }

@@ -115,14 +115,19 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check every segment in DIR (`<data_dir>/audit`): the hash chain, every tree head's size
-    /// and root, and with --pubkey its signature. Exits 1 naming the first segment and line
-    /// that does not verify.
+    /// Check every segment in DIR (`<data_dir>/audit`): segments numbered without a gap, the
+    /// hash chain, known record kinds, every tree head's size and root, and its signature with
+    /// --pubkey. Lists every problem with its segment and line, and exits 1 if there is one.
     Verify {
         dir: PathBuf,
-        /// The gateway's audit public key (as `audit pubkey` prints it), in a file.
-        #[arg(long)]
+        /// The gateway's audit public key, in a file: `ed25519:<hex>` as `audit pubkey` prints
+        /// it, or a PEM public key as `openssl pkey -pubout` writes it.
+        #[arg(long, required_unless_present = "no_signatures")]
         pubkey: Option<PathBuf>,
+        /// Check the chain and the tree without checking signatures (anyone could have made
+        /// such a log): only with this is --pubkey not required.
+        #[arg(long, conflicts_with = "pubkey")]
+        no_signatures: bool,
     },
     /// Print the receipt of an exchange: its record, the inclusion proof and the signed tree
     /// head that covers it, as one JSON document.
@@ -154,8 +159,16 @@ enum AuditCommand {
         #[arg(long)]
         service: Option<String>,
     },
-    /// Prove that the signed tree head of OLD records is a prefix of the one of NEW records.
+    /// Prove that the signed tree head of OLD records is a prefix of the one of NEW records:
+    /// prints both signed tree heads and the proof, as one JSON document.
     Consistency { dir: PathBuf, old: u64, new: u64 },
+    /// Verify a consistency proof (as `audit consistency` prints it) offline against the
+    /// gateway's public key.
+    VerifyConsistency {
+        file: PathBuf,
+        #[arg(long)]
+        pubkey: PathBuf,
+    },
     /// Print the public key of `[audit] signing_key`, for auditors.
     Pubkey {
         #[arg(long, short, env = "PENGHUBUNG_CONFIG")]
@@ -357,32 +370,43 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
-        AuditCommand::Verify { dir, pubkey } => {
+        AuditCommand::Verify {
+            dir,
+            pubkey,
+            no_signatures: _,
+        } => {
             let key = match &pubkey {
                 Some(file) => Some(read_public_key(file)?),
                 None => None,
             };
-            match audit::verify(&dir, key.as_deref()) {
-                Ok(report) => {
-                    println!(
-                        "{}: {} records ({} exchanges, {} signed tree heads) verify; chain intact; {}",
-                        dir.display(),
-                        report.records,
-                        report.exchanges,
-                        report.tree_heads,
-                        if report.signatures_checked {
-                            "signatures checked"
-                        } else {
-                            "signatures NOT checked (give --pubkey)"
-                        }
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(broken) => {
-                    println!("{}: does not verify: {broken}", dir.display());
-                    Ok(ExitCode::FAILURE)
-                }
+            let found = audit::verify_all(&dir, key.as_deref());
+            let report = &found.report;
+            if found.problems.is_empty() {
+                println!(
+                    "{}: {} records ({} exchanges, {} signed tree heads) verify; chain intact; {}",
+                    dir.display(),
+                    report.records,
+                    report.exchanges,
+                    report.tree_heads,
+                    if report.signatures_checked {
+                        "signatures checked"
+                    } else {
+                        "signatures NOT checked (--no-signatures)"
+                    }
+                );
+                return Ok(ExitCode::SUCCESS);
             }
+            println!(
+                "{}: does not verify: {} problem{} in {} records",
+                dir.display(),
+                found.problems.len(),
+                if found.problems.len() == 1 { "" } else { "s" },
+                report.records
+            );
+            for problem in &found.problems {
+                println!("  {problem}");
+            }
+            Ok(ExitCode::FAILURE)
         }
         AuditCommand::Receipt { dir, exchange_id } => match indexed_receipt(&dir, &exchange_id) {
             Ok(receipt) => {
@@ -416,6 +440,26 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 }
                 Err(e) => {
                     println!("receipt does NOT verify: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        AuditCommand::VerifyConsistency { file, pubkey } => {
+            let key = read_public_key(&pubkey)?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let proof: audit::Consistency = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a consistency proof", file.display()))?;
+            match audit::verify_consistency_proof(&proof, &key) {
+                Ok((old, new)) => {
+                    println!(
+                        "consistency proof verifies: the tree of {} records signed at {} is a prefix of the tree of {} records signed at {}, both by this key ({})",
+                        proof.old_size, old.time, proof.new_size, new.time, new.gateway
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("consistency proof does NOT verify: {e}");
                     Ok(ExitCode::FAILURE)
                 }
             }

@@ -137,6 +137,9 @@ struct Seen<'a> {
     started: std::time::Instant,
     /// The caller speaks gRPC: refusals are gRPC statuses, and responses stream.
     grpc: bool,
+    /// The exchange is an `Exchange.Call` of the gRPC front: the caller gets a gRPC status
+    /// (OK, or its refusal's code), which its record carries.
+    call: bool,
     /// Announced to the audit writer at the start; released when the record is handed over.
     expected: Option<audit::Expected>,
 }
@@ -370,6 +373,7 @@ impl Gateway {
         // A clone of the URI shares its bytes; the path is formatted only if a refusal is logged.
         let uri = request.uri().clone();
         let grpc = is_grpc(request.headers());
+        let call = request.extensions().get::<ExchangeCall>().is_some();
         let active = self.active.load_full();
         let caller = caller.at(&active.snapshot, active.generation);
         let caller = &*caller;
@@ -390,6 +394,7 @@ impl Gateway {
                 outcome: "",
                 started,
                 grpc,
+                call,
                 expected,
             };
             let mut response = self
@@ -409,8 +414,9 @@ impl Gateway {
         .await
     }
 
-    /// Refuses an exchange that never became an HTTP request (a gRPC call naming no configured
-    /// service or operation), with the same logging, metrics and audit record as any refusal.
+    /// Refuses an exchange that never became an HTTP request (an `Exchange.Call` naming no
+    /// configured service or operation), with the same logging, metrics and audit record as
+    /// any refusal.
     pub async fn refuse(
         &self,
         caller: &Caller,
@@ -437,6 +443,7 @@ impl Gateway {
             outcome: "",
             started: std::time::Instant::now(),
             grpc: false,
+            call: true,
             expected: None,
         };
         let mut held = self.budget.account();
@@ -927,11 +934,18 @@ impl Gateway {
             let body = audit::stream::recorded(body, record, audit.clone(), seen.started, &parts);
             return Response::from_parts(parts, body);
         }
+        // What an `Exchange.Call` caller gets: OK, or its refusal's code.
+        let call_status = seen.call.then(|| {
+            response
+                .extensions()
+                .get::<Refusal>()
+                .map_or(0, |refusal| refusal.code as u32)
+        });
         let (parts, body) = response.into_parts();
         let hold = Some((&mut *held, Part::Response));
         let collected = collect_within(body, None, MAX_AUDITED_RESPONSE as u64, hold).await;
-        let (parts, bytes, outcome) = match collected {
-            Ok(bytes) => (parts, bytes, seen.outcome),
+        let (parts, bytes, outcome, call_status) = match collected {
+            Ok(bytes) => (parts, bytes, seen.outcome, call_status),
             Err(unread) => {
                 let service = facts
                     .service
@@ -948,13 +962,15 @@ impl Gateway {
                 let bytes = collect_within(body, None, MAX_AUDITED_RESPONSE as u64, None)
                     .await
                     .unwrap_or_default();
-                (parts, bytes, reject.slug())
+                // Refused while its answer was read: the caller gets the refusal's code.
+                let call_status = seen.call.then(|| reject.grpc_code() as u32);
+                (parts, bytes, reject.slug(), call_status)
             }
         };
         let mut record = self.skeleton(&seen, facts);
         record.outcome = outcome.to_owned();
         record.status = Some(parts.status.as_u16());
-        record.grpc_status = audit::stream::grpc_status(&parts.headers);
+        record.grpc_status = audit::stream::grpc_status(&parts.headers).or(call_status);
         record.response = Some(BodyDigest::of(&bytes));
         record.latency_us =
             Some(u64::try_from(seen.started.elapsed().as_micros()).unwrap_or(u64::MAX));
@@ -1153,6 +1169,10 @@ fn refusal(reject: &Reject, seen: &Seen<'_>) -> Response<Body> {
         reject.to_response(&seen.exchange.id)
     }
 }
+
+/// Marks the HTTP request the gRPC front made of an `Exchange.Call` (in its extensions).
+#[derive(Debug, Clone, Copy)]
+pub struct ExchangeCall;
 
 /// A gRPC request (`application/grpc`, `application/grpc+proto`, ...).
 fn is_grpc(headers: &http::HeaderMap) -> bool {

@@ -150,8 +150,25 @@ impl Authority {
 }
 
 /// An Ed25519 key (PKCS#8 PEM) for signing audit tree heads.
+///
+/// Written as PKCS#8 version 1 (RFC 5208: the 32-byte seed, no public key), which every
+/// OpenSSL reads (`openssl pkey -in audit.key -pubout` prints the public key an auditor
+/// verifies with); the version 2 documents ring and rcgen write (RFC 5958, with the public key)
+/// are refused by OpenSSL 3.0. The gateway reads both.
 pub fn ed25519_key_pem() -> Result<String, rcgen::Error> {
-    Ok(KeyPair::generate_for(&rcgen::PKCS_ED25519)?.serialize_pem())
+    /// `SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING (32) } }`
+    const V1_PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    let mut seed = [0u8; 32];
+    random(&mut seed);
+    let mut der = V1_PREFIX.to_vec();
+    der.extend_from_slice(&seed);
+    let body = data_encoding::BASE64.encode(&der);
+    Ok(format!(
+        "-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n"
+    ))
 }
 
 /// 32 random bytes, hex encoded: the HMAC key for `audit_redact` values.

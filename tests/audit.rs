@@ -291,7 +291,7 @@ async fn tampering_is_detected_at_the_place() {
     assert_eq!(lines.len(), 5);
     let verify = || {
         let out = Command::new(env!("CARGO_BIN_EXE_penghubung"))
-            .args(["audit", "verify"])
+            .args(["audit", "verify", "--no-signatures"])
             .arg(&dir)
             .output()
             .unwrap();
@@ -609,6 +609,41 @@ async fn tree_heads_are_signed_and_receipts_verify_offline() {
     assert!(ok && out.contains("\"proof\""), "{out}");
     let (ok, _) = cli(&["audit", "consistency", dir.to_str().unwrap(), &old, "999"]);
     assert!(!ok);
+    // The proof carries both signed tree heads, and checks offline with the public key alone;
+    // a changed root, proof hash or signature does not.
+    let proof: audit::Consistency = serde_json::from_str(&out).unwrap_or_else(|_| {
+        let (_, out) = cli(&["audit", "consistency", dir.to_str().unwrap(), &old, &new]);
+        serde_json::from_str(&out).unwrap()
+    });
+    let proof_file = pki.path().join("consistency.json");
+    let check = |proof: &audit::Consistency, key: &Path| {
+        std::fs::write(&proof_file, serde_json::to_string(proof).unwrap()).unwrap();
+        cli(&[
+            "audit",
+            "verify-consistency",
+            proof_file.to_str().unwrap(),
+            "--pubkey",
+            key.to_str().unwrap(),
+        ])
+    };
+    let (ok, out) = check(&proof, &pubkey_file);
+    assert!(ok && out.contains("consistency proof verifies"), "{out}");
+    let mut altered = proof.clone();
+    altered.new_root = "00".repeat(32);
+    assert!(!check(&altered, &pubkey_file).0);
+    let mut altered = proof.clone();
+    if let Some(first) = altered.proof.first_mut() {
+        *first = "11".repeat(32);
+        assert!(!check(&altered, &pubkey_file).0);
+    }
+    let mut altered = proof.clone();
+    altered.new_tree_head =
+        altered
+            .new_tree_head
+            .replacen("\"signature\":\"", "\"signature\":\"00", 1);
+    assert!(!check(&altered, &pubkey_file).0);
+    let (ok, out) = check(&proof, &other_pub);
+    assert!(!ok && out.contains("signature"), "{out}");
 
     // A log re-signed with another key after rewriting a record fails verification with the
     // gateway's key, at the first re-signed tree head.
@@ -669,11 +704,11 @@ async fn segments_rotate_and_a_replaced_segment_is_detected() {
     let segments = audit::segments(&dir).unwrap();
     assert!(segments.len() >= 3, "{} segments", segments.len());
     assert_eq!(records(&dir).len(), 13);
-    let (ok, out) = cli(&["audit", "verify", dir.to_str().unwrap()]);
+    let (ok, out) = cli(&["audit", "verify", "--no-signatures", dir.to_str().unwrap()]);
     assert!(ok, "{out}");
     // Replace the second segment with a copy of the third.
     std::fs::copy(&segments[2].1, &segments[1].1).unwrap();
-    let (ok, out) = cli(&["audit", "verify", dir.to_str().unwrap()]);
+    let (ok, out) = cli(&["audit", "verify", "--no-signatures", dir.to_str().unwrap()]);
     assert!(
         !ok && out.contains(&segments[1].1.display().to_string()) && out.contains("line 1"),
         "{out}"
@@ -779,4 +814,187 @@ async fn a_full_audit_queue_refuses_exchanges_before_upstream_contact() {
         assert_eq!(task.await.unwrap(), 200);
     }
     assert_eq!(send(&gateway, &dinkes, "/dinkes/faskes").await.0, 200);
+}
+
+/// The key `pki init` writes is one OpenSSL reads, and the public key OpenSSL derives from it
+/// is one `audit verify` and `verify-receipt` accept; the gateway reads both PKCS#8 versions.
+#[tokio::test]
+async fn openssl_reads_the_audit_key_and_its_public_key_verifies() {
+    let pki = TestPki::new();
+    let (upstream, _) = recording_upstream(&pki).await;
+    let init = pki.path().join("init");
+    let (ok, out) = cli(&[
+        "pki",
+        "init",
+        init.to_str().unwrap(),
+        "--agency",
+        "dinkes=dinkes.test",
+    ]);
+    assert!(ok, "{out}");
+    let pem = pki.path().join("openssl.pub");
+    let out = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(init.join("audit.key"))
+        .arg("-out")
+        .arg(&pem)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl could not read the audit key: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read_to_string(&pem)
+        .unwrap()
+        .starts_with("-----BEGIN PUBLIC KEY-----"));
+
+    // A log signed with that key verifies with OpenSSL's rendering of its public key.
+    std::fs::copy(init.join("audit.key"), pki.path().join("audit.key")).unwrap();
+    let text = audited_config(&pki, &upstream).replace(
+        "[audit]\n",
+        "[audit]\nsigning_key = \"audit.key\"\ntree_head_every = 1\n",
+    );
+    let (gateway, dinkes) = start(&pki, &text);
+    let (_, id, _) = send(&gateway, &dinkes, "/dinkes/faskes").await;
+    let (_, _, _) = send(&gateway, &dinkes, "/dinkes/faskes").await;
+    drop(gateway);
+    let dir = audit_dir(&pki);
+    let (ok, out) = cli(&[
+        "audit",
+        "verify",
+        dir.to_str().unwrap(),
+        "--pubkey",
+        pem.to_str().unwrap(),
+    ]);
+    assert!(ok && out.contains("signatures checked"), "{out}");
+    let (ok, receipt) = cli(&["audit", "receipt", dir.to_str().unwrap(), &id]);
+    assert!(ok, "{receipt}");
+    let receipt_file = pki.path().join("r.json");
+    std::fs::write(&receipt_file, receipt).unwrap();
+    let (ok, out) = cli(&[
+        "audit",
+        "verify-receipt",
+        receipt_file.to_str().unwrap(),
+        "--pubkey",
+        pem.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    // The same key as `audit pubkey` prints it.
+    let signer = audit::Signer::from_pem_file(&init.join("audit.key")).unwrap();
+    assert_eq!(
+        audit::parse_public_key(&std::fs::read_to_string(&pem).unwrap()).unwrap(),
+        audit::unhex(&signer.public_key_hex()).unwrap()
+    );
+    // A PKCS#8 v2 key (with its public key, as ring and rcgen write it) is read too.
+    let v2 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .unwrap()
+        .serialize_pem();
+    std::fs::write(pki.path().join("v2.key"), v2).unwrap();
+    assert!(audit::Signer::from_pem_file(&pki.path().join("v2.key")).is_ok());
+    // Not an Ed25519 public key: refused, saying what is accepted.
+    let ec = rcgen::KeyPair::generate().unwrap().public_key_pem();
+    let e = audit::parse_public_key(&ec).unwrap_err();
+    assert!(e.contains("Ed25519"), "{e}");
+}
+
+/// `audit verify` wants the key (or an explicit `--no-signatures`), and lists every problem of
+/// a log — a missing segment, a changed record, an unknown record kind — not only the first.
+#[tokio::test]
+async fn the_verifier_requires_a_key_and_lists_every_problem() {
+    let pki = TestPki::new();
+    let (upstream, _) = recording_upstream(&pki).await;
+    let text =
+        signed_config(&pki, &upstream).replace("[audit]\n", "[audit]\nsegment_size = \"1KiB\"\n");
+    let config = support::write_config(pki.path(), &text);
+    let (gateway, dinkes) = start(&pki, &text);
+    for _ in 0..12 {
+        assert_eq!(send(&gateway, &dinkes, "/dinkes/faskes").await.0, 200);
+    }
+    drop(gateway);
+    let dir = audit_dir(&pki);
+    let d = dir.to_str().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_penghubung"))
+        .args(["audit", "verify", d])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pubkey"));
+    let (ok, out) = cli(&["audit", "verify", "--no-signatures", d]);
+    assert!(ok && out.contains("signatures NOT checked"), "{out}");
+    let (_, pubkey) = cli(&["audit", "pubkey", "--config", config.to_str().unwrap()]);
+    let pubkey_file = pki.path().join("audit.pub");
+    std::fs::write(&pubkey_file, pubkey).unwrap();
+    let verify = || {
+        cli(&[
+            "audit",
+            "verify",
+            d,
+            "--pubkey",
+            pubkey_file.to_str().unwrap(),
+        ])
+    };
+    assert!(verify().0, "{}", verify().1);
+
+    // A record of a kind the format does not define, in a log otherwise re-chained and
+    // re-signed with the gateway's own key: only that is wrong, and it is reported.
+    let signer = audit::Signer::from_pem_file(&pki.path().join("audit.key")).unwrap();
+    let segments = audit::segments(&dir).unwrap();
+    let originals: Vec<String> = segments
+        .iter()
+        .map(|(_, p)| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let mut prev = audit::GENESIS.to_owned();
+    let mut range = audit::CompactRange::default();
+    for ((_, path), text) in segments.iter().zip(&originals) {
+        let mut out = String::new();
+        for line in text.lines() {
+            let mut r: Record = serde_json::from_str(line).unwrap();
+            r.prev = prev.clone();
+            if r.seq == 3 {
+                r.kind = "mystery".into();
+            }
+            if r.kind == "tree-head" {
+                let root = data_encoding::HEXLOWER.encode(&range.root());
+                let message = audit::tree_head_message(&r.gateway, range.size(), &root, &r.time);
+                r.root = Some(root);
+                r.signature = Some(signer.sign(&message));
+            }
+            let line = serde_json::to_string(&r).unwrap();
+            prev = sha256_hex(line.as_bytes());
+            range.push(audit::leaf_hash(line.as_bytes()));
+            out.push_str(&line);
+            out.push('\n');
+        }
+        std::fs::write(path, out).unwrap();
+    }
+    let (ok, out) = verify();
+    assert!(
+        !ok && out.contains("unknown record kind `mystery`") && out.contains("1 problem"),
+        "{out}"
+    );
+    for ((_, path), text) in segments.iter().zip(&originals) {
+        std::fs::write(path, text).unwrap();
+    }
+    assert!(verify().0);
+
+    // Three problems at once: a byte changed in the first segment (the chain breaks at the
+    // next line, the first of the second segment), the third segment gone, and the last line
+    // of the last segment torn.
+    assert!(segments.len() >= 5, "{} segments", segments.len());
+    let changed = originals[0].replacen("\"status\":200", "\"status\":201", 1);
+    assert_ne!(changed, originals[0]);
+    std::fs::write(&segments[0].1, changed).unwrap();
+    std::fs::remove_file(&segments[2].1).unwrap();
+    let last = &segments[segments.len() - 1].1;
+    let text = &originals[originals.len() - 1];
+    std::fs::write(last, &text[..text.len() - 5]).unwrap();
+    let (ok, out) = verify();
+    assert!(!ok, "{out}");
+    for expected in [
+        format!("{}, line 1: chain broken", segments[1].1.display()),
+        "segment 3 is missing".to_owned(),
+        "torn".to_owned(),
+    ] {
+        assert!(out.contains(&expected), "`{expected}` not in:\n{out}");
+    }
 }

@@ -801,3 +801,55 @@ valid_until = 2099-12-31
     assert_eq!(record.exchange_id.as_deref(), Some(id.as_str()));
     assert_eq!(record.consumer.as_deref(), Some("splp-nasional"));
 }
+
+/// An `Exchange.Call` record carries the gRPC status its caller got, as the audit format
+/// promises: 0 for an answered call, the refusal's code otherwise — also for a call naming no
+/// configured service.
+#[tokio::test]
+async fn exchange_call_records_carry_the_grpc_status() {
+    let f = start(None).await;
+    let ok = f
+        .call(&f.pki.dinkes, penduduk("7201010101010001"))
+        .await
+        .unwrap();
+    let denied = f
+        .call(&f.pki.dukcapil, penduduk("7201010101010001"))
+        .await
+        .unwrap_err();
+    let unknown = f
+        .call(
+            &f.pki.dinkes,
+            proto::CallRequest {
+                service: "tidak-ada".into(),
+                operation: "x".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    let id = |s: &tonic::Status| {
+        s.metadata()
+            .get("spl-exchange-id")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let dir = f.pki.path().join("data/audit");
+    let status_of = |exchange: &str| {
+        for _ in 0..100 {
+            let found = audit::select(&dir, |r| r.exchange_id.as_deref() == Some(exchange))
+                .unwrap_or_default();
+            if let Some(line) = found.first() {
+                return serde_json::from_str::<audit::Record>(line)
+                    .unwrap()
+                    .grpc_status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("exchange {exchange} not recorded");
+    };
+    assert_eq!(status_of(&ok.exchange_id), Some(0));
+    assert_eq!(status_of(&id(&denied)), Some(Code::PermissionDenied as u32));
+    assert_eq!(status_of(&id(&unknown)), Some(Code::NotFound as u32));
+}

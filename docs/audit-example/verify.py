@@ -27,7 +27,12 @@ def main(args):
     if "--pubkey" in args:
         i = args.index("--pubkey")
         text = open(args[i + 1]).read().strip()
-        pubkey = bytes.fromhex(text.split(":", 1)[-1])
+        if text.startswith("-----BEGIN PUBLIC KEY-----"):
+            import base64
+            der = base64.b64decode("".join(text.splitlines()[1:-1]))
+            pubkey = der[-32:]  # SubjectPublicKeyInfo of an Ed25519 key: the key is its last 32 bytes
+        else:
+            pubkey = bytes.fromhex(text.split(":", 1)[-1])
         args = args[:i] + args[i + 2:]
     verify_sig = None
     if pubkey is not None:
@@ -51,6 +56,8 @@ def main(args):
                 sys.exit(f"{where}: sequence {record['seq']} where {seq} was due")
             if record["prev"] != prev:
                 sys.exit(f"{where}: chain broken")
+            if record["kind"] not in ("exchange", "admin", "tree-head"):
+                sys.exit(f"{where}: unknown record kind {record['kind']!r}")
             if record["kind"] == "tree-head":
                 if record["tree_size"] != size or record["root"] != mth_compact(subtrees).hex():
                     sys.exit(f"{where}: tree head does not match the records before it")

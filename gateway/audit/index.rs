@@ -30,7 +30,7 @@ use super::merkle::{
     consistency_proof_from, inclusion_proof_from, leaf_hash, verify_consistency, verify_inclusion,
     Hash, Nodes,
 };
-use super::receipt::{Consistency, Receipt, RECEIPT_FORMAT};
+use super::receipt::{Consistency, Receipt, CONSISTENCY_FORMAT, RECEIPT_FORMAT};
 use super::record::Record;
 use super::segment::{segment_path, Place};
 
@@ -436,7 +436,8 @@ impl Lookup {
             }
             Err(LookupError::NoSuchHead(size))
         };
-        let (old_root, new_root) = (head_root(&head_of(old)?)?, head_root(&head_of(new)?)?);
+        let (old_line, new_line) = (head_of(old)?, head_of(new)?);
+        let (old_root, new_root) = (head_root(&old_line)?, head_root(&new_line)?);
         let levels = Levels {
             lookup: self,
             size: view.size,
@@ -448,11 +449,14 @@ impl Lookup {
             )));
         }
         Ok(Consistency {
+            format: CONSISTENCY_FORMAT.to_owned(),
             old_size: old,
             old_root: HEXLOWER.encode(&old_root),
             new_size: new,
             new_root: HEXLOWER.encode(&new_root),
             proof: proof.iter().map(|h| HEXLOWER.encode(h)).collect(),
+            old_tree_head: old_line,
+            new_tree_head: new_line,
         })
     }
 

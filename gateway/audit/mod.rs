@@ -9,6 +9,7 @@ mod redact;
 mod segment;
 mod sign;
 pub mod stream;
+mod verify;
 mod writer;
 
 pub use index::{Lookup, LookupError};
@@ -17,11 +18,12 @@ pub use merkle::{
     root, subtree_root, verify_consistency, verify_inclusion, CompactRange, Hash, Nodes,
 };
 pub use receipt::{
-    consistency, parse_public_key, receipt, select, verify, verify_receipt, Consistency, Receipt,
-    Report, RECEIPT_FORMAT,
+    consistency, parse_public_key, receipt, select, verify, verify_consistency_proof,
+    verify_receipt, Consistency, Receipt, Report, CONSISTENCY_FORMAT, RECEIPT_FORMAT,
 };
 pub use record::{sha256_hex, timestamp, BodyDigest, Record, GENESIS};
 pub use redact::{audit_target, Redactor};
 pub use segment::{segments, walk, walk_at, Broken, ChainHead, Place};
 pub use sign::{tree_head_message, unhex, verify_signature, Signer};
+pub use verify::{verify_all, Verification, KINDS};
 pub use writer::{admin, Appended, AuditError, AuditLog, Expected, WriterOptions};

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::merkle::{inclusion_proof, leaf_hash, verify_inclusion, CompactRange, Hash};
+use super::merkle::{inclusion_proof, leaf_hash, verify_inclusion, Hash};
 use super::record::Record;
 use super::segment::{walk, Broken, ChainHead};
 use super::sign::{tree_head_message, unhex, verify_signature};
@@ -39,62 +39,14 @@ pub struct Receipt {
 
 pub const RECEIPT_FORMAT: &str = "penghubung-receipt-v1";
 
-/// Verifies the chain and every tree head (size, root and, with `public_key`, signature).
+/// Verifies the chain and every tree head (size, root and, with `public_key`, signature);
+/// the first problem, if any ([`super::verify_all`] lists them all).
 pub fn verify(dir: &Path, public_key: Option<&[u8]>) -> Result<Report, Broken> {
-    let mut range = CompactRange::default();
-    let mut report = Report {
-        records: 0,
-        exchanges: 0,
-        tree_heads: 0,
-        signatures_checked: public_key.is_some(),
-        head: ChainHead {
-            next_seq: 0,
-            last_hash: String::new(),
-        },
-    };
-    let head = walk(dir, |record, line| {
-        if record.kind == "tree-head" {
-            check_tree_head(record, &range, public_key)?;
-            report.tree_heads += 1;
-        }
-        range.push(leaf_hash(line));
-        report.records += 1;
-        report.exchanges += u64::from(record.kind == "exchange");
-        Ok(())
-    })?;
-    report.head = head;
-    Ok(report)
-}
-
-fn check_tree_head(
-    record: &Record,
-    range: &CompactRange,
-    public_key: Option<&[u8]>,
-) -> Result<(), String> {
-    let (Some(size), Some(root), Some(signature)) =
-        (record.tree_size, &record.root, &record.signature)
-    else {
-        return Err("tree head without tree_size, root or signature".into());
-    };
-    if size != range.size() {
-        return Err(format!(
-            "tree head covers {size} records, but {} precede it",
-            range.size()
-        ));
+    let found = super::verify::verify_all(dir, public_key);
+    match found.problems.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(found.report),
     }
-    let computed = HEXLOWER.encode(&range.root());
-    if *root != computed {
-        return Err(format!(
-            "tree head root {root} is not the root of the records before it ({computed})"
-        ));
-    }
-    if let Some(key) = public_key {
-        let message = tree_head_message(&record.gateway, size, root, &record.time);
-        if !verify_signature(key, &message, signature) {
-            return Err("tree head signature does not verify with the given public key".into());
-        }
-    }
-    Ok(())
 }
 
 /// The receipt of the exchange `exchange_id`, from the first tree head that covers it.
@@ -177,13 +129,28 @@ pub fn verify_receipt(receipt: &Receipt, public_key: &[u8]) -> Result<Record, St
     Ok(record)
 }
 
-/// Reads a public key: 64 hex digits, optionally prefixed `ed25519:`.
+/// Reads an Ed25519 public key: 64 hex digits, optionally prefixed `ed25519:` (as `penghubung
+/// audit pubkey` prints it), or a PEM `PUBLIC KEY` (SubjectPublicKeyInfo, as `openssl pkey
+/// -pubout` writes it).
 pub fn parse_public_key(text: &str) -> Result<Vec<u8>, String> {
+    /// `SEQUENCE { SEQUENCE { OID 1.3.101.112 }, BIT STRING (0 unused bits, 32 bytes) }`
+    const ED25519_SPKI: [u8; 12] = [
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
     let text = text.trim();
+    if text.starts_with("-----BEGIN") {
+        use rustls_pki_types::pem::PemObject;
+        let spki = rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(text.as_bytes())
+            .map_err(|e| format!("not a PEM public key: {e}"))?;
+        return match spki.as_ref().strip_prefix(&ED25519_SPKI[..]) {
+            Some(key) if key.len() == 32 => Ok(key.to_vec()),
+            _ => Err("the PEM public key is not an Ed25519 key".into()),
+        };
+    }
     let hex_part = text.strip_prefix("ed25519:").unwrap_or(text);
     match unhex(hex_part) {
         Some(key) if key.len() == 32 => Ok(key),
-        _ => Err("a public key is 64 hex digits (as `penghubung audit pubkey` prints it)".into()),
+        _ => Err("a public key is 64 hex digits, optionally after `ed25519:` (as `penghubung audit pubkey` prints it), or a PEM PUBLIC KEY (as `openssl pkey -pubout` writes it)".into()),
     }
 }
 
@@ -193,39 +160,54 @@ fn to_hash(text: &str) -> Option<Hash> {
 }
 
 /// A consistency proof between two signed tree heads of the log: that the tree of `old` records
-/// is a prefix of the tree of `new` records.
+/// is a prefix of the tree of `new` records. With both heads' lines it checks offline
+/// ([`verify_consistency_proof`]), as a receipt does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Consistency {
+    pub format: String,
     pub old_size: u64,
     pub old_root: String,
     pub new_size: u64,
     pub new_root: String,
+    /// The RFC 6962 `PROOF(old_size, D[new_size])`, 64 hex each.
     pub proof: Vec<String>,
+    /// The signed tree head of `old_size` records, its line exactly as in the log.
+    pub old_tree_head: String,
+    /// The signed tree head of `new_size` records, likewise.
+    pub new_tree_head: String,
 }
+
+pub const CONSISTENCY_FORMAT: &str = "penghubung-consistency-v1";
 
 /// Builds (and checks) the consistency proof between the tree heads of sizes `old` and `new`.
 pub fn consistency(dir: &Path, old: u64, new: u64) -> Result<Consistency, String> {
     let mut leaves: Vec<Hash> = Vec::new();
-    let mut roots: Vec<(u64, String)> = Vec::new();
+    let mut heads: Vec<(u64, String, String)> = Vec::new();
     walk(dir, |record, line| {
-        if let (Some(size), Some(root)) = (record.tree_size, &record.root) {
-            roots.push((size, root.clone()));
+        if let (Some(size), Some(root), "tree-head") =
+            (record.tree_size, &record.root, record.kind.as_str())
+        {
+            heads.push((
+                size,
+                root.clone(),
+                String::from_utf8_lossy(line).into_owned(),
+            ));
         }
         leaves.push(leaf_hash(line));
         Ok(())
     })
     .map_err(|e| e.to_string())?;
-    let root_of = |size: u64| {
-        roots
+    let head_of = |size: u64| {
+        heads
             .iter()
-            .find(|(s, _)| *s == size)
-            .map(|(_, r)| r.clone())
+            .find(|(s, _, _)| *s == size)
+            .map(|(_, root, line)| (root.clone(), line.clone()))
             .ok_or_else(|| format!("no signed tree head of size {size}"))
     };
     if old > new {
         return Err("the old tree head must not be larger than the new one".into());
     }
-    let (old_root, new_root) = (root_of(old)?, root_of(new)?);
+    let ((old_root, old_line), (new_root, new_line)) = (head_of(old)?, head_of(new)?);
     let proof = super::merkle::consistency_proof(old as usize, &leaves[..new as usize]);
     let (r1, r2) = (
         to_hash(&old_root).ok_or("bad root")?,
@@ -237,12 +219,74 @@ pub fn consistency(dir: &Path, old: u64, new: u64) -> Result<Consistency, String
         ));
     }
     Ok(Consistency {
+        format: CONSISTENCY_FORMAT.to_owned(),
         old_size: old,
         old_root,
         new_size: new,
         new_root,
         proof: proof.iter().map(|h| HEXLOWER.encode(h)).collect(),
+        old_tree_head: old_line,
+        new_tree_head: new_line,
     })
+}
+
+/// Checks a consistency proof on its own: both tree heads are signed by `public_key`, name the
+/// sizes and roots the proof states, and the proof shows the old tree is a prefix of the new.
+/// Returns the two heads.
+pub fn verify_consistency_proof(
+    proof: &Consistency,
+    public_key: &[u8],
+) -> Result<(Record, Record), String> {
+    if proof.format != CONSISTENCY_FORMAT {
+        return Err(format!(
+            "unknown consistency proof format `{}`",
+            proof.format
+        ));
+    }
+    let signed = |line: &str, size: u64, root: &str, which: &str| -> Result<Record, String> {
+        let head: Record =
+            serde_json::from_str(line).map_err(|e| format!("{which} tree head: {e}"))?;
+        let (Some(s), Some(r), Some(signature)) = (head.tree_size, &head.root, &head.signature)
+        else {
+            return Err(format!(
+                "the {which} tree head has no tree_size, root or signature"
+            ));
+        };
+        if head.kind != "tree-head" || s != size || r != root {
+            return Err(format!(
+                "the {which} tree head does not state size {size} and root {root}"
+            ));
+        }
+        let message = tree_head_message(&head.gateway, s, r, &head.time);
+        if !verify_signature(public_key, &message, signature) {
+            return Err(format!(
+                "the {which} tree head's signature does not verify with this public key"
+            ));
+        }
+        Ok(head)
+    };
+    let old = signed(&proof.old_tree_head, proof.old_size, &proof.old_root, "old")?;
+    let new = signed(&proof.new_tree_head, proof.new_size, &proof.new_root, "new")?;
+    if old.gateway != new.gateway {
+        return Err("the two tree heads name different gateways".into());
+    }
+    let hashes = proof
+        .proof
+        .iter()
+        .map(|h| to_hash(h))
+        .collect::<Option<Vec<Hash>>>()
+        .ok_or("a proof hash is not 64 hex digits")?;
+    let (r1, r2) = (
+        to_hash(&proof.old_root).ok_or("the old root is not 64 hex digits")?,
+        to_hash(&proof.new_root).ok_or("the new root is not 64 hex digits")?,
+    );
+    if !super::merkle::verify_consistency(proof.old_size, proof.new_size, &hashes, &r1, &r2) {
+        return Err(format!(
+            "the proof does not show tree {} to be a prefix of tree {}",
+            proof.old_size, proof.new_size
+        ));
+    }
+    Ok((old, new))
 }
 
 /// The lines of records that pass `keep`, in order.
