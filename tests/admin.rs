@@ -13,6 +13,7 @@ use penghubung::caller::Caller;
 use penghubung::config::load_str;
 use penghubung::pipeline::Gateway;
 use penghubung::tls::IdentityField;
+use support::Edit;
 use support::{config_text, recording_upstream, TestPki};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -105,10 +106,9 @@ async fn admin_on(pki: &TestPki, text: &str) -> (Arc<Gateway>, std::net::SocketA
 async fn health_readiness_and_metrics() {
     let pki = TestPki::new();
     let (upstream, _) = recording_upstream(&pki).await;
-    let text = config_text(&upstream, "5s", "\n[audit]\n").replacen(
+    let text = config_text(&upstream, "5s", "\n[audit]\n").edit_once(
         "  path = \"/faskes\"",
         "  path = \"/faskes\"\n  cache_ttl = \"60s\"",
-        1,
     );
     let (gateway, addr) = admin_on(&pki, &text).await;
 
@@ -437,10 +437,9 @@ async fn the_admin_listener_cuts_off_slow_heads_and_caps_connections() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pki = TestPki::new();
     let (upstream, _) = recording_upstream(&pki).await;
-    let text = config_text(&upstream, "5s", "").replacen(
+    let text = config_text(&upstream, "5s", "").edit_once(
         "shutdown_grace = \"5s\"",
         "shutdown_grace = \"5s\"\nheader_read_timeout = \"300ms\"",
-        1,
     );
     assert!(text.contains("header_read_timeout = \"300ms\""));
     let (_gateway, addr) = admin_on(&pki, &text).await;

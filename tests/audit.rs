@@ -18,6 +18,7 @@ use penghubung::caller::Caller;
 use penghubung::config::load_str;
 use penghubung::pipeline::Gateway;
 use penghubung::tls::IdentityField;
+use support::Edit;
 use support::{config_text, recording_upstream, Client, TestPki};
 
 const NIK: &str = "7208014101900001";
@@ -33,10 +34,9 @@ fn audited_config(pki: &TestPki, upstream: &str) -> String {
         "5s",
         "\n[audit]\nredaction_key = \"redaction.key\"\ndurability = \"sync\"\n",
     )
-    .replacen(
+    .edit_once(
         "  path = \"/penduduk/{nik}\"",
         "  path = \"/penduduk/{nik}\"\n  audit_redact = [\"nik\"]",
-        1,
     )
 }
 
@@ -305,7 +305,7 @@ async fn tampering_is_detected_at_the_place() {
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "one byte changed",
-            original.replacen("\"status\":200", "\"status\":201", 1),
+            original.edit_once("\"status\":200", "\"status\":201"),
             "line 3: chain broken",
         ),
         (
@@ -346,28 +346,21 @@ async fn tampering_is_detected_at_the_place() {
 async fn a_crash_loop_loses_no_acknowledged_exchange() {
     let pki = TestPki::new();
     let (upstream, _) = recording_upstream(&pki).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = audited_config(&pki, &upstream).replacen(
-        "\nlisten = \"127.0.0.1:0\"",
-        &format!("\nlisten = \"127.0.0.1:{port}\""),
-        1,
-    );
-    let file = support::write_config(pki.path(), &text);
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let client = Client::new(addr, &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
+    let text = audited_config(&pki, &upstream);
+    let serve = |file: &Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_penghubung"));
+        command
+            .args(["serve", "--config"])
+            .arg(file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    };
     let mut acknowledged = Vec::new();
     for round in 0..4 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_penghubung"))
-            .args(["serve", "--config"])
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        // Each round on ports free at its start: the log is the same whatever the port.
+        let mut served = support::Served::start(pki.path(), &text, serve).await;
+        let client = Client::new(served.addr(), &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
         let mut up = false;
         for _ in 0..1200 {
             if client
@@ -410,8 +403,8 @@ async fn a_crash_loop_loses_no_acknowledged_exchange() {
                 None => break,
             }
         }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        served.child.kill().unwrap(); // SIGKILL
+        served.child.wait().unwrap();
         for task in load {
             let _ = task.await;
         }
@@ -424,21 +417,15 @@ async fn a_crash_loop_loses_no_acknowledged_exchange() {
         );
     }
     // One more start recovers whatever the last kill tore, then the log must verify whole.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_penghubung"))
-        .args(["serve", "--config"])
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let served = support::Served::start(pki.path(), &text, serve).await;
+    let client = Client::new(served.addr(), &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
     for _ in 0..1200 {
         if client.get("/dinkes/faskes").await.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(served);
     let log = records(&audit_dir(&pki));
     let recorded: std::collections::HashSet<&str> = log
         .iter()
@@ -459,7 +446,7 @@ fn signed_config(pki: &TestPki, upstream: &str) -> String {
         penghubung::pki::ed25519_key_pem().unwrap(),
     )
     .unwrap();
-    audited_config(pki, upstream).replace(
+    audited_config(pki, upstream).edit(
         "[audit]\n",
         "[audit]\nsigning_key = \"audit.key\"\ntree_head_every = 3\ntree_head_interval = \"1h\"\n",
     )
@@ -539,9 +526,7 @@ async fn tree_heads_are_signed_and_receipts_verify_offline() {
     assert!(ok && out.contains(&ids[4]), "{out}");
     // ...and fails when its record is altered, or checked against another key.
     let mut altered: audit::Receipt = serde_json::from_str(&receipt).unwrap();
-    altered.record = altered
-        .record
-        .replacen("\"status\":200", "\"status\":201", 1);
+    altered.record = altered.record.edit_once("\"status\":200", "\"status\":201");
     std::fs::write(&receipt_file, serde_json::to_string(&altered).unwrap()).unwrap();
     let (ok, out) = cli(&[
         "audit",
@@ -637,10 +622,9 @@ async fn tree_heads_are_signed_and_receipts_verify_offline() {
         assert!(!check(&altered, &pubkey_file).0);
     }
     let mut altered = proof.clone();
-    altered.new_tree_head =
-        altered
-            .new_tree_head
-            .replacen("\"signature\":\"", "\"signature\":\"00", 1);
+    altered.new_tree_head = altered
+        .new_tree_head
+        .edit_once("\"signature\":\"", "\"signature\":\"00");
     assert!(!check(&altered, &pubkey_file).0);
     let (ok, out) = check(&proof, &other_pub);
     assert!(!ok && out.contains("signature"), "{out}");
@@ -694,7 +678,7 @@ async fn segments_rotate_and_a_replaced_segment_is_detected() {
     let pki = TestPki::new();
     let (upstream, _) = recording_upstream(&pki).await;
     let text =
-        audited_config(&pki, &upstream).replace("[audit]\n", "[audit]\nsegment_size = \"1KiB\"\n");
+        audited_config(&pki, &upstream).edit("[audit]\n", "[audit]\nsegment_size = \"1KiB\"\n");
     let (gateway, dinkes) = start(&pki, &text);
     for _ in 0..12 {
         assert_eq!(send(&gateway, &dinkes, "/dinkes/faskes").await.0, 200);
@@ -776,7 +760,7 @@ async fn a_response_too_large_to_record_is_refused_not_streamed_unrecorded() {
 async fn a_full_audit_queue_refuses_exchanges_before_upstream_contact() {
     let pki = TestPki::new();
     let (upstream, recorder) = recording_upstream(&pki).await;
-    let text = audited_config(&pki, &upstream).replace("[audit]\n", "[audit]\nqueue = 2\n");
+    let text = audited_config(&pki, &upstream).edit("[audit]\n", "[audit]\nqueue = 2\n");
     let (gateway, dinkes) = start(&pki, &text);
     let gateway = Arc::new(gateway);
     let dinkes = Arc::new(dinkes);
@@ -850,7 +834,7 @@ async fn openssl_reads_the_audit_key_and_its_public_key_verifies() {
 
     // A log signed with that key verifies with OpenSSL's rendering of its public key.
     std::fs::copy(init.join("audit.key"), pki.path().join("audit.key")).unwrap();
-    let text = audited_config(&pki, &upstream).replace(
+    let text = audited_config(&pki, &upstream).edit(
         "[audit]\n",
         "[audit]\nsigning_key = \"audit.key\"\ntree_head_every = 1\n",
     );
@@ -904,7 +888,7 @@ async fn the_verifier_requires_a_key_and_lists_every_problem() {
     let pki = TestPki::new();
     let (upstream, _) = recording_upstream(&pki).await;
     let text =
-        signed_config(&pki, &upstream).replace("[audit]\n", "[audit]\nsegment_size = \"1KiB\"\n");
+        signed_config(&pki, &upstream).edit("[audit]\n", "[audit]\nsegment_size = \"1KiB\"\n");
     let config = support::write_config(pki.path(), &text);
     let (gateway, dinkes) = start(&pki, &text);
     for _ in 0..12 {
@@ -981,7 +965,7 @@ async fn the_verifier_requires_a_key_and_lists_every_problem() {
     // next line, the first of the second segment), the third segment gone, and the last line
     // of the last segment torn.
     assert!(segments.len() >= 5, "{} segments", segments.len());
-    let changed = originals[0].replacen("\"status\":200", "\"status\":201", 1);
+    let changed = originals[0].edit_once("\"status\":200", "\"status\":201");
     assert_ne!(changed, originals[0]);
     std::fs::write(&segments[0].1, changed).unwrap();
     std::fs::remove_file(&segments[2].1).unwrap();

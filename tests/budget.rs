@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Version;
+use support::Edit;
 use support::{config_text, recording_upstream, upstream_tls, Client, Running, TestPki};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -80,15 +81,13 @@ async fn a_declared_request_body_over_the_budget_is_refused_before_any_upstream_
     let pki = TestPki::new();
     let (upstream, recorder) = recording_upstream(&pki).await;
     let text = config_text(&upstream, "5s", "\n[audit]\n")
-        .replacen(
+        .edit_once(
             "shutdown_grace = \"5s\"",
             "shutdown_grace = \"5s\"\nmax_buffered = \"1MiB\"",
-            1,
         )
-        .replacen(
+        .edit_once(
             "max_request_body = \"1KiB\"",
             "max_request_body = \"700KiB\"",
-            1,
         );
     assert!(text.contains("max_buffered") && text.contains("700KiB"));
     let gw = Running::start(pki, &text).await;
@@ -172,42 +171,23 @@ async fn a_burst_of_large_answers_stays_within_the_budget() {
         penghubung::pki::ed25519_key_pem().unwrap(),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = config_text(&upstream, "5s", "\n[audit]\nsigning_key = \"audit.key\"\n")
-        .replacen(
-            "\nlisten = \"127.0.0.1:0\"",
-            &format!("\nlisten = \"127.0.0.1:{port}\""),
-            1,
-        )
-        .replacen(
-            "shutdown_grace = \"5s\"",
-            "shutdown_grace = \"5s\"\nmax_buffered = \"8MiB\"",
-            1,
-        );
-    assert!(text.contains(&format!("127.0.0.1:{port}")) && text.contains("8MiB"));
-    let file = support::write_config(pki.path(), &text);
-    let child = Command::new(env!("CARGO_BIN_EXE_penghubung"))
-        .args(["serve", "--config"])
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let child = Kill(child);
-    let pid = child.0.id();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let client = Client::new(addr, &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
+    let text = support::replace_once(
+        &config_text(&upstream, "5s", "\n[audit]\nsigning_key = \"audit.key\"\n"),
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nmax_buffered = \"8MiB\"",
+    );
+    let served = support::Served::start(pki.path(), &text, |file| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_penghubung"));
+        command
+            .args(["serve", "--config"])
+            .arg(file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    })
+    .await;
+    let pid = served.child.id();
+    let client = Client::new(served.addr(), &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
     let mut started = false;
     for _ in 0..400 {
         if client.get("/dinkes/faskes").await.is_ok() {

@@ -22,6 +22,7 @@ use penghubung::config::{load_str, Date, Snapshot, TimeZone};
 use penghubung::pipeline::Gateway;
 use penghubung::tls::IdentityField;
 use serde_json::{json, Value};
+use support::Edit;
 use support::{config_text, upstream_tls, TestPki};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -160,16 +161,12 @@ valid_until = 2099-12-31
 {extra}"#
         ),
     )
-    .replacen(
+    .edit_once(
         "  path = \"/penduduk/{nik}\"",
-        "  path = \"/penduduk/{nik}\"\n  cache_ttl = \"60s\"\n\n  [[services.operations]]\n  id = \"get-keluarga\"\n  method = \"GET\"\n  path = \"/penduduk/{nik}/keluarga\"\n  cache_ttl = \"60s\"",
-        1,
-    )
-    .replacen(
+        "  path = \"/penduduk/{nik}\"\n  cache_ttl = \"60s\"\n\n  [[services.operations]]\n  id = \"get-keluarga\"\n  method = \"GET\"\n  path = \"/penduduk/{nik}/keluarga\"\n  cache_ttl = \"60s\"")
+    .edit_once(
         "  path = \"/faskes\"",
-        "  path = \"/faskes\"\n  cache_ttl = \"60s\"",
-        1,
-    )
+        "  path = \"/faskes\"\n  cache_ttl = \"60s\"")
 }
 
 struct Harness {
@@ -258,6 +255,17 @@ impl Harness {
             headers: parts.headers,
             body: body.collect().await.unwrap().to_bytes(),
         }
+    }
+
+    /// Waits (bounded, 10 s) until a metric reaches `value`.
+    async fn metric_reaches(&self, line_start: &str, value: f64) {
+        for _ in 0..1000 {
+            if self.metric(line_start) >= value {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{line_start} never reached {value}");
     }
 
     fn metric(&self, line_start: &str) -> f64 {
@@ -443,8 +451,9 @@ async fn a_hundred_concurrent_misses_make_one_upstream_request() {
     let calls: Vec<_> = (0..100).map(|_| h.get("dinkes", PENDUDUK)).collect();
     let all = async { futures_join_all(calls).await };
     let release = async {
-        // Let every request reach the cache, then answer the one that reached the upstream.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Once every other request waits on the one that reached the upstream, answer it.
+        h.metric_reaches("penghubung_cache_coalesced_waits_total", 99.0)
+            .await;
         h.origin.release(1);
     };
     let (answers, ()) = tokio::join!(all, release);
@@ -457,7 +466,8 @@ async fn a_hundred_concurrent_misses_make_one_upstream_request() {
     let failing = format!("{PENDUDUK}?status=500");
     let calls: Vec<_> = (0..5).map(|_| h.get("dinkes", &failing)).collect();
     let release = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        h.metric_reaches("penghubung_cache_coalesced_waits_total", 103.0)
+            .await;
         h.origin.release(5);
     };
     let (answers, ()) = tokio::join!(futures_join_all(calls), release);
@@ -524,7 +534,7 @@ valid_until = 2099-12-31
 "#;
     let pki = TestPki::new();
     let origin = Origin::start(&pki, false).await;
-    let text = cached_config(&origin.url, "5s", &extra.replace("UPSTREAM", &origin.url));
+    let text = cached_config(&origin.url, "5s", &extra.edit("UPSTREAM", &origin.url));
     let snapshot = load(&pki, &text);
     let warning = snapshot
         .warnings

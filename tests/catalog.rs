@@ -16,6 +16,7 @@ use penghubung::config::load_str;
 use penghubung::pipeline::Gateway;
 use penghubung::tls::IdentityField;
 use serde_json::Value;
+use support::Edit;
 use support::TestPki;
 
 const EXTRA: &str = r#"
@@ -56,13 +57,12 @@ async fn get(gateway: &Gateway, caller: &Caller, target: &str) -> (StatusCode, B
 #[tokio::test]
 async fn each_agency_sees_what_its_clearance_and_agreements_allow() {
     let pki = TestPki::new();
-    let text = support::config_text("https://127.0.0.1:9", "5s", EXTRA).replacen(
+    let text = support::config_text("https://127.0.0.1:9", "5s", EXTRA).edit_once(
         "max_request_body = \"1KiB\"",
         &format!(
             "max_request_body = \"1KiB\"\nschemas_dir = \"{}\"",
             schemas_dir()
         ),
-        1,
     );
     let snapshot =
         load_str(&text, &pki.path().join("c.toml"), pki.path()).unwrap_or_else(|e| panic!("{e}"));
@@ -155,7 +155,7 @@ fn openapi_documents_pass_an_independent_validator() {
     penghubung::pki::init(&config_dir.join("pki"), &["localhost"], &agencies).unwrap();
     let text = std::fs::read_to_string(config_dir.join("penghubung.toml"))
         .unwrap()
-        .replace(
+        .edit(
             "schemas_dir = \"../schemas\"",
             &format!("schemas_dir = \"{}\"", root.join("schemas").display()),
         );

@@ -9,7 +9,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use http::Version;
-use support::{config_text, recording_upstream, Client, TestPki};
+use std::net::SocketAddr;
+
+use support::Edit;
+use support::{config_text, recording_upstream, replace_once, Client, Served, TestPki};
 
 const BIN: &str = env!("CARGO_BIN_EXE_penghubung");
 
@@ -32,10 +35,10 @@ fn sigterm(child: &Child) {
 }
 
 /// Waits (bounded) for the child to exit.
-fn wait_exit(guard: &mut Guard, within: Duration) -> std::process::ExitStatus {
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + within;
     loop {
-        if let Some(status) = guard.0.try_wait().unwrap() {
+        if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
         assert!(
@@ -86,23 +89,22 @@ async fn first_answer(client: &Client) -> support::Answer {
 async fn serve_answers_then_exits_zero_on_sigterm() {
     let pki = TestPki::new();
     let (upstream, recorder) = recording_upstream(&pki).await;
-    let (port, text) = on_free_port(&upstream);
-    let file = support::write_config(pki.path(), &text);
-    let mut guard = Guard(
-        Command::new(BIN)
+    let text = config_text(&upstream, "5s", "");
+    let mut served = Served::start(pki.path(), &text, |file| {
+        let mut command = Command::new(BIN);
+        command
             .args(["serve", "--config"])
-            .arg(&file)
+            .arg(file)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let client = Client::new(addr, &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
+            .stderr(Stdio::piped());
+        command
+    })
+    .await;
+    let client = Client::new(served.addr(), &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
     assert_eq!(first_answer(&client).await.status, 200);
     assert_eq!(recorder.count(), 1);
-    sigterm(&guard.0);
-    let status = wait_exit(&mut guard, Duration::from_secs(15));
+    sigterm(&served.child);
+    let status = wait_exit(&mut served.child, Duration::from_secs(15));
     assert!(status.success(), "exit status {status:?}");
 }
 
@@ -172,7 +174,7 @@ fn demo_curl_commands_work_when_pasted() {
     );
     assert!(run(commands[5]).contains("refused at the TLS handshake"));
     sigterm(&guard.0);
-    assert!(wait_exit(&mut guard, Duration::from_secs(15)).success());
+    assert!(wait_exit(&mut guard.0, Duration::from_secs(15)).success());
 }
 
 #[test]
@@ -191,7 +193,7 @@ fn certs_lists_every_certificate_warns_and_fails_on_an_expired_one() {
     std::fs::write(pki.path().join("soon.crt"), &soon.cert_pem).unwrap();
     std::fs::write(pki.path().join("gone.crt"), &gone.cert_pem).unwrap();
     let base = config_text("https://127.0.0.1:9", "5s", "");
-    let with_soon = base.replace(
+    let with_soon = base.edit(
         "client_ca = [\"ca.crt\"]",
         "client_ca = [\"ca.crt\", \"soon.crt\"]",
     );
@@ -240,7 +242,7 @@ fn certs_lists_every_certificate_warns_and_fails_on_an_expired_one() {
     assert!(out.contains("WARNING: no [audit] section"), "{out}");
 
     // An expired upstream CA: listed as EXPIRED, and both commands exit 1.
-    let with_gone = with_soon.replacen("upstream_ca = \"ca.crt\"", "upstream_ca = \"gone.crt\"", 1);
+    let with_gone = with_soon.edit_once("upstream_ca = \"ca.crt\"", "upstream_ca = \"gone.crt\"");
     let (status, out) = run(&with_gone, &["certs"]);
     assert!(!status.success(), "{out}");
     assert!(
@@ -249,22 +251,6 @@ fn certs_lists_every_certificate_warns_and_fails_on_an_expired_one() {
     );
     let (status, _) = run(&with_gone, &["check"]);
     assert!(!status.success());
-}
-
-/// The test configuration listening on a free port: the process binds it itself, so the port
-/// is taken free from the OS and handed over.
-fn on_free_port(upstream: &str) -> (u16, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = config_text(upstream, "5s", "").replacen(
-        "\nlisten = \"127.0.0.1:0\"",
-        &format!("\nlisten = \"127.0.0.1:{port}\""),
-        1,
-    );
-    (port, text)
 }
 
 /// Sends `signal` (e.g. `-HUP`) to the child.
@@ -281,22 +267,23 @@ async fn serve_reloads_on_sighup_and_with_watch_when_the_file_changes() {
     let pki = TestPki::new();
     let (upstream, _) = recording_upstream(&pki).await;
     for watch in [false, true] {
-        let (port, text) = on_free_port(&upstream);
-        let file = support::write_config(pki.path(), &text);
-        let mut args = vec!["serve", "--config", file.to_str().unwrap()];
-        if watch {
-            args.push("--watch");
-        }
-        let mut guard = Guard(
-            Command::new(BIN)
-                .args(&args)
+        let text = config_text(&upstream, "5s", "");
+        let served = Served::start(pki.path(), &text, |file| {
+            let mut command = Command::new(BIN);
+            command
+                .args(["serve", "--config"])
+                .arg(file)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        let client = Client::new(addr, &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
+                .stderr(Stdio::null());
+            if watch {
+                command.arg("--watch");
+            }
+            command
+        })
+        .await;
+        let mut served = served;
+        let text = std::fs::read_to_string(&served.file).unwrap();
+        let client = Client::new(served.addr(), &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
         let status = |client: Client| async move {
             client
                 .get("/dinkes/faskes")
@@ -304,30 +291,37 @@ async fn serve_reloads_on_sighup_and_with_watch_when_the_file_changes() {
                 .ok()
                 .map(|a| a.status.as_u16())
         };
-        let mut first = None;
-        for _ in 0..1200 {
-            first = status(client.clone()).await;
-            if first.is_some() {
+        assert_eq!(status(client.clone()).await, Some(200));
+        // The new file removes the terbuka service; an invalid one in between changes nothing.
+        // That it was read and refused, not merely not yet read, the failure counter says.
+        let failures = || admin_metric(served.admin, "penghubung_config_reload_failures_total");
+        assert_eq!(failures().await, 0.0);
+        std::fs::write(
+            &served.file,
+            replace_once(&text, "prefix = \"/dinkes\"", "prefix = 5"),
+        )
+        .unwrap();
+        if !watch {
+            signal(&served.child, "-HUP");
+        }
+        let mut refused = false;
+        for _ in 0..200 {
+            if failures().await >= 1.0 {
+                refused = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        assert_eq!(first, Some(200));
-        // The new file removes the terbuka service; an invalid one in between changes nothing.
-        std::fs::write(&file, text.replace("prefix = \"/dinkes\"", "prefix = 5")).unwrap();
-        if !watch {
-            signal(&guard.0, "-HUP");
-        }
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(refused, "watch={watch}: the invalid file was never read");
         assert_eq!(
             status(client.clone()).await,
             Some(200),
             "an invalid file was applied"
         );
-        let without = text.replace("prefix = \"/dinkes\"", "prefix = \"/dinkes-lama\"");
-        std::fs::write(&file, without).unwrap();
+        let without = replace_once(&text, "prefix = \"/dinkes\"", "prefix = \"/dinkes-lama\"");
+        std::fs::write(&served.file, without).unwrap();
         if !watch {
-            signal(&guard.0, "-HUP");
+            signal(&served.child, "-HUP");
         }
         let mut after = None;
         for _ in 0..100 {
@@ -338,36 +332,51 @@ async fn serve_reloads_on_sighup_and_with_watch_when_the_file_changes() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(after, Some(404), "watch={watch}: the reload did not take");
-        sigterm(&guard.0);
-        assert!(wait_exit(&mut guard, Duration::from_secs(15)).success());
+        sigterm(&served.child);
+        assert!(wait_exit(&mut served.child, Duration::from_secs(15)).success());
     }
+}
+
+/// One sample of the gateway's `/metrics` on its (plain, loopback) admin port.
+async fn admin_metric(admin: u16, name: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", admin)).await else {
+        return f64::NAN;
+    };
+    let _ = stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+        .await;
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text).await;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_the_exchange_span() {
     let pki = TestPki::new();
     let (upstream, _) = recording_upstream(&pki).await;
-    let (port, text) = on_free_port(&upstream);
     // Dinkes' agreement covers the lookup only.
-    let text = text.replacen(
+    let text = replace_once(
+        &config_text(&upstream, "5s", ""),
         "service = \"dukcapil-penduduk\"\npurpose",
         "service = \"dukcapil-penduduk\"\noperations = [\"get-penduduk\"]\npurpose",
-        1,
     );
-    assert!(text.contains("operations = [\"get-penduduk\"]"));
-    let file = support::write_config(pki.path(), &text);
-    let mut guard = Guard(
-        Command::new(BIN)
+    let mut guard = Served::start(pki.path(), &text, |file| {
+        let mut command = Command::new(BIN);
+        command
             .args(["--log-format", "json", "serve", "--config"])
-            .arg(&file)
+            .arg(file)
             .env("RUST_LOG", "info,penghubung=debug")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let client = Client::new(addr, &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
+            .stderr(Stdio::piped());
+        command
+    })
+    .await;
+    let client = Client::new(guard.addr(), &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
     first_answer(&client).await;
     // Refused: Dinkes' agreement does not cover the verification operation.
     let refused = client
@@ -387,9 +396,9 @@ async fn json_logs_carry_the_exchange_span() {
         .to_str()
         .unwrap()
         .to_owned();
-    sigterm(&guard.0);
+    sigterm(&guard.child);
 
-    let stderr = guard.0.stderr.take().unwrap();
+    let stderr = guard.child.stderr.take().unwrap();
     let lines: Vec<serde_json::Value> = BufReader::new(stderr)
         .lines()
         .map_while(Result::ok)
@@ -418,7 +427,7 @@ async fn json_logs_carry_the_exchange_span() {
         .find(|l| l["fields"]["message"] == "exchange concluded")
         .unwrap_or_else(|| panic!("no access line for {exchange_id}: {lines:#?}"));
     assert_eq!(concluded["fields"]["status"], 403);
-    let status = wait_exit(&mut guard, Duration::from_secs(15));
+    let status = wait_exit(&mut guard.child, Duration::from_secs(15));
     assert!(status.success(), "exit status {status:?}");
 }
 
@@ -437,29 +446,22 @@ fn cpu_ticks(pid: u32) -> u64 {
 async fn listeners_back_off_when_out_of_descriptors() {
     let pki = TestPki::new();
     let (upstream, _) = recording_upstream(&pki).await;
-    let (port, text) = on_free_port(&upstream);
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let text = text.replacen(
-        "admin_listen = \"127.0.0.1:0\"",
-        &format!("admin_listen = \"{admin}\""),
-        1,
-    );
-    assert!(text.contains(&admin.to_string()));
-    let file = support::write_config(pki.path(), &text);
-    let guard = Guard(
-        Command::new("sh")
+    let text = config_text(&upstream, "5s", "");
+    let guard = Served::start(pki.path(), &text, |file| {
+        let mut command = Command::new("sh");
+        command
             .arg("-c")
             .arg(format!("ulimit -n 64 && exec {BIN} serve --config \"$0\""))
-            .arg(&file)
+            .arg(file)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::null());
+        command
+    })
+    .await;
+    let (addr, admin) = (
+        guard.addr(),
+        SocketAddr::from(([127, 0, 0, 1], guard.admin)),
     );
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let client = Client::new(addr, &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
     assert_eq!(first_answer(&client).await.status, 200);
     // Connections that never begin their TLS handshake hold a descriptor each for the
@@ -471,7 +473,7 @@ async fn listeners_back_off_when_out_of_descriptors() {
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let pid = guard.0.id();
+    let pid = guard.child.id();
     let before = cpu_ticks(pid);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let used = cpu_ticks(pid) - before;

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use penghubung::config::{load_str, ConfigErrors};
+use support::Edit;
 use support::{config_text, TestPki};
 
 const UPSTREAM: &str = "https://127.0.0.1:9";
@@ -36,7 +37,7 @@ fn assert_error(errors: &ConfigErrors, path: &str, needle: &str) {
 
 fn replace(text: &str, from: &str, to: &str) -> String {
     assert!(text.contains(from), "fixture does not contain {from:?}");
-    text.replacen(from, to, 1)
+    text.edit_once(from, to)
 }
 
 #[test]
@@ -467,9 +468,9 @@ valid_until = 2099-12-31
     assert_error(&errors, "peers[1].id", "already names an agency or a peer");
 
     let text = text
-        .replace("kind = \"nasional\"", "kind = \"national\"")
-        .replace("id = \"dinkes\"\nkind", "id = \"spl-sulteng\"\nkind")
-        .replace(
+        .edit("kind = \"nasional\"", "kind = \"national\"")
+        .edit("id = \"dinkes\"\nkind", "id = \"spl-sulteng\"\nkind")
+        .edit(
             "identities = [\"dinkes.test\"]\n\n[[agreements]]",
             "identities = [\"spl.sulteng.test\"]\n\n[[agreements]]",
         );
@@ -539,10 +540,10 @@ upstream_ca = "ca.crt"
     assert_error(&errors, "services[3].operations[0].method", "is required");
 
     let good = grpc
-        .replace("/not-a-service-name", "/kependudukan.v1.Penduduk")
-        .replace("  method = \"GET\"\n  path = \"/other.v1.Service/Get\"\n  response_schema = \"x.json\"\n  cache_ttl = \"10s\"", "  path = \"/kependudukan.v1.Penduduk/Get\"")
-        .replace("protocol = \"soap\"", "protocol = \"http\"")
-        .replace("  id = \"get\"\n  path = \"/x\"", "  id = \"get\"\n  method = \"GET\"\n  path = \"/x\"");
+        .edit("/not-a-service-name", "/kependudukan.v1.Penduduk")
+        .edit("  method = \"GET\"\n  path = \"/other.v1.Service/Get\"\n  response_schema = \"x.json\"\n  cache_ttl = \"10s\"", "  path = \"/kependudukan.v1.Penduduk/Get\"")
+        .edit("protocol = \"soap\"", "protocol = \"http\"")
+        .edit("  id = \"get\"\n  path = \"/x\"", "  id = \"get\"\n  method = \"GET\"\n  path = \"/x\"");
     let snapshot = load_str(
         &format!("{}{good}", base()),
         &pki.path().join("g.toml"),

@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use penghubung::audit::{self, Record};
+use support::Edit;
 use support::{config_text, recording_upstream, upstream_tls, Client, Running, TestPki};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -21,10 +22,9 @@ use tokio::net::TcpListener;
 /// upstream `timeout` is 300ms), and an audit log.
 fn config(upstream: &str, extra: &str) -> String {
     let text = config_text(upstream, "300ms", &format!("\n[audit]\n{extra}"));
-    let text = text.replacen(
+    let text = text.edit_once(
         "timeout = \"300ms\"",
         "timeout = \"300ms\"\nrequest_timeout = \"400ms\"",
-        1,
     );
     assert!(text.contains("request_timeout = \"400ms\""));
     text
@@ -216,7 +216,7 @@ async fn an_upstream_that_trickles_its_answer_is_cut_off_at_the_deadline() {
 async fn without_the_audit_log_a_streamed_answer_is_reset_at_the_deadline() {
     let pki = TestPki::new();
     let upstream = trickling_upstream(&pki, Duration::from_secs(30)).await;
-    let text = config(&upstream, "").replacen("\n[audit]\n", "\n", 1);
+    let text = config(&upstream, "").edit_once("\n[audit]\n", "\n");
     let gw = Running::start(pki, &text).await;
     for version in [Version::HTTP_11, Version::HTTP_2] {
         let client = Client::new(gw.addr, &gw.pki.ca, Some(&gw.pki.dinkes), version);

@@ -17,6 +17,7 @@ use penghubung::grpc::proto::catalog_client::CatalogClient;
 use penghubung::grpc::proto::exchange_client::ExchangeClient;
 use penghubung::pipeline::Gateway;
 use penghubung::pki::Issued;
+use support::Edit;
 use support::{closed_port, config_text, recording_upstream, Recorder, TestPki};
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -51,18 +52,16 @@ async fn start_with(upstream: Option<&str>, extra: &str) -> Front {
     let audit =
         format!("\n[audit]\nsigning_key = \"audit.key\"\ntree_head_interval = \"100ms\"\n{extra}");
     let text = config_text(&upstream, "5s", &audit)
-        .replacen(
+        .edit_once(
             "  path = \"/verifikasi\"",
             "  path = \"/verifikasi\"\n  request_schema = \"dukcapil/verifikasi-request.v1.json\"",
-            1,
         )
-        .replacen(
+        .edit_once(
             "max_request_body = \"1KiB\"",
             &format!(
                 "max_request_body = \"1KiB\"\nschemas_dir = \"{}\"",
                 schemas.display()
             ),
-            1,
         );
     let file = pki.path().join("g.toml");
     std::fs::write(&file, &text).unwrap();
@@ -327,7 +326,8 @@ valid_until = 2099-12-31
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_unavailable() {
-    let f = start(Some(&closed_port().await)).await;
+    let down = closed_port();
+    let f = start(Some(&down.url)).await;
     let status = f
         .call(&f.pki.dinkes, penduduk("7201010101010001"))
         .await

@@ -14,6 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use penghubung::audit::{self, Record};
 use penghubung::pki::Issued;
+use support::Edit;
 use support::{config_text, upstream_tls, Running, TestPki};
 use tokio::net::TcpListener;
 use tonic::codegen::Service;
@@ -138,7 +139,7 @@ async fn grpc_calls_pass_through_authorized_per_method_and_audited() {
     let text = config_text(
         "https://127.0.0.1:9",
         "5s",
-        &SERVICE.replace("UPSTREAM", &upstream),
+        &SERVICE.edit("UPSTREAM", &upstream),
     );
     let gateway = Running::start(pki, &text).await;
 

@@ -286,7 +286,8 @@ async fn exchanges_are_exported_as_spans_of_the_callers_trace() {
 async fn a_collector_that_is_down_costs_spans_not_exchanges() {
     let pki = TestPki::new();
     let (upstream, recorder) = recording_upstream(&pki).await;
-    let endpoint = closed_port().await.replace("https://", "http://");
+    let down = closed_port();
+    let endpoint = down.url.replace("https://", "http://");
     let extra = format!("\n[telemetry]\notlp_endpoint = \"{endpoint}\"\n");
     let gateway = Running::start(pki, &config_text(&upstream, "5s", &extra)).await;
     let client = Client::new(

@@ -17,6 +17,7 @@ use penghubung::config::{load_str, Date, TimeZone};
 use penghubung::pipeline::Gateway;
 use penghubung::pki::Issued;
 use penghubung::tls::IdentityField;
+use support::Edit;
 use support::{recording_upstream, Recorder, TestPki};
 
 const FIRST: Date = Date {
@@ -527,11 +528,11 @@ async fn several_agreements_in_force_need_a_choice() {
         other.problem()["detail"]
             .as_str()
             .unwrap()
-            .replace("PKS-BAPPEDA-TERBATAS", "X"),
+            .edit("PKS-BAPPEDA-TERBATAS", "X"),
         none.problem()["detail"]
             .as_str()
             .unwrap()
-            .replace("PKS-TIDAK-ADA", "X"),
+            .edit("PKS-TIDAK-ADA", "X"),
     );
     // Its own agreement that is no longer in force.
     let old = h
@@ -642,7 +643,7 @@ async fn pinned_agencies_accept_only_their_certificates() {
         .collect::<Vec<_>>()
         .join(":");
     let (upstream, recorder) = recording_upstream(&pki).await;
-    let text = policy_config(&upstream, "").replace(
+    let text = policy_config(&upstream, "").edit(
         "identities = [\"dinkes.test\"]",
         &format!("identities = [\"dinkes.test\"]\npin_sha256 = [\"{openssl_style}\"]"),
     );

@@ -55,9 +55,46 @@ async fn forwards_over_http1_and_http2() {
     assert_eq!(recorder.count(), 2);
 }
 
+/// The TLS alert the gateway sends a client during or right after the handshake: with TLS 1.3
+/// the client's certificate is judged after the client has finished, so the alert is read on
+/// the first read. `None`: no alert, the connection works (an HTTP answer came back).
+async fn handshake_alert(c: &Client) -> Option<rustls::AlertDescription> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let alert_of =
+        |e: &std::io::Error| match e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+            Some(rustls::Error::AlertReceived(alert)) => Some(*alert),
+            other => panic!("not a TLS alert: {e} ({other:?})"),
+        };
+    let mut tls = match c.connect(b"http/1.1").await {
+        Ok(tls) => tls,
+        Err(e) => {
+            let io = e.downcast::<std::io::Error>().expect("an I/O error");
+            return alert_of(&io);
+        }
+    };
+    let _ = tls
+        .write_all(b"GET /dinkes/faskes HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    match tls.read(&mut buf).await {
+        Ok(n) => {
+            assert!(buf[..n].starts_with(b"HTTP/1.1 "), "{:?}", &buf[..n]);
+            None
+        }
+        Err(e) => alert_of(&e),
+    }
+}
+
 #[tokio::test]
 async fn no_client_certificate_fails_the_handshake() {
     let (gw, recorder) = gateway_with_recorder().await;
+    // Positive control, same listener: a certificate gets an answer.
+    assert_eq!(handshake_alert(&client(&gw, Version::HTTP_11)).await, None);
+    let without = client(&gw, Version::HTTP_11).with_identity(None);
+    assert_eq!(
+        handshake_alert(&without).await,
+        Some(rustls::AlertDescription::CertificateRequired)
+    );
     for version in [Version::HTTP_11, Version::HTTP_2] {
         let c = client(&gw, version).with_identity(None);
         let result = c.get("/dinkes/faskes").await;
@@ -66,21 +103,30 @@ async fn no_client_certificate_fails_the_handshake() {
             "got an HTTP answer without a certificate: {result:?}"
         );
     }
-    assert_eq!(recorder.count(), 0);
+    assert_eq!(recorder.count(), 1);
 }
 
 #[tokio::test]
 async fn certificate_from_a_foreign_ca_fails_the_handshake() {
     let (gw, recorder) = gateway_with_recorder().await;
+    assert_eq!(handshake_alert(&client(&gw, Version::HTTP_11)).await, None);
     let c = client(&gw, Version::HTTP_11).with_identity(Some(&gw.pki.foreign_ca_client));
+    assert_eq!(
+        handshake_alert(&c).await,
+        Some(rustls::AlertDescription::UnknownCA)
+    );
     assert!(c.get("/dinkes/faskes").await.is_err());
-    assert_eq!(recorder.count(), 0);
+    assert_eq!(recorder.count(), 1);
 }
 
 #[tokio::test]
 async fn revoked_certificate_fails_the_handshake() {
     let (gw, recorder) = gateway_with_recorder().await;
     let c = client(&gw, Version::HTTP_11).with_identity(Some(&gw.pki.revoked));
+    assert_eq!(
+        handshake_alert(&c).await,
+        Some(rustls::AlertDescription::CertificateRevoked)
+    );
     assert!(c.get("/dinkes/faskes").await.is_err());
     // The same name from a certificate that is not revoked works.
     assert_eq!(
@@ -318,8 +364,8 @@ async fn body_over_the_limit_never_reaches_the_upstream() {
 #[tokio::test]
 async fn upstream_down_is_503() {
     let pki = TestPki::new();
-    let down = closed_port().await;
-    let gw = Running::start(pki, &config_text(&down, "5s", "")).await;
+    let down = closed_port();
+    let gw = Running::start(pki, &config_text(&down.url, "5s", "")).await;
     let answer = client(&gw, Version::HTTP_11)
         .get("/dinkes/faskes")
         .await

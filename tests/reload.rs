@@ -14,6 +14,7 @@ use penghubung::demo::{self, json_response, Seen};
 use penghubung::pipeline::{Gateway, ReloadError};
 use penghubung::tls::IdentityField;
 use serde_json::json;
+use support::Edit;
 use support::{config_text, upstream_tls, write_config, TestPki};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -39,8 +40,8 @@ async fn named_upstream(pki: &TestPki, name: &'static str) -> String {
 /// Dinkes' agreement is named after it.
 fn config(upstream: &str, variant: &str) -> String {
     config_text(upstream, "5s", "\n[audit]\n")
-        .replace("PKS-TEST-1", &format!("PKS-{variant}"))
-        .replace(
+        .edit("PKS-TEST-1", &format!("PKS-{variant}"))
+        .edit(
             "purpose = \"Pengujian gateway\"",
             "purpose = \"Pengujian gateway\"\nrate = \"1000000/s\"",
         )
@@ -104,7 +105,7 @@ async fn an_invalid_file_changes_nothing() {
     assert_eq!(h.get(&caller).await.0, 200);
     std::fs::write(
         &h.file,
-        config(&h.b, "B").replacen("\nlisten = ", "\nlisten_port = 1\nlisten = ", 1),
+        config(&h.b, "B").edit_once("\nlisten = ", "\nlisten_port = 1\nlisten = "),
     )
     .unwrap();
     match h.gateway.reload("test").await {
@@ -245,7 +246,7 @@ async fn server_certificate(pki: &TestPki, addr: std::net::SocketAddr) -> Vec<u8
 async fn a_reload_neither_refills_nor_spends_a_quota() {
     let h = Harness::new().await;
     let limited =
-        |upstream: &str| config(upstream, "A").replace("rate = \"1000000/s\"", "rate = \"3/h\"");
+        |upstream: &str| config(upstream, "A").edit("rate = \"1000000/s\"", "rate = \"3/h\"");
     std::fs::write(&h.file, limited(&h.a)).unwrap();
     h.gateway.reload("test").await.unwrap();
     let caller = h.caller();
@@ -260,7 +261,7 @@ async fn a_reload_neither_refills_nor_spends_a_quota() {
     // A changed rate is a new quota.
     std::fs::write(
         &h.file,
-        limited(&h.b).replace("rate = \"3/h\"", "rate = \"5/h\""),
+        limited(&h.b).edit("rate = \"3/h\"", "rate = \"5/h\""),
     )
     .unwrap();
     h.gateway.reload("test").await.unwrap();

@@ -14,6 +14,7 @@ use penghubung::caller::Caller;
 use penghubung::config::load_str;
 use penghubung::pipeline::Gateway;
 use penghubung::tls::IdentityField;
+use support::Edit;
 use support::{closed_port, config_text, recording_upstream, TestPki};
 
 const BIN: &str = env!("CARGO_BIN_EXE_penghubung");
@@ -45,13 +46,12 @@ fn report(dir: &std::path::Path, since: &str, until: &str, format: &str) -> (boo
 async fn the_review_is_computed_from_the_audit_log() {
     let pki = TestPki::new();
     let (upstream, _) = recording_upstream(&pki).await;
-    let down = closed_port().await;
+    let closed = closed_port();
+    let down = closed.url.clone();
     // dukcapil-penduduk answers; dinkes-faskes' upstream is down.
-    let text = config_text(&upstream, "5s", "\n[audit]\n").replacen(
+    let text = config_text(&upstream, "5s", "\n[audit]\n").edit_once(
         &format!("upstreams = [\"{upstream}\"]\nupstream_ca = \"ca.crt\"\n\n  [[services.operations]]\n  id = \"list-faskes\""),
-        &format!("upstreams = [\"{down}\"]\nupstream_ca = \"ca.crt\"\n\n  [[services.operations]]\n  id = \"list-faskes\""),
-        1,
-    );
+        &format!("upstreams = [\"{down}\"]\nupstream_ca = \"ca.crt\"\n\n  [[services.operations]]\n  id = \"list-faskes\""));
     assert!(
         text.contains(&down),
         "the fixture did not take the closed port"
@@ -167,7 +167,7 @@ async fn the_review_is_computed_from_the_audit_log() {
     let text = std::fs::read_to_string(&segment).unwrap();
     std::fs::write(
         &segment,
-        text.replacen("\"no-agreement\"", "\"forwarded\"", 1),
+        text.edit_once("\"no-agreement\"", "\"forwarded\""),
     )
     .unwrap();
     let (ok, _, err) = report(&dir, today, today, "md");

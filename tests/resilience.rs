@@ -16,6 +16,7 @@ use penghubung::config::load_str;
 use penghubung::pipeline::Gateway;
 use penghubung::tls::IdentityField;
 use penghubung::upstream::EJECT_FOR;
+use support::Edit;
 use support::{closed_port, config_text, recording_upstream, Recorder, TestPki};
 use tokio::net::TcpListener;
 
@@ -23,16 +24,17 @@ struct Harness {
     gateway: Gateway,
     caller: Caller,
     live: Recorder,
-    dead: String,
     pki: TestPki,
+    dead_port: Option<support::ClosedPort>,
 }
 
 /// Both services with two upstreams: a dead one first, then a live one.
 async fn harness() -> Harness {
     let pki = TestPki::new();
     let (live_url, live) = recording_upstream(&pki).await;
-    let dead = closed_port().await;
-    let text = config_text(&live_url, "5s", "").replace(
+    let dead_port = closed_port();
+    let dead = dead_port.url.clone();
+    let text = config_text(&live_url, "5s", "").edit(
         &format!("upstreams = [\"{live_url}\"]"),
         &format!("upstreams = [\"{dead}\", \"{live_url}\"]"),
     );
@@ -48,8 +50,8 @@ async fn harness() -> Harness {
         gateway,
         caller,
         live,
-        dead,
         pki,
+        dead_port: Some(dead_port),
     }
 }
 
@@ -93,13 +95,12 @@ async fn a_dead_upstream_is_retried_around_for_idempotent_calls_only() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_upstream_is_left_out_then_taken_back() {
-    let h = harness().await;
+    let mut h = harness().await;
     for _ in 0..10 {
         assert_eq!(h.call(Method::GET).await, 200);
     }
     // The dead upstream came back on its port.
-    let addr = h.dead.trim_start_matches("https://").to_owned();
-    let listener = TcpListener::bind(&addr).await.unwrap();
+    let listener = h.dead_port.take().unwrap().listen();
     let revived = support::Recorder::default();
     let seen = revived.clone();
     let handler: penghubung::demo::Handler = Arc::new(move |s: penghubung::demo::Seen| {
@@ -127,11 +128,8 @@ async fn a_failing_upstream_is_left_out_then_taken_back() {
 async fn over_max_in_flight_requests_are_shed_with_retry_after() {
     let pki = TestPki::new();
     let (held, received, release) = support::held_upstream(&pki).await;
-    let text = config_text(&held, "5s", "").replacen(
-        "timeout = \"5s\"",
-        "timeout = \"5s\"\nmax_in_flight = 1",
-        1,
-    );
+    let text = config_text(&held, "5s", "")
+        .edit_once("timeout = \"5s\"", "timeout = \"5s\"\nmax_in_flight = 1");
     let snapshot = load_str(&text, &pki.path().join("s.toml"), pki.path()).unwrap();
     let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).unwrap());
     let caller = Caller::resolve(
@@ -199,10 +197,9 @@ async fn slow_headers_are_cut_off_and_connections_are_capped() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pki = TestPki::new();
     let (upstream, _) = recording_upstream(&pki).await;
-    let text = config_text(&upstream, "5s", "").replacen(
+    let text = config_text(&upstream, "5s", "").edit_once(
         "shutdown_grace = \"5s\"",
         "shutdown_grace = \"5s\"\nheader_read_timeout = \"1s\"\nmax_connections = 2",
-        1,
     );
     let gateway = support::Running::start(pki, &text).await;
     let pki = &gateway.pki;
@@ -244,10 +241,9 @@ async fn oversized_request_headers_are_refused_on_both_protocols() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pki = TestPki::new();
     let (upstream, seen) = recording_upstream(&pki).await;
-    let text = config_text(&upstream, "5s", "").replacen(
+    let text = config_text(&upstream, "5s", "").edit_once(
         "shutdown_grace = \"5s\"",
         "shutdown_grace = \"5s\"\nmax_header_size = \"8KiB\"",
-        1,
     );
     let gateway = support::Running::start(pki, &text).await;
     let pki = &gateway.pki;
@@ -334,11 +330,9 @@ async fn failing_health_checks_take_an_upstream_out_until_one_passes() {
     let (well_url, well, _) = checked_upstream(&pki).await;
     sick_health.store(503, std::sync::atomic::Ordering::Relaxed);
     let text = config_text(&well_url, "5s", "")
-        .replacen(
+        .edit_once(
             &format!("upstreams = [\"{well_url}\"]"),
-            &format!("upstreams = [\"{sick_url}\", \"{well_url}\"]\nhealth_path = \"/healthz\"\nhealth_interval = \"1s\""),
-            1,
-        );
+            &format!("upstreams = [\"{sick_url}\", \"{well_url}\"]\nhealth_path = \"/healthz\"\nhealth_interval = \"1s\""));
     let snapshot = load_str(&text, &pki.path().join("h.toml"), pki.path()).unwrap();
     let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).unwrap());
     let checks = tokio::spawn(gateway.clone().check_upstreams());
@@ -416,14 +410,14 @@ struct Mortal {
 }
 
 impl Mortal {
-    fn start(pki: &TestPki, addr: std::net::SocketAddr) -> Mortal {
+    /// Serves on `listener`, handed over bound (never a port assumed to stay free).
+    fn start(pki: &TestPki, listener: std::net::TcpListener) -> Mortal {
         use penghubung::demo::{self, json_response, Seen};
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let listener = std::net::TcpListener::bind(addr).unwrap();
         listener.set_nonblocking(true).unwrap();
         let recorder = Recorder::default();
         let seen = recorder.clone();
@@ -461,16 +455,18 @@ impl Drop for Mortal {
 #[tokio::test]
 async fn when_one_of_two_upstreams_dies_the_other_serves_until_it_returns() {
     let pki = TestPki::new();
-    let free = |_| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (a_addr, b_addr) = (free(0), free(1));
-    let (a, b) = (Mortal::start(&pki, a_addr), Mortal::start(&pki, b_addr));
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (a_listener, b_listener) = (bind(), bind());
+    let (a_addr, b_addr) = (
+        a_listener.local_addr().unwrap(),
+        b_listener.local_addr().unwrap(),
+    );
+    let (a, b) = (
+        Mortal::start(&pki, a_listener),
+        Mortal::start(&pki, b_listener),
+    );
     let (a_url, b_url) = (format!("https://{a_addr}"), format!("https://{b_addr}"));
-    let text = config_text(&a_url, "5s", "").replace(
+    let text = config_text(&a_url, "5s", "").edit(
         &format!("upstreams = [\"{a_url}\"]"),
         &format!("upstreams = [\"{a_url}\", \"{b_url}\"]"),
     );
@@ -518,7 +514,21 @@ async fn when_one_of_two_upstreams_dies_the_other_serves_until_it_returns() {
     );
 
     // It returns on its port; once its ejection ends it gets requests again, and none fails.
-    let revived = Mortal::start(&gateway.pki, a_addr);
+    // (The port was ours a moment ago; should another test hold it now, wait for it.)
+    let mut again = None;
+    for _ in 0..50 {
+        match std::net::TcpListener::bind(a_addr) {
+            Ok(listener) => {
+                again = Some(listener);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let revived = Mortal::start(
+        &gateway.pki,
+        again.expect("the upstream's port stayed taken"),
+    );
     let deadline = tokio::time::Instant::now() + EJECT_FOR + Duration::from_secs(5);
     while revived.recorder.count() == 0 {
         assert!(

@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use penghubung::pki::Issued;
+use support::Edit;
 use support::{config_text, recording_upstream, Client, Running, TestPki};
 
 /// One open connection to the gateway, over HTTP/1.1 or HTTP/2.
@@ -119,33 +120,27 @@ async fn a_reload_reaches_connections_already_open() {
             ("certificate-revoked", |gw, text| {
                 let crl = gw.pki.ca.crl_pem(&[&gw.pki.dinkes.serial]).unwrap();
                 std::fs::write(gw.pki.path().join("crl2.pem"), crl).unwrap();
-                text.replacen("crl = [\"crl.pem\"]", "crl = [\"crl2.pem\"]", 1)
+                text.edit_once("crl = [\"crl.pem\"]", "crl = [\"crl2.pem\"]")
             }),
             ("certificate-untrusted", |gw, text| {
                 // Only Dukcapil's certificate is trusted now: a CA of its own.
                 let other = penghubung::pki::Authority::new("Another Regency CA").unwrap();
                 std::fs::write(gw.pki.path().join("other-ca.crt"), other.cert_pem()).unwrap();
-                text.replacen(
-                    "client_ca = [\"ca.crt\"]",
-                    "client_ca = [\"other-ca.crt\"]",
-                    1,
-                )
+                text.edit_once("client_ca = [\"ca.crt\"]", "client_ca = [\"other-ca.crt\"]")
             }),
             ("certificate-not-pinned", |_, text| {
-                text.replacen(
+                text.edit_once(
                     "identities = [\"dinkes.test\"]",
                     &format!(
                         "identities = [\"dinkes.test\"]\npin_sha256 = [\"{}\"]",
                         "ab".repeat(32)
                     ),
-                    1,
                 )
             }),
             ("unknown-agency", |_, text| {
-                text.replacen(
+                text.edit_once(
                     "identities = [\"dinkes.test\"]",
                     "identities = [\"dinkes.other\"]",
-                    1,
                 )
             }),
         ];
@@ -198,10 +193,9 @@ async fn a_certificate_naming_no_agency_does_not_keep_its_connection() {
         assert_eq!(slug, "unknown-agency");
         end.closed(&format!("{version:?} after the refusal")).await;
     }
-    let text = config_text("https://127.0.0.1:9", "5s", "").replacen(
+    let text = config_text("https://127.0.0.1:9", "5s", "").edit_once(
         "shutdown_grace = \"5s\"",
         "shutdown_grace = \"5s\"\nheader_read_timeout = \"300ms\"",
-        1,
     );
     let gw = Running::start(TestPki::new(), &text).await;
     let (_idle, end) = Open::new(&gw, &gw.pki.stranger, Version::HTTP_2).await;
@@ -226,14 +220,13 @@ async fn connections_end_gracefully_at_max_connection_age() {
     assert!(tokio::time::timeout(Duration::from_millis(800), end.0)
         .await
         .is_err());
-    let text = config_text("https://127.0.0.1:9", "5s", "").replacen(
+    let text = config_text("https://127.0.0.1:9", "5s", "").edit_once(
         "shutdown_grace = \"5s\"",
         "shutdown_grace = \"5s\"\nmax_connection_age = \"500ms\"",
-        1,
     );
     let pki = TestPki::new();
     let (upstream, _) = recording_upstream(&pki).await;
-    let text = text.replace("https://127.0.0.1:9", &upstream);
+    let text = text.edit("https://127.0.0.1:9", &upstream);
     let gw = Running::start(pki, &text).await;
     for version in [Version::HTTP_11, Version::HTTP_2] {
         let (mut open, end) = Open::new(&gw, &gw.pki.dinkes, version).await;

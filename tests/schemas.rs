@@ -9,6 +9,7 @@ use penghubung::config::load_str;
 use penghubung::schema::tape::Document;
 use penghubung::schema::{body_violations, violations, Registry, Schema};
 use serde_json::{json, Value};
+use support::Edit;
 use support::TestPki;
 
 fn schemas_dir() -> PathBuf {
@@ -272,11 +273,9 @@ fn refs_across_files_report_the_pointer_in_the_instance() {
 
 /// A config with one operation whose response schema is `name` in `dir`.
 fn config_with_schema(pki: &TestPki, dir: &Path, name: &str) -> String {
-    support::config_text("https://127.0.0.1:9", "5s", "").replacen(
+    support::config_text("https://127.0.0.1:9", "5s", "").edit_once(
         "max_request_body = \"1KiB\"",
-        &format!("max_request_body = \"1KiB\"\nschemas_dir = \"{}\"", dir.display()),
-        1,
-    ) + &format!(
+        &format!("max_request_body = \"1KiB\"\nschemas_dir = \"{}\"", dir.display())) + &format!(
         "\n[[services]]\nid = \"skema\"\nowner = \"dinkes\"\nclassification = \"terbuka\"\nprefix = \"/skema\"\nupstreams = [\"https://127.0.0.1:9\"]\nupstream_ca = \"{}\"\n  [[services.operations]]\n  id = \"x\"\n  method = \"GET\"\n  path = \"/x\"\n  response_schema = \"{name}\"\n",
         pki.path().join("ca.crt").display()
     )

@@ -21,6 +21,7 @@ use penghubung::demo::{self, json_response, Seen};
 use penghubung::pipeline::Gateway;
 use penghubung::tls::IdentityField;
 use serde_json::json;
+use support::Edit;
 use support::{config_text, upstream_tls, TestPki};
 use tokio::net::TcpListener;
 
@@ -111,12 +112,10 @@ impl Harness {
             }),
         )
         .await;
+        // Only OAuth2 has a token endpoint to fill in.
         let auth = auth.replace("TOKEN_URL", &format!("{token_url}/oauth/token"));
-        let text = config_text(&upstream_url, "5s", extra).replacen(
-            "timeout = \"5s\"",
-            &format!("timeout = \"5s\"\n{auth}"),
-            1,
-        );
+        let text = config_text(&upstream_url, "5s", extra)
+            .edit_once("timeout = \"5s\"", &format!("timeout = \"5s\"\n{auth}"));
         let snapshot = load_str(&text, &pki.path().join("o.toml"), pki.path())
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(!format!("{:?}", snapshot.services[0].upstream_auth).contains(SECRET));
@@ -325,11 +324,8 @@ async fn an_api_key_from_a_file_replaces_the_callers_header() {
 fn secrets_are_never_in_the_configuration_and_must_be_found() {
     let pki = TestPki::new();
     let load = |auth: &str| {
-        let text = config_text("https://127.0.0.1:9", "5s", "").replacen(
-            "timeout = \"5s\"",
-            &format!("timeout = \"5s\"\n{auth}"),
-            1,
-        );
+        let text = config_text("https://127.0.0.1:9", "5s", "")
+            .edit_once("timeout = \"5s\"", &format!("timeout = \"5s\"\n{auth}"));
         load_str(&text, &pki.path().join("s.toml"), pki.path())
             .err()
             .map(|e| e.to_string())

@@ -16,6 +16,7 @@ use penghubung::demo;
 use penghubung::pipeline::Gateway;
 use penghubung::tls::IdentityField;
 use serde_json::Value;
+use support::Edit;
 use support::{recording_upstream, Recorder, TestPki};
 
 struct Harness {
@@ -127,14 +128,13 @@ max_request_body = "1MiB"
 [audit]
 durability = "sync"
 "#
-        .replace("UPSTREAM", &upstream);
-        let text = support::config_text(&upstream, "5s", &ops).replacen(
+        .edit("UPSTREAM", &upstream);
+        let text = support::config_text(&upstream, "5s", &ops).edit_once(
             "max_request_body = \"1KiB\"",
             &format!(
                 "max_request_body = \"1KiB\"\nschemas_dir = \"{}\"",
                 schemas.path().display()
             ),
-            1,
         );
         let snapshot = load_str(&text, &pki.path().join("v.toml"), pki.path())
             .unwrap_or_else(|e| panic!("{e}"));

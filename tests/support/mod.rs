@@ -285,12 +285,117 @@ pub async fn held_upstream(
     (format!("https://{addr}"), received, release)
 }
 
-/// An address nothing listens on.
-pub async fn closed_port() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    format!("https://{addr}")
+/// An address nothing listens on, and nothing can start listening on while it is held: the
+/// port is bound but not listening, so connections to it are refused.
+pub struct ClosedPort {
+    pub url: String,
+    _bound: tokio::net::TcpSocket,
+}
+
+impl ClosedPort {
+    /// The port starts listening: the upstream that was down comes back on it.
+    pub fn listen(self) -> TcpListener {
+        self._bound.listen(1024).unwrap()
+    }
+}
+
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    ClosedPort {
+        url: format!("https://{addr}"),
+        _bound: socket,
+    }
+}
+
+/// A `penghubung serve` process on ports the OS had free, killed when dropped.
+pub struct Served {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub admin: u16,
+    pub file: PathBuf,
+}
+
+impl Served {
+    /// Writes `text` — a configuration whose `listen` and `admin_listen` are `127.0.0.1:0` —
+    /// into `dir` with two free ports in their place, and starts `command(file)` (which must
+    /// run `serve --config FILE`). A process that exits before it listens (another test took
+    /// a port between the choice and the bind) is started again on other ports, up to five
+    /// times; a port is never assumed to stay free.
+    pub async fn start(
+        dir: &Path,
+        text: &str,
+        command: impl Fn(&Path) -> std::process::Command,
+    ) -> Served {
+        for _ in 0..5 {
+            let free = || {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            };
+            let (port, admin) = (free(), free());
+            let text = replace_once(
+                &replace_once(
+                    text,
+                    "\nlisten = \"127.0.0.1:0\"",
+                    &format!("\nlisten = \"127.0.0.1:{port}\""),
+                ),
+                "\nadmin_listen = \"127.0.0.1:0\"",
+                &format!("\nadmin_listen = \"127.0.0.1:{admin}\""),
+            );
+            let file = write_config(dir, &text);
+            let mut child = command(&file).spawn().unwrap();
+            let mut listening = false;
+            for _ in 0..1200 {
+                if let Some(status) = child.try_wait().unwrap() {
+                    eprintln!("the gateway exited at start ({status}); trying other ports");
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                    // Ours, not a stranger's on a port we lost: we would have exited by now.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    listening = child.try_wait().unwrap().is_none();
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            if listening {
+                return Served {
+                    child,
+                    port,
+                    admin,
+                    file,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("the gateway did not start on any of five pairs of free ports");
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `text` with `from` replaced by `to` once; a fixture whose anchor moved fails here, instead
+/// of silently testing the unchanged text.
+pub fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the fixture does not contain {from:?}:\n{text}"
+    );
+    text.replacen(from, to, 1)
 }
 
 /// A running gateway.
@@ -476,4 +581,28 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("penghubung.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// Edits of a configuration fixture that fail loudly when their anchor is not in the text:
+/// a replacement that silently matches nothing would test the unchanged fixture.
+pub trait Edit {
+    /// Every occurrence of `from`; there must be at least one.
+    fn edit(&self, from: &str, to: &str) -> String;
+    /// The first occurrence of `from`, which must be there.
+    fn edit_once(&self, from: &str, to: &str) -> String;
+}
+
+impl<T: AsRef<str> + ?Sized> Edit for T {
+    fn edit(&self, from: &str, to: &str) -> String {
+        let text = self.as_ref();
+        assert!(
+            text.contains(from),
+            "the fixture does not contain {from:?}:\n{text}"
+        );
+        text.replace(from, to)
+    }
+
+    fn edit_once(&self, from: &str, to: &str) -> String {
+        replace_once(self.as_ref(), from, to)
+    }
 }
