@@ -791,3 +791,35 @@ fn the_audit_rpc_rate_is_a_rate() {
     let e = errors_of(&pki, &format!("{}\n[audit]\nrpc_rate = \"fast\"\n", base()));
     assert_error(&e, "audit.rpc_rate", "fast");
 }
+
+/// docs/security.md names, for each threat, the test that shows its control (`file::test`);
+/// a renamed or removed test must not leave the page pointing at nothing.
+#[test]
+fn docs_security_names_tests_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read_to_string(root.join("docs/security.md")).unwrap();
+    let mut named = 0;
+    for span in page.split('`').skip(1).step_by(2) {
+        let parts: Vec<&str> = span.split("::").collect();
+        let well_formed = parts.len() >= 2
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+        if !well_formed {
+            continue;
+        }
+        let (file, test) = (parts[0], parts[parts.len() - 1]);
+        let source = [root.join(format!("tests/{file}.rs")), root.join(format!("gateway/{file}.rs"))]
+            .into_iter()
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("docs/security.md names `{span}`: no tests/{file}.rs or gateway/{file}.rs"));
+        let text = std::fs::read_to_string(&source).unwrap();
+        assert!(
+            text.contains(&format!("fn {test}(")),
+            "docs/security.md names `{span}`, which {} does not define",
+            source.display()
+        );
+        named += 1;
+    }
+    assert!(named > 50, "only {named} tests named");
+}
