@@ -13,11 +13,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Frame;
 
-use crate::body::{Body, BodyError};
+use crate::body::Body;
 
 /// The budget shared by every exchange.
 #[derive(Debug)]
@@ -134,10 +132,11 @@ impl Held {
         if self.bytes() == 0 {
             return body;
         }
-        Attached {
-            inner: body,
-            held: self,
-        }
+        // The closure owns the account; it goes when the body goes.
+        body.map_frame(move |frame| {
+            let _held = &self;
+            frame
+        })
         .boxed()
     }
 }
@@ -148,33 +147,6 @@ impl Drop for Held {
         if bytes > 0 {
             self.budget.give_back(bytes);
         }
-    }
-}
-
-/// A response body and the bytes its exchange holds.
-struct Attached {
-    inner: Body,
-    #[allow(dead_code)] // held for its Drop
-    held: Held,
-}
-
-impl hyper::body::Body for Attached {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
     }
 }
 
