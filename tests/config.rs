@@ -802,17 +802,24 @@ fn docs_security_names_tests_that_exist() {
     for span in page.split('`').skip(1).step_by(2) {
         let parts: Vec<&str> = span.split("::").collect();
         let well_formed = parts.len() >= 2
-            && parts
-                .iter()
-                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            });
         if !well_formed {
             continue;
         }
         let (file, test) = (parts[0], parts[parts.len() - 1]);
-        let source = [root.join(format!("tests/{file}.rs")), root.join(format!("gateway/{file}.rs"))]
-            .into_iter()
-            .find(|p| p.exists())
-            .unwrap_or_else(|| panic!("docs/security.md names `{span}`: no tests/{file}.rs or gateway/{file}.rs"));
+        let source = [
+            root.join(format!("tests/{file}.rs")),
+            root.join(format!("gateway/{file}.rs")),
+        ]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("docs/security.md names `{span}`: no tests/{file}.rs or gateway/{file}.rs")
+        });
         let text = std::fs::read_to_string(&source).unwrap();
         assert!(
             text.contains(&format!("fn {test}(")),
