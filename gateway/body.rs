@@ -24,17 +24,17 @@ pub enum BodyError {
     Deadline(Duration),
 }
 
-/// An upstream's response body, held to the exchange's `deadline` (`after` is the
-/// `request_timeout` it came from): past it, the next read fails with
+/// An upstream's response body, held to the exchange's deadline (`timer`, which ends then;
+/// `after` is the `request_timeout` it came from): past it, the next read fails with
 /// [`BodyError::Deadline`] — a 504 while nothing was sent, a reset stream afterwards.
 pub fn with_deadline(
     body: hyper::body::Incoming,
-    deadline: tokio::time::Instant,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     after: Duration,
 ) -> Body {
     Deadline {
         inner: body,
-        sleep: Box::pin(tokio::time::sleep_until(deadline)),
+        sleep: timer,
         after,
         expired: false,
     }

@@ -670,19 +670,24 @@ where
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = tokio::time::timeout_at(
-        deadline,
-        collect_within(
-            body,
-            declared,
-            service.max_request_body,
-            Some((&mut *held, Part::Request)),
-        ),
-    )
-    .await
-    .map_err(|_| Reject::RequestTimeout {
-        after: service.request_timeout,
-    })??;
+    // One timer for the exchange's deadline, from here to the response's last byte (each
+    // timer is a registration in tokio's timer wheel).
+    let mut timer = Box::pin(tokio::time::sleep_until(deadline));
+    let read = collect_within(
+        body,
+        declared,
+        service.max_request_body,
+        Some((&mut *held, Part::Request)),
+    );
+    let body = tokio::select! {
+        biased;
+        read = read => read?,
+        () = timer.as_mut() => {
+            return Err(Reject::RequestTimeout {
+                after: service.request_timeout,
+            })
+        }
+    };
     if gw.audit.is_some() {
         facts.request = Some(BodyDigest::of(&body));
     }
@@ -789,19 +794,18 @@ where
     // Upstream: forward, and pass the response back.
     let request = Request::from_parts(parts, Full::new(body));
     let asked = tokio::time::Instant::now();
-    let forwarded = tokio::time::timeout_at(
-        deadline,
+    let forward =
         active
             .upstreams
-            .forward(matched.service, service, &target, query.as_deref(), request),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(Reject::UpstreamTimeout {
+            .forward(matched.service, service, &target, query.as_deref(), request);
+    let forwarded = tokio::select! {
+        biased;
+        forwarded = forward => forwarded,
+        () = timer.as_mut() => Err(Reject::UpstreamTimeout {
             service: service.id.clone(),
             after: service.request_timeout,
-        })
-    });
+        }),
+    };
     gw.telemetry.upstream(
         snapshot,
         active.generation,
@@ -820,7 +824,7 @@ where
 
     let (mut parts, body) = response.into_parts();
     upstream::to_caller(&mut parts.headers);
-    let body = crate::body::with_deadline(body, deadline, service.request_timeout);
+    let body = crate::body::with_deadline(body, timer, service.request_timeout);
     let response = Response::from_parts(parts, body);
 
     // Validate the response before the caller sees it.

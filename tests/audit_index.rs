@@ -86,6 +86,22 @@ fn head_sizes(dir: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// Waits (bounded) until the index has published every record of the log (the writer
+/// publishes at most every 50 ms while records come, and when it is idle).
+async fn published(lookup: &Lookup, dir: &Path) {
+    let records = audit::select(dir, |_| true).unwrap().len() as u64;
+    for _ in 0..200 {
+        if lookup.indexed() == records {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "the index published {} of {records} records",
+        lookup.indexed()
+    );
+}
+
 /// Every receipt and consistency proof from `lookup` equals the full read's.
 fn same_as_full_read(lookup: &Lookup, dir: &Path, exchanges: usize, key: &[u8]) {
     let mut covered = 0;
@@ -154,6 +170,7 @@ async fn receipts_from_the_index_are_those_of_a_full_read() {
     let key = audit::unhex(&signer.public_key_hex()).unwrap();
     let (log, _) = AuditLog::open(&dir, "spl.test", options(signer.clone())).unwrap();
     fill(&log, 0, 300).await;
+    published(&log.lookup(), &dir).await;
     assert!(
         audit::segments(&dir).unwrap().len() > 5,
         "the log spans segments"
@@ -170,6 +187,7 @@ async fn receipts_from_the_index_are_those_of_a_full_read() {
     // A restart rebuilds the index from the log, and goes on from there.
     let (log, _) = AuditLog::open(&dir, "spl.test", options(signer)).unwrap();
     fill(&log, 300, 100).await;
+    published(&log.lookup(), &dir).await;
     same_as_full_read(&log.lookup(), &dir, 400, &key);
 }
 
@@ -184,6 +202,7 @@ async fn a_half_written_line_is_never_read() {
     let key = audit::unhex(&signer.public_key_hex()).unwrap();
     let (log, _) = AuditLog::open(&dir, "spl.test", options(signer)).unwrap();
     fill(&log, 0, 30).await;
+    published(&log.lookup(), &dir).await;
     let (_, active) = audit::segments(&dir).unwrap().pop().unwrap();
     std::fs::OpenOptions::new()
         .append(true)

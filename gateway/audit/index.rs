@@ -90,7 +90,14 @@ pub(super) struct IndexWriter {
     pending: View,
     /// Exchange ids added since the last publication.
     fresh_ids: Vec<(u128, u64)>,
+    /// When the files were last flushed and what they hold published.
+    published: std::time::Instant,
 }
+
+/// How stale the published index may be while records keep coming: its files are flushed (a
+/// write per file) at most this often, not once per group commit. A receipt waits for a
+/// signed tree head anyway, which comes later than this.
+const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// One record as the index takes it.
 pub(super) struct Line<'a> {
@@ -144,6 +151,7 @@ impl IndexWriter {
             shared: Arc::new(Shared::default()),
             pending: View::default(),
             fresh_ids: Vec::new(),
+            published: std::time::Instant::now(),
         })
     }
 
@@ -228,8 +236,36 @@ impl IndexWriter {
         Ok(())
     }
 
+    /// Makes what was added visible to readers, unless that was done less than
+    /// [`PUBLISH_EVERY`] ago (then it waits for a later call, or [`Self::publish`]).
+    /// Exchange ids are published at once (an in-memory map), so that a look-up finds a
+    /// recorded exchange even while its place is not yet published (it is then "not covered
+    /// yet", as before its tree head).
+    pub(super) fn publish_soon(&mut self) -> io::Result<()> {
+        if self.published.elapsed() < PUBLISH_EVERY {
+            if !self.fresh_ids.is_empty() {
+                let Ok(mut view) = self.shared.view.write() else {
+                    return Err(io::Error::other("the audit index lock is poisoned"));
+                };
+                view.active_ids.extend(self.fresh_ids.drain(..));
+            }
+            return Ok(());
+        }
+        self.publish()
+    }
+
     /// Flushes what was added and makes it visible to readers.
     pub(super) fn publish(&mut self) -> io::Result<()> {
+        self.published = std::time::Instant::now();
+        if self.fresh_ids.is_empty()
+            && self
+                .shared
+                .view
+                .read()
+                .is_ok_and(|v| v.size == self.pending.size)
+        {
+            return Ok(());
+        }
         for level in &mut self.levels {
             level.flush()?;
         }
@@ -353,6 +389,11 @@ impl Lookup {
             .unwrap_or_default()
     }
 
+    /// How many records the published index covers.
+    pub fn indexed(&self) -> u64 {
+        self.shared.view.read().map_or(0, |v| v.size)
+    }
+
     /// The newest signed tree head's line.
     pub fn latest_head(&self) -> Option<String> {
         self.shared
@@ -378,7 +419,8 @@ impl Lookup {
             None => self.sealed_seq(&view, id)?.ok_or_else(not_found)?,
         };
         if seq >= view.size {
-            return Err(not_found());
+            // Recorded, and its place not yet published: as good as not yet covered.
+            return Err(LookupError::NotCovered(exchange_id.to_owned()));
         }
         // The first tree head of a size above `seq`: heads only grow.
         let (mut lo, mut hi) = (0, view.heads);

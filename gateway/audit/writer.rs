@@ -430,6 +430,7 @@ impl Writer {
                         let _ = self.commit(&mut []);
                     }
                     self.flush_if_due();
+                    self.publish_index();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => {
@@ -626,7 +627,15 @@ impl Writer {
                 break;
             }
         }
-        if let Err(e) = added.and_then(|()| index.publish()) {
+        if let Err(e) = added.and_then(|()| index.publish_soon()) {
+            tracing::error!(error = %e, "the audit index could not be written; look-ups will read the log");
+            self.index = None;
+        }
+    }
+
+    /// Publishes what the index holds (the writer is idle: nothing later would).
+    fn publish_index(&mut self) {
+        if let Some(Err(e)) = self.index.as_mut().map(IndexWriter::publish) {
             tracing::error!(error = %e, "the audit index could not be written; look-ups will read the log");
             self.index = None;
         }
