@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use penghubung::audit::{AuditLog, BodyDigest, Record, Signer, WriterOptions};
+use penghubung::audit::{commit, AuditLog, Nonce, Record, Signer, WriterOptions};
 use penghubung::config::Durability;
 
 fn record(i: u64) -> Record {
@@ -30,8 +30,8 @@ fn record(i: u64) -> Record {
             "/dukcapil/penduduk/penduduk/hmac-sha256:{}",
             "cd".repeat(32)
         )),
-        request: Some(BodyDigest::of(b"")),
-        response: Some(BodyDigest::of(&[b'x'; 1024])),
+        request: Some(commit(&Nonce::fresh(), false, b"")),
+        response: Some(commit(&Nonce::fresh(), false, &[b'x'; 1024])),
         latency_us: Some(850),
         trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
         ..Record::default()

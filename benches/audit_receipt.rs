@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use penghubung::audit::{AuditLog, BodyDigest, Record, Signer, WriterOptions};
+use penghubung::audit::{commit, AuditLog, Nonce, Record, Signer, WriterOptions};
 use penghubung::config::Durability;
 
 const RECORDS: u64 = 1_000_000;
@@ -27,7 +27,7 @@ fn record(i: u64) -> Record {
         service: Some("dukcapil-penduduk".into()),
         operation: Some("get-penduduk".into()),
         method: Some("GET".into()),
-        response: Some(BodyDigest::of(b"{}")),
+        response: Some(commit(&Nonce::fresh(), false, b"{}")),
         ..Record::default()
     }
 }

@@ -405,7 +405,6 @@ timeout = "5s"
   path = "/penduduk/{{nik}}"
   response_schema = "dukcapil/penduduk.v1.json"
   cache_ttl = "60s"
-  audit_redact = ["nik"]
   [services.operations.params]
   nik = "common/nik.v1.json"
 

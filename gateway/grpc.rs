@@ -177,8 +177,8 @@ impl Exchange for Front {
         let response = match http_request(gateway, &call) {
             Ok(http) => gateway.handle(&caller, http).await,
             Err(refusal) => {
-                let (method, path, reject) = *refusal;
-                gateway.refuse(&caller, &method, &path, reject).await
+                let (method, reject) = *refusal;
+                gateway.refuse(&caller, &method, reject).await
             }
         };
         let exchange_id = response
@@ -193,6 +193,14 @@ impl Exchange for Front {
             metadata.insert("spl-problem", MetadataValue::from_static(refusal.slug));
             if let Ok(id) = exchange_id.parse() {
                 metadata.insert("spl-exchange-id", id);
+            }
+            if let Some(nonce) = response
+                .headers()
+                .get(crate::audit::SPL_COMMITMENT_NONCE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+            {
+                metadata.insert(crate::audit::SPL_COMMITMENT_NONCE, nonce);
             }
             return Err(status);
         }
@@ -219,24 +227,22 @@ impl Exchange for Front {
     }
 }
 
-/// A call that never becomes an HTTP request: the method and path to log, and the refusal.
-type Unroutable = (Method, String, Reject);
+/// A call that never becomes an HTTP request: the method to record, and the refusal.
+type Unroutable = (Method, Reject);
 
-/// The HTTPS request `call` describes, or the refusal (with the method and path to log) when
-/// it names nothing configured or leaves a path parameter out.
+/// The HTTPS request `call` describes, or the refusal (with the method to record) when it
+/// names nothing configured or leaves a path parameter out.
 fn http_request(
     gateway: &Gateway,
     call: &proto::CallRequest,
 ) -> Result<Request<Full<Bytes>>, Box<Unroutable>> {
     let snapshot = gateway.snapshot();
-    let named = || format!("grpc:{}/{}", call.service, call.operation);
     let Some(service) = snapshot.services.iter().find(|s| s.id == call.service) else {
-        return Err(Box::new((Method::POST, named(), Reject::NoService)));
+        return Err(Box::new((Method::POST, Reject::NoService)));
     };
     let Some(operation) = service.operations.iter().find(|o| o.id == call.operation) else {
         return Err(Box::new((
             Method::POST,
-            named(),
             Reject::NoOperation {
                 service: service.id.clone(),
             },
@@ -248,7 +254,6 @@ fn http_request(
         .map_err(|missing| {
             Box::new((
                 operation.method.clone(),
-                named(),
                 Reject::InvalidParameter {
                     name: missing,
                     location: "path",
@@ -277,7 +282,7 @@ fn http_request(
     builder
         .extension(ExchangeCall)
         .body(Full::new(Bytes::from(call.body.clone())))
-        .map_err(|e| Box::new((operation.method.clone(), named(), Reject::BadHeader(e))))
+        .map_err(|e| Box::new((operation.method.clone(), Reject::BadHeader(e))))
 }
 
 fn refused(reject: &Reject) -> Status {

@@ -138,6 +138,25 @@ enum AuditCommand {
         #[arg(long)]
         pubkey: PathBuf,
     },
+    /// Say whether bodies are the ones a receipt's record commits to, given the exchange's
+    /// SPL-Commitment-Nonce (which only the consumer and the owner's service received).
+    /// Exits 0 when every file given is, 1 when one is not.
+    Prove {
+        /// A receipt, as `audit receipt` or the gRPC Audit.GetReceipt prints it.
+        receipt: PathBuf,
+        /// The SPL-Commitment-Nonce of the exchange (base64url).
+        #[arg(long)]
+        nonce: String,
+        /// The request body as sent (gRPC: the messages' bytes, concatenated).
+        #[arg(long)]
+        request: Option<PathBuf>,
+        /// The response body as received (gRPC: the messages' bytes, concatenated).
+        #[arg(long)]
+        response: Option<PathBuf>,
+        /// Also verify the receipt against the gateway's public key.
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
+    },
     /// Print the record of an exchange.
     Show { dir: PathBuf, exchange_id: String },
     /// Print the last records.
@@ -151,7 +170,8 @@ enum AuditCommand {
     Find {
         #[arg(long, short, env = "PENGHUBUNG_CONFIG")]
         config: PathBuf,
-        /// NAME=VALUE of a parameter listed in an operation's audit_redact (or any parameter).
+        /// NAME=VALUE of a path or query parameter (hashed with every redaction key, or in
+        /// clear where audit_clear names it).
         #[arg(long)]
         param: Option<String>,
         #[arg(long)]
@@ -444,6 +464,13 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        AuditCommand::Prove {
+            receipt,
+            nonce,
+            request,
+            response,
+            pubkey,
+        } => prove(&receipt, &nonce, request, response, pubkey),
         AuditCommand::VerifyConsistency { file, pubkey } => {
             let key = read_public_key(&pubkey)?;
             let text = std::fs::read_to_string(&file)
@@ -505,7 +532,8 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                         .audit
                         .as_ref()
                         .and_then(|a| a.redactor.as_ref())
-                        .map(|r| r.redact(value));
+                        .map(|r| r.candidates(value))
+                        .unwrap_or_default();
                     Some((name.to_owned(), value.to_owned(), redacted))
                 }
             };
@@ -518,9 +546,7 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                         .as_ref()
                         .is_none_or(|s| r.service.as_ref() == Some(s))
                     && needle.as_ref().is_none_or(|(name, value, redacted)| {
-                        redacted
-                            .as_ref()
-                            .is_some_and(|h| target.contains(h.as_str()))
+                        redacted.iter().any(|h| target.contains(h.as_str()))
                             || target.contains(&format!("{name}={value}"))
                             || target.split('/').any(|segment| segment == value)
                     })
@@ -750,4 +776,76 @@ fn indexed_consistency(dir: &Path, old: u64, new: u64) -> Result<audit::Consiste
         },
         _ => audit::consistency(dir, old, new),
     }
+}
+
+/// `audit prove`: the receipt's record, the nonce, and each body file given.
+fn prove(
+    receipt: &Path,
+    nonce: &str,
+    request: Option<PathBuf>,
+    response: Option<PathBuf>,
+    pubkey: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    if request.is_none() && response.is_none() {
+        eprintln!("penghubung: audit prove needs --request FILE, --response FILE or both");
+        return Ok(ExitCode::from(2));
+    }
+    let nonce = match audit::Nonce::parse(nonce) {
+        Ok(nonce) => nonce,
+        Err(e) => {
+            eprintln!("penghubung: --nonce: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let text = std::fs::read_to_string(receipt)
+        .with_context(|| format!("cannot read {}", receipt.display()))?;
+    let parsed: audit::Receipt = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a receipt", receipt.display()))?;
+    let record = match &pubkey {
+        Some(file) => match audit::verify_receipt(&parsed, &read_public_key(file)?) {
+            Ok(record) => record,
+            Err(e) => {
+                println!("receipt does NOT verify: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        None => serde_json::from_str::<audit::Record>(&parsed.record)
+            .with_context(|| format!("{}: the record is not a record", receipt.display()))?,
+    };
+    let mut all = true;
+    for (part, file, recorded) in [
+        ("request", request, record.request.as_ref()),
+        ("response", response, record.response.as_ref()),
+    ] {
+        let Some(file) = file else { continue };
+        let body =
+            std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        match audit::prove(recorded, &nonce, &body) {
+            audit::Proven::Same(length) => println!(
+                "{part}: {} is the body exchange {} committed to ({length} bytes)",
+                file.display(),
+                record.exchange_id.as_deref().unwrap_or("-")
+            ),
+            audit::Proven::Different => {
+                all = false;
+                println!(
+                    "{part}: {} is NOT the body exchange {} committed to (or the nonce is not that exchange's)",
+                    file.display(),
+                    record.exchange_id.as_deref().unwrap_or("-")
+                );
+            }
+            audit::Proven::NotRecorded => {
+                all = false;
+                println!("{part}: the record holds no {part} body to prove");
+            }
+        }
+    }
+    if pubkey.is_none() {
+        println!("(the receipt itself was not checked: give --pubkey to verify it against the gateway's key)");
+    }
+    Ok(if all {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -11,7 +11,9 @@ use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use http::{Method, Request, Response};
 use http_body_util::Full;
 
-use crate::audit::{self, AuditLog, BodyDigest, Record, WriterOptions};
+use crate::audit::{
+    self, AuditLog, BodyDigest, Nonce, Record, WriterOptions, SPL_COMMITMENT_NONCE,
+};
 use crate::authorize::{authorize, Ask, Grant};
 use crate::body::{collect_within, full, read_up_to, Body, Read};
 use crate::budget::{Budget, Held, Part};
@@ -117,6 +119,8 @@ struct Facts {
     operation: Option<usize>,
     agreement: Option<usize>,
     target: Option<String>,
+    /// With an audit log: the exchange's commitment nonce, for the two parties only.
+    nonce: Option<Nonce>,
     request: Option<BodyDigest>,
     /// The response broke its schema and was forwarded under `monitor`.
     unconforming: bool,
@@ -370,14 +374,15 @@ impl Gateway {
         let started = std::time::Instant::now();
         let exchange = Exchange::begin(request.headers());
         let method = request.method().clone();
-        // A clone of the URI shares its bytes; the path is formatted only if a refusal is logged.
-        let uri = request.uri().clone();
         let grpc = is_grpc(request.headers());
         let call = request.extensions().get::<ExchangeCall>().is_some();
         let active = self.active.load_full();
         let caller = caller.at(&active.snapshot, active.generation);
         let caller = &*caller;
-        let mut facts = Facts::default();
+        let mut facts = Facts {
+            nonce: self.audit.as_ref().map(|_| Nonce::fresh()),
+            ..Facts::default()
+        };
         let mut held = self.budget.account();
         let expected = self.audit.as_ref().map(AuditLog::expect);
         async {
@@ -397,9 +402,7 @@ impl Gateway {
                 call,
                 expected,
             };
-            let mut response = self
-                .conclude(seen, uri.path(), facts, result, &mut held)
-                .await;
+            let mut response = self.conclude(seen, facts, result, &mut held).await;
             if version < http::Version::HTTP_2
                 && response.extensions().get::<CloseConnection>().is_some()
             {
@@ -421,7 +424,6 @@ impl Gateway {
         &self,
         caller: &Caller,
         method: &http::Method,
-        path: &str,
         reject: Reject,
     ) -> Response<Body> {
         let exchange = Exchange::begin(&http::HeaderMap::new());
@@ -433,6 +435,7 @@ impl Gateway {
                 Resolved::Agency(i) => Some(i),
                 _ => None,
             },
+            nonce: self.audit.as_ref().map(|_| Nonce::fresh()),
             ..Facts::default()
         };
         let seen = Seen {
@@ -447,7 +450,7 @@ impl Gateway {
             expected: None,
         };
         let mut held = self.budget.account();
-        self.conclude(seen, path, facts, Err(reject), &mut held)
+        self.conclude(seen, facts, Err(reject), &mut held)
             .instrument(exchange_span(&exchange))
             .await
     }
@@ -457,7 +460,6 @@ impl Gateway {
     async fn conclude(
         &self,
         mut seen: Seen<'_>,
-        path: &str,
         facts: Facts,
         result: Result<Response<Body>, Reject>,
         held: &mut Held,
@@ -485,7 +487,7 @@ impl Gateway {
         let mut response = match result {
             Ok(response) => response,
             Err(reject) => {
-                log_refusal(&reject, seen.caller, seen.exchange, seen.method, path);
+                log_refusal(&reject, &seen, &facts);
                 refusal(&reject, &seen)
             }
         };
@@ -508,12 +510,19 @@ impl Gateway {
         let started = seen.started;
         let (active, exchange, method) = (seen.active, seen.exchange, seen.method);
         let (consumer, service, operation) = (facts.consumer, facts.service, facts.operation);
+        let mut nonce = None;
         if let Some(audit) = &self.audit {
             seen.outcome = outcome;
+            nonce = facts.nonce.clone();
             response = self.record(audit, seen, facts, response, held).await;
         }
         if let Ok(id) = id {
             response.headers_mut().insert(SPL_EXCHANGE_ID, id);
+        }
+        if let Some(nonce) = nonce {
+            response
+                .headers_mut()
+                .insert(SPL_COMMITMENT_NONCE, nonce.header_value());
         }
         if let Some(exporter) = &active.otlp {
             let s = &active.snapshot;
@@ -521,7 +530,7 @@ impl Gateway {
             exporter.record(otlp::Ended {
                 exchange,
                 elapsed: started.elapsed(),
-                method: method.as_str(),
+                method: recorded_method(method),
                 consumer: consumer.map(|i| s.agencies[i].code.as_str()),
                 service: service_entry.map(|e| e.id.as_str()),
                 operation: service_entry
@@ -604,10 +613,9 @@ where
     if gw.audit.is_some() {
         facts.target = Some(audit::audit_target(
             &service.prefix,
-            &operation.template,
+            operation,
             &path.segments()[matched.prefix_len..],
             request.uri().query(),
-            &operation.audit_redact,
             snapshot.audit.as_ref().and_then(|a| a.redactor.as_deref()),
         ));
     }
@@ -688,8 +696,8 @@ where
             })
         }
     };
-    if gw.audit.is_some() {
-        facts.request = Some(BodyDigest::of(&body));
+    if let Some(nonce) = &facts.nonce {
+        facts.request = Some(audit::commit(nonce, grpc_call, &body));
     }
 
     // Validate the request body against the operation's schema.
@@ -791,7 +799,13 @@ where
         }
     }
 
-    // Upstream: forward, and pass the response back.
+    // Upstream: forward (the owner's service gets the commitment nonce), and pass the
+    // response back.
+    if let Some(nonce) = &facts.nonce {
+        parts
+            .headers
+            .insert(SPL_COMMITMENT_NONCE, nonce.header_value());
+    }
     let request = Request::from_parts(parts, Full::new(body));
     let asked = tokio::time::Instant::now();
     let forward =
@@ -933,9 +947,11 @@ impl Gateway {
         // A gRPC answer streams (server-streaming calls may be long); it is recorded when it
         // ends, from digests taken on the way.
         if seen.grpc && response.extensions().get::<Refusal>().is_none() {
+            let nonce = facts.nonce.clone().unwrap_or_else(Nonce::fresh);
             let record = self.skeleton(&seen, facts);
             let (parts, body) = response.into_parts();
-            let body = audit::stream::recorded(body, record, audit.clone(), seen.started, &parts);
+            let body =
+                audit::stream::recorded(body, record, audit.clone(), seen.started, &parts, &nonce);
             return Response::from_parts(parts, body);
         }
         // What an `Exchange.Call` caller gets: OK, or its refusal's code.
@@ -961,7 +977,7 @@ impl Gateway {
                         limit,
                     }
                 });
-                tracing::warn!(exchange_id = %seen.exchange.id, error = %reject, "the upstream response could not be read whole");
+                tracing::warn!(exchange_id = %seen.exchange.id, problem = reject.slug(), error = %reject.log_message(), "the upstream response could not be read whole");
                 let (parts, body) = refusal(&reject, &seen).into_parts();
                 let bytes = collect_within(body, None, MAX_AUDITED_RESPONSE as u64, None)
                     .await
@@ -971,11 +987,12 @@ impl Gateway {
                 (parts, bytes, reject.slug(), call_status)
             }
         };
+        let nonce = facts.nonce.clone().unwrap_or_else(Nonce::fresh);
         let mut record = self.skeleton(&seen, facts);
         record.outcome = outcome.to_owned();
         record.status = Some(parts.status.as_u16());
         record.grpc_status = audit::stream::grpc_status(&parts.headers).or(call_status);
-        record.response = Some(BodyDigest::of(&bytes));
+        record.response = Some(audit::commit(&nonce, false, &bytes));
         record.latency_us =
             Some(u64::try_from(seen.started.elapsed().as_micros()).unwrap_or(u64::MAX));
         match audit.append_expected(record, expected).await {
@@ -1009,8 +1026,14 @@ impl Gateway {
             operation: operation.map(|op| op.id.clone()),
             agreement: agreement.map(|a| a.id.clone()),
             purpose: agreement.map(|a| a.purpose.clone()),
-            method: Some(seen.method.as_str().to_owned()),
+            method: Some(recorded_method(seen.method).to_owned()),
             path_template: operation.map(|op| op.path.clone()),
+            redaction_key: facts
+                .target
+                .as_ref()
+                .and(s.audit.as_ref())
+                .and_then(|a| a.redactor.as_ref())
+                .map(|r| r.key_id().to_owned()),
             target: facts.target,
             request: facts.request,
             cache: facts.cache.map(str::to_owned),
@@ -1217,22 +1240,53 @@ fn exchange_span(exchange: &Exchange) -> tracing::Span {
     )
 }
 
-fn log_refusal(
-    reject: &Reject,
-    caller: &Caller,
-    exchange: &Exchange,
-    method: &http::Method,
-    path: &str,
-) {
-    let source = std::error::Error::source(reject).map(|s| s.to_string());
+/// A method as records and logs name it: one of RFC 9110's and PATCH, or `other` (an
+/// extension method is any token the caller chose).
+fn recorded_method(method: &Method) -> &str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    if KNOWN.contains(method) {
+        method.as_str()
+    } else {
+        "other"
+    }
+}
+
+/// The log line of a refusal: the exchange id, who and what it concerned (by configured
+/// names), the problem slug and the target as the audit record writes it (values hashed) —
+/// never the raw path, query, headers or body, which may carry a citizen's data.
+fn log_refusal(reject: &Reject, seen: &Seen<'_>, facts: &Facts) {
+    let s = &seen.active.snapshot;
+    let consumer = facts.consumer.map_or("", |i| s.agencies[i].code.as_str());
+    let service = facts.service.map(|i| &s.services[i]);
+    let operation = service
+        .zip(facts.operation)
+        .map_or("", |(svc, j)| svc.operations[j].id.as_str());
+    let service = service.map_or("", |svc| svc.id.as_str());
+    let target = facts.target.as_deref().unwrap_or("");
+    let message = reject.log_message();
     match reject.severity() {
         Severity::Caller => tracing::info!(
-            exchange_id = %exchange.id, remote = %caller.remote, %method, path,
-            problem = reject.slug(), "refused: {reject}"
+            exchange_id = %seen.exchange.id, remote = %seen.caller.remote, consumer, service,
+            operation, target, problem = reject.slug(), "refused: {message}"
         ),
-        Severity::Upstream => tracing::warn!(
-            exchange_id = %exchange.id, remote = %caller.remote, %method, path,
-            problem = reject.slug(), cause = source.as_deref().unwrap_or(""), "refused: {reject}"
-        ),
+        Severity::Upstream => {
+            // Transport errors (connect, TLS, HTTP framing): they name no data.
+            let cause = std::error::Error::source(reject).map(|s| s.to_string());
+            tracing::warn!(
+                exchange_id = %seen.exchange.id, remote = %seen.caller.remote, consumer,
+                service, operation, target, problem = reject.slug(),
+                cause = cause.as_deref().unwrap_or(""), "refused: {message}"
+            )
+        }
     }
 }

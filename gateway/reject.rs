@@ -256,6 +256,38 @@ impl Reject {
         }
     }
 
+    /// What the log says of the refusal: its message, less anything the caller chose (a
+    /// header value, a body fragment, a parameter's value, a method): the problem document may
+    /// quote the caller's own input back to the caller, a log line never does.
+    pub fn log_message(&self) -> std::borrow::Cow<'static, str> {
+        use std::borrow::Cow;
+        match self {
+            Reject::AgreementNotYours {
+                agency, service, ..
+            } => Cow::Owned(format!(
+                "SPL-Agreement names no agreement of agency `{agency}` for service `{service}`"
+            )),
+            Reject::MalformedJson { .. } => {
+                Cow::Borrowed("the request body is not well-formed JSON")
+            }
+            Reject::UnsupportedMediaType { expected, .. } => Cow::Owned(format!(
+                "this operation takes {expected}; the request sent another type"
+            )),
+            Reject::InvalidParameter {
+                name,
+                location,
+                violations,
+            } => Cow::Owned(format!(
+                "{location} parameter `{name}` breaks its schema ({})",
+                violations.first().map_or("", |v| v.keyword.as_str())
+            )),
+            Reject::MethodNotAllowed { service, .. } => Cow::Owned(format!(
+                "service `{service}` does not allow this method at this path"
+            )),
+            other => Cow::Owned(other.to_string()),
+        }
+    }
+
     /// The stable name of the problem; also the audit outcome of a refused exchange.
     pub fn slug(&self) -> &'static str {
         match self {

@@ -156,7 +156,8 @@ pub async fn response(
                     operation = %operation.id,
                     schema = %schema.name,
                     violations = found.len(),
-                    first = %found[0].message,
+                    // The keyword, not the message: that may quote the response's values.
+                    first = %found[0].keyword,
                     "response breaks its schema (monitor mode: forwarded)"
                 );
                 let response = Response::from_parts(parts, crate::body::full(bytes));

@@ -64,6 +64,16 @@ fn audit_dir(pki: &TestPki) -> PathBuf {
 }
 
 async fn send(gateway: &Gateway, caller: &Caller, target: &str) -> (u16, String, Bytes) {
+    let (status, id, body, _) = send_for_nonce(gateway, caller, target).await;
+    (status, id, body)
+}
+
+/// As [`send`], with the exchange's `SPL-Commitment-Nonce`.
+async fn send_for_nonce(
+    gateway: &Gateway,
+    caller: &Caller,
+    target: &str,
+) -> (u16, String, Bytes, audit::Nonce) {
     let response = gateway
         .handle(
             caller,
@@ -75,10 +85,13 @@ async fn send(gateway: &Gateway, caller: &Caller, target: &str) -> (u16, String,
         .to_str()
         .unwrap()
         .to_owned();
+    let nonce =
+        audit::Nonce::parse(response.headers()["spl-commitment-nonce"].to_str().unwrap()).unwrap();
     (
         status,
         id,
         response.into_body().collect().await.unwrap().to_bytes(),
+        nonce,
     )
 }
 
@@ -97,7 +110,7 @@ async fn every_exchange_is_recorded_without_bodies_and_with_identifiers_redacted
     let (gateway, dinkes) = start(&pki, &audited_config(&pki, &upstream));
     let stranger = caller_for(&gateway, &pki.stranger);
 
-    let ok = send(
+    let ok = send_for_nonce(
         &gateway,
         &dinkes,
         &format!("/dukcapil/penduduk/penduduk/{NIK}?nik={NIK}&x=1"),
@@ -137,18 +150,23 @@ async fn every_exchange_is_recorded_without_bodies_and_with_identifiers_redacted
                 .as_str()
         )
     );
-    // The digest is of exactly the body the caller received.
+    // The commitment is to exactly the body the caller received, under the nonce it got; no
+    // plain digest of it is kept.
     let response = forwarded.response.as_ref().unwrap();
-    assert_eq!(response.sha256, sha256_hex(&ok.2));
+    assert_eq!(response, &audit::commit(&ok.3, false, &ok.2));
+    assert_eq!(response.sha256, None);
     assert_eq!(response.length, ok.2.len() as u64);
     assert_eq!(forwarded.request.as_ref().unwrap().length, 0);
-    // Redacted in the path and the query, with a keyed hash that the key holder can recompute.
+    // Hashed in the path and the query, with a keyed hash that the key holder can recompute;
+    // the undeclared `x` keeps its name and loses its value.
     let key = std::fs::read(pki.path().join("redaction.key")).unwrap();
-    let hashed = audit::Redactor::from_file_bytes(&key).unwrap().redact(NIK);
+    let redactor = audit::Redactor::from_file_bytes(&key).unwrap();
+    let hashed = redactor.redact(NIK);
     assert_eq!(
         forwarded.target.as_deref(),
-        Some(format!("/dukcapil/penduduk/penduduk/{hashed}?nik={hashed}&x=1").as_str())
+        Some(format!("/dukcapil/penduduk/penduduk/{hashed}?nik={hashed}&x").as_str())
     );
+    assert_eq!(forwarded.redaction_key.as_deref(), Some(redactor.key_id()));
 
     assert_eq!(
         (exchanges[1].outcome.as_str(), exchanges[1].status),
@@ -490,10 +508,12 @@ async fn tree_heads_are_signed_and_receipts_verify_offline() {
     drop(gateway);
 
     let dir = audit_dir(&pki);
-    let (ok, pubkey) = cli(&["audit", "pubkey", "--config", config.to_str().unwrap()]);
-    assert!(ok && pubkey.starts_with("ed25519:"), "{pubkey}");
+    let (ok, out) = cli(&["audit", "pubkey", "--config", config.to_str().unwrap()]);
+    // The key is stdout's one line; stderr may follow with the configuration's warnings.
+    let pubkey = out.lines().next().unwrap_or_default();
+    assert!(ok && pubkey.starts_with("ed25519:"), "{out}");
     let pubkey_file = pki.path().join("audit.pub");
-    std::fs::write(&pubkey_file, &pubkey).unwrap();
+    std::fs::write(&pubkey_file, pubkey).unwrap();
     let (ok, out) = cli(&[
         "audit",
         "verify",
@@ -905,9 +925,9 @@ async fn the_verifier_requires_a_key_and_lists_every_problem() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--pubkey"));
     let (ok, out) = cli(&["audit", "verify", "--no-signatures", d]);
     assert!(ok && out.contains("signatures NOT checked"), "{out}");
-    let (_, pubkey) = cli(&["audit", "pubkey", "--config", config.to_str().unwrap()]);
+    let (_, out) = cli(&["audit", "pubkey", "--config", config.to_str().unwrap()]);
     let pubkey_file = pki.path().join("audit.pub");
-    std::fs::write(&pubkey_file, pubkey).unwrap();
+    std::fs::write(&pubkey_file, out.lines().next().unwrap_or_default()).unwrap();
     let verify = || {
         cli(&[
             "audit",

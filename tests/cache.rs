@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use penghubung::audit::{self, BodyDigest, Record};
+use penghubung::audit::{self, Nonce, Record};
 use penghubung::caller::Caller;
 use penghubung::clock::{midnight_millis, Clock};
 use penghubung::config::{load_str, Date, Snapshot, TimeZone};
@@ -700,7 +700,7 @@ async fn a_response_over_the_entry_limit_is_streamed_whole_and_not_stored() {
 }
 
 #[tokio::test]
-async fn hits_are_audited_with_the_digest_of_the_body_served() {
+async fn hits_are_audited_with_a_fresh_commitment_to_the_body_served() {
     let h = Harness::new(false, "\n[audit]\n").await;
     let miss = h.get("dinkes", PENDUDUK).await;
     let hit = h.get("dinkes", PENDUDUK).await;
@@ -732,7 +732,14 @@ async fn hits_are_audited_with_the_digest_of_the_body_served() {
         (second.outcome.as_str(), second.cache.as_deref()),
         ("served-from-cache", Some("hit"))
     );
-    assert_eq!(second.response, Some(BodyDigest::of(&hit.body)));
+    // A hit commits afresh, under its own nonce, to the stored body it served.
+    let nonce =
+        |got: &Got| Nonce::parse(got.headers["spl-commitment-nonce"].to_str().unwrap()).unwrap();
+    assert_eq!(
+        second.response,
+        Some(audit::commit(&nonce(&hit), false, &hit.body))
+    );
+    assert_ne!(second.response, first.response);
     assert_eq!(second.consumer.as_deref(), Some("dinkes"));
     assert_eq!(second.agreement.as_deref(), Some("PKS-TEST-1"));
     assert_eq!(
@@ -740,7 +747,10 @@ async fn hits_are_audited_with_the_digest_of_the_body_served() {
         Some(format!("stored by exchange {}", id(&miss)).as_str())
     );
     // HEAD served no body, and its record says so.
-    assert_eq!(third.response, Some(BodyDigest::of(b"")));
+    assert_eq!(
+        third.response,
+        Some(audit::commit(&nonce(&head), false, b""))
+    );
 }
 
 const FAMILY: &str = "/dukcapil/penduduk/penduduk/7201010101010001/keluarga";

@@ -153,6 +153,16 @@ async fn grpc_calls_pass_through_authorized_per_method_and_audited() {
         .unwrap();
     assert_eq!(answer.get_ref().status, ServingStatus::Serving as i32);
     assert!(answer.metadata().get("spl-exchange-id").is_some());
+    let nonce = audit::Nonce::parse(
+        answer
+            .metadata()
+            .get("spl-commitment-nonce")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let answered = prost::Message::encode_to_vec(answer.get_ref());
 
     // The upstream's own error status and message arrive intact (trailers preserved).
     let missing = health
@@ -265,7 +275,16 @@ async fn grpc_calls_pass_through_authorized_per_method_and_audited() {
     );
     let first = &records[0];
     assert_eq!(first.path_template.as_deref(), Some("/Check"));
-    assert!(first.request.as_ref().unwrap().length > 0);
-    assert!(first.response.as_ref().unwrap().length > 0);
-    assert_eq!(records[6].response.as_ref().unwrap().length, 2 * 7);
+    // A call commits to its messages' bytes (what the gRPC client sees), under the nonce the
+    // caller got in its response metadata.
+    let asked = prost::Message::encode_to_vec(&HealthCheckRequest {
+        service: "kependudukan".into(),
+    });
+    assert_eq!(first.request, Some(audit::commit(&nonce, false, &asked)));
+    assert_eq!(
+        first.response,
+        Some(audit::commit(&nonce, false, &answered))
+    );
+    // Two messages of two bytes each reached the caller before it went away.
+    assert_eq!(records[6].response.as_ref().unwrap().length, 2 * 2);
 }

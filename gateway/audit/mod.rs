@@ -1,6 +1,7 @@
 //! The audit log: one hash-chained record per exchange and per administrative act, in segment
 //! files under `<data_dir>/audit/`, made durable before a response leaves (group commit).
 
+mod commit;
 mod index;
 mod merkle;
 mod receipt;
@@ -12,6 +13,7 @@ pub mod stream;
 mod verify;
 mod writer;
 
+pub use commit::{commit, prove, BadNonce, Committer, Nonce, Proven, SPL_COMMITMENT_NONCE};
 pub use index::{Lookup, LookupError};
 pub use merkle::{
     consistency_proof, consistency_proof_from, inclusion_proof, inclusion_proof_from, leaf_hash,
@@ -22,7 +24,7 @@ pub use receipt::{
     verify_receipt, Consistency, Receipt, Report, CONSISTENCY_FORMAT, RECEIPT_FORMAT,
 };
 pub use record::{sha256_hex, timestamp, BodyDigest, Record, GENESIS};
-pub use redact::{audit_target, Redactor};
+pub use redact::{audit_target, key_id, BadRedactionKey, Redactor};
 pub use segment::{segments, walk, walk_at, Broken, ChainHead, Place};
 pub use sign::{tree_head_message, unhex, verify_signature, Signer};
 pub use verify::{verify_all, Verification, KINDS};

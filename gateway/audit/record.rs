@@ -3,7 +3,8 @@
 //! A record is one JSON line. Its hash is SHA-256 over the line's exact bytes (without the
 //! newline); each record's `prev` is the previous record's hash (64 zeros for the first), so
 //! changing, removing, inserting or reordering any line breaks the chain from that line on.
-//! Bodies are never recorded: only their SHA-256 and length.
+//! Bodies are never recorded: only a hiding commitment to each (HMAC-SHA256 keyed with the
+//! exchange's nonce, [`super::commit`]) and its length; records of format 1 held a SHA-256.
 
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +52,9 @@ pub struct Record {
     /// The normalised target with `audit_redact` values replaced by keyed hashes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// The id of the redaction key that hashed the target's values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redaction_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<BodyDigest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,22 +79,16 @@ pub struct Record {
     pub signature: Option<String>,
 }
 
-/// SHA-256 and length of a body.
+/// What a record holds of a body: its commitment (format 2) or its SHA-256 (format 1, read
+/// only), and its length.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BodyDigest {
-    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// HMAC-SHA256 keyed with the exchange's nonce, 64 hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitment: Option<String>,
     pub length: u64,
-}
-
-// === impl BodyDigest ===
-
-impl BodyDigest {
-    pub fn of(bytes: &[u8]) -> BodyDigest {
-        BodyDigest {
-            sha256: sha256_hex(bytes),
-            length: bytes.len() as u64,
-        }
-    }
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

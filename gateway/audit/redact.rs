@@ -1,20 +1,79 @@
-//! Keyed hashing of identifiers listed in an operation's `audit_redact`: the log can answer
-//! "who looked up this NIK" for someone holding the key, and shows nobody the NIK itself.
+//! Keyed hashing of the values in a request's target. Every path and query parameter value is
+//! written to the audit log as a keyed hash unless its operation names it in `audit_clear`:
+//! the log can answer "who looked up this NIK" for someone holding the key, and shows nobody
+//! the NIK itself. Query parameters the operation does not declare keep their names and lose
+//! their values, so a caller cannot push data of its choosing into the permanent log.
 
-use ring::hmac;
+use ring::{digest, hmac};
 
+use crate::config::{Operation, ParamIn};
 use crate::route::{Part, Template};
 use data_encoding::HEXLOWER;
 
+/// The redaction keys: the first hashes what is written, all are tried by `audit find`.
 pub struct Redactor {
-    key: hmac::Key,
+    keys: Vec<Key>,
 }
+
+struct Key {
+    hmac: hmac::Key,
+    /// A short hash of the key that records name (never the key).
+    id: String,
+}
+
+/// A redaction key file that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a redaction key must be 64 hex digits or at least 32 bytes")]
+pub struct BadRedactionKey;
 
 // === impl Redactor ===
 
 impl Redactor {
     /// A key file holds 64 hex digits (as `pki init` writes it) or at least 32 raw bytes.
-    pub fn from_file_bytes(bytes: &[u8]) -> Result<Redactor, String> {
+    pub fn from_file_bytes(bytes: &[u8]) -> Result<Redactor, BadRedactionKey> {
+        Ok(Redactor {
+            keys: vec![Key::from_file_bytes(bytes)?],
+        })
+    }
+
+    /// Several keys, the writing one first (none is an error of the caller).
+    pub fn from_files(files: &[Vec<u8>]) -> Result<Redactor, BadRedactionKey> {
+        let keys = files
+            .iter()
+            .map(|bytes| Key::from_file_bytes(bytes))
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err(BadRedactionKey);
+        }
+        Ok(Redactor { keys })
+    }
+
+    /// `hmac-sha256:<hex>` of a value, with the writing key.
+    pub fn redact(&self, value: &str) -> String {
+        self.keys[0].redact(value)
+    }
+
+    /// The value as each key would have written it, for searching a log written over several
+    /// keys.
+    pub fn candidates(&self, value: &str) -> Vec<String> {
+        self.keys.iter().map(|k| k.redact(value)).collect()
+    }
+
+    /// The id of the writing key, as records name it.
+    pub fn key_id(&self) -> &str {
+        &self.keys[0].id
+    }
+
+    /// The ids of all keys, writing key first.
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.id.as_str())
+    }
+}
+
+// === impl Key ===
+
+impl Key {
+    fn from_file_bytes(bytes: &[u8]) -> Result<Key, BadRedactionKey> {
         let text = String::from_utf8_lossy(bytes);
         let trimmed = text.trim();
         let hex = (trimmed.len() == 64)
@@ -29,42 +88,54 @@ impl Redactor {
         } else if bytes.len() >= 32 {
             bytes.to_vec()
         } else {
-            return Err("a redaction key must be 64 hex digits or at least 32 bytes".to_owned());
+            return Err(BadRedactionKey);
         };
-        Ok(Redactor {
-            key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+        Ok(Key {
+            hmac: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            id: key_id(&key),
         })
     }
 
-    /// `hmac-sha256:<hex>` of a value.
-    pub fn redact(&self, value: &str) -> String {
+    fn redact(&self, value: &str) -> String {
         format!(
             "hmac-sha256:{}",
-            HEXLOWER.encode(hmac::sign(&self.key, value.as_bytes()).as_ref())
+            HEXLOWER.encode(hmac::sign(&self.hmac, value.as_bytes()).as_ref())
         )
     }
 }
 
+/// The first 8 bytes, in hex, of SHA-256 over `penghubung-redaction-key-id\n` and the key.
+pub fn key_id(key: &[u8]) -> String {
+    let mut context = digest::Context::new(&digest::SHA256);
+    context.update(b"penghubung-redaction-key-id\n");
+    context.update(key);
+    HEXLOWER.encode(&context.finish().as_ref()[..8])
+}
+
 /// The target as the audit log records it: the service prefix, the decoded path after it, and
-/// the query, with the values of parameters named in `redact` replaced by keyed hashes (or by
-/// `redacted` when there is no key, so that nothing listed is ever written in clear).
+/// the query. Every parameter value is replaced by its keyed hash (or by `redacted` when there
+/// is no key, so that no value is ever written in clear), unless `operation.audit_clear` names
+/// the parameter; a query parameter the operation does not declare (in `params`,
+/// `audit_clear` or `audit_redact`) is written by name alone, or as the keyed hash of its name
+/// when that does not read as a name.
 pub fn audit_target(
     prefix: &str,
-    template: &Template,
+    operation: &Operation,
     rest: &[String],
     query: Option<&str>,
-    redact: &[String],
     redactor: Option<&Redactor>,
 ) -> String {
     let hide = |value: &str| match redactor {
         Some(r) => r.redact(value),
         None => "redacted".to_owned(),
     };
+    let clear = |name: &str| operation.audit_clear.iter().any(|c| c == name);
+    let template: &Template = &operation.template;
     let mut out = String::from(prefix);
     for (part, value) in template.parts().iter().zip(rest) {
         out.push('/');
         match part {
-            Part::Param(name) if redact.contains(name) => out.push_str(&hide(value)),
+            Part::Param(name) if !clear(name) => out.push_str(&hide(value)),
             _ => out.push_str(value),
         }
     }
@@ -72,19 +143,87 @@ pub fn audit_target(
         out.push('/');
     }
     if let Some(query) = query.filter(|q| !q.is_empty()) {
-        out.push('?');
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| {
-                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                if redact.iter().any(|r| r == key) {
-                    format!("{key}={}", hide(value))
-                } else {
-                    pair.to_owned()
-                }
-            })
-            .collect();
-        out.push_str(&pairs.join("&"));
+        let declared = |name: &str| {
+            clear(name)
+                || operation.audit_redact.iter().any(|r| r == name)
+                || operation
+                    .params
+                    .iter()
+                    .any(|p| p.location == ParamIn::Query && p.name == name)
+        };
+        for (i, pair) in query.split('&').enumerate() {
+            out.push(if i == 0 { '?' } else { '&' });
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if clear(name) {
+                out.push_str(name);
+                out.push('=');
+                out.push_str(value);
+            } else if declared(name) {
+                out.push_str(name);
+                out.push('=');
+                out.push_str(&hide(value));
+            } else if looks_like_a_name(name) {
+                out.push_str(name);
+            } else {
+                // A caller's "name" that could be a value (`?7208014101900001`) is one.
+                out.push_str(&hide(name));
+            }
+        }
     }
     out
+}
+
+/// An undeclared query parameter's name is kept when it reads as a name: an ASCII letter or
+/// `_`, then letters, digits, `_`, `-` or `.`, at most 64 bytes, with no run of five digits or
+/// more (identifiers — NIK, KK, NIP, NPWP, telephone numbers — are long digit runs).
+fn looks_like_a_name(name: &str) -> bool {
+    let mut digits = 0;
+    name.len() <= 64
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| {
+            digits = if b.is_ascii_digit() { digits + 1 } else { 0 };
+            digits < 5 && (b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_that_read_as_names_are_kept() {
+        for kept in ["nama", "page_size", "x", "v2.filter", "tahun2024"] {
+            assert!(looks_like_a_name(kept), "{kept}");
+        }
+        for hashed in [
+            "7208014101900001",
+            "nik7208014101900001",
+            "",
+            "a b",
+            "nama%20",
+            "_12345",
+        ] {
+            assert!(!looks_like_a_name(hashed), "{hashed}");
+        }
+        assert!(!looks_like_a_name(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn key_ids_name_the_key_without_giving_it_away() {
+        let a = Redactor::from_file_bytes(&[b'a'; 64]).unwrap();
+        let b = Redactor::from_files(&[vec![b'b'; 64], vec![b'a'; 64]]).unwrap();
+        assert_eq!(a.key_id().len(), 16);
+        assert_ne!(a.key_id(), b.key_id());
+        assert_eq!(b.key_ids().nth(1), Some(a.key_id()));
+        assert_eq!(b.candidates("7208")[1], a.redact("7208"));
+        assert_ne!(b.redact("7208"), a.redact("7208"));
+        assert!(matches!(
+            Redactor::from_file_bytes(b"short"),
+            Err(BadRedactionKey)
+        ));
+        assert!(Redactor::from_files(&[]).is_err());
+    }
 }

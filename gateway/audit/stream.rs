@@ -1,10 +1,9 @@
-//! Recording a streamed answer (gRPC): the response body passes through as it comes, its
-//! SHA-256 and length are taken on the way, and the exchange is appended when it ends — before
+//! Recording a streamed answer (gRPC): the response body passes through as it comes, the
+//! commitment to its messages and their length are taken on the way, and the exchange is appended when it ends — before
 //! the final trailers are released. If the record cannot be made durable, the caller gets
 //! `grpc-status: 14` (UNAVAILABLE, `spl-problem: audit-unavailable`) instead of the upstream's
 //! trailers, so a call never completes successfully unrecorded.
 
-use data_encoding::HEXLOWER;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -15,9 +14,9 @@ use http::header::HeaderValue;
 use http::HeaderMap;
 use http_body_util::BodyExt;
 use hyper::body::Frame;
-use ring::digest;
 
-use super::{AuditLog, BodyDigest, Record};
+use super::commit::{Committer, Nonce};
+use super::{AuditLog, Record};
 use crate::body::{Body, BodyError};
 
 /// The `grpc-status` in `headers` (trailers, or the headers of a Trailers-Only answer).
@@ -28,20 +27,20 @@ pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
         .and_then(|v| v.parse().ok())
 }
 
-/// `body`, recorded as `record` once it ends.
+/// `body`, recorded as `record` once it ends, with a commitment under `nonce`.
 pub fn recorded(
     body: Body,
     mut record: Record,
     audit: AuditLog,
     started: Instant,
     head: &http::response::Parts,
+    nonce: &Nonce,
 ) -> Body {
     record.status = Some(head.status.as_u16());
     record.grpc_status = grpc_status(&head.headers);
     Recorded {
         inner: body,
-        sha: digest::Context::new(&digest::SHA256),
-        length: 0,
+        committer: Some(Committer::new(nonce, true)),
         record: Some(record),
         audit,
         started,
@@ -54,8 +53,8 @@ pub fn recorded(
 
 struct Recorded {
     inner: Body,
-    sha: digest::Context,
-    length: u64,
+    /// Taken when the record is finished.
+    committer: Option<Committer>,
     record: Option<Record>,
     audit: AuditLog,
     started: Instant,
@@ -76,11 +75,7 @@ impl Recorded {
         if let Some(outcome) = outcome {
             record.outcome = outcome.to_owned();
         }
-        let sha = std::mem::replace(&mut self.sha, digest::Context::new(&digest::SHA256));
-        record.response = Some(BodyDigest {
-            sha256: HEXLOWER.encode(sha.finish().as_ref()),
-            length: self.length,
-        });
+        record.response = self.committer.take().map(Committer::finish);
         record.latency_us =
             Some(u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX));
         let audit = self.audit.clone();
@@ -133,8 +128,9 @@ impl hyper::body::Body for Recorded {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
                         let data = data.clone();
-                        self.length += data.len() as u64;
-                        self.sha.update(&data);
+                        if let Some(committer) = self.committer.as_mut() {
+                            committer.update(&data);
+                        }
                         return Poll::Ready(Some(Ok(frame)));
                     }
                     if let Ok(trailers) = frame.into_trailers() {

@@ -37,7 +37,6 @@ use tokio::time::Instant;
 pub use freshness::{vary_names, verdict, Directives, Reason, Verdict};
 pub use key::{Key, Request, Sharing, KEYED_HEADERS};
 
-use crate::audit::BodyDigest;
 use crate::body::{full, Body};
 use crate::config::{CacheSettings, Classification, Operation, Service, Snapshot};
 use crate::telemetry::CacheMetrics;
@@ -45,7 +44,7 @@ use crate::telemetry::CacheMetrics;
 /// No entry may take more than this share of `cache.max_size` (1/8): one response cannot
 /// flush the cache.
 const ENTRY_SHARE: u64 = 8;
-/// Bytes an entry costs beyond its key, headers and body (maps, timestamps, the digest).
+/// Bytes an entry costs beyond its key, headers and body (maps, timestamps).
 const ENTRY_OVERHEAD: usize = 256;
 /// How long a waiter waits beyond the service's timeout for the request it joined.
 const WAIT_GRACE: Duration = Duration::from_secs(1);
@@ -77,7 +76,6 @@ pub struct Stored {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
-    pub digest: BodyDigest,
     /// The exchange whose upstream response this is.
     pub origin: String,
     stored_at: Instant,
@@ -384,7 +382,6 @@ impl Fetch<'_> {
             status: response.status,
             headers,
             body: fetched.body.clone(),
-            digest: BodyDigest::of(fetched.body),
             origin: fetched.origin.to_owned(),
             stored_at: Instant::now(),
             age,

@@ -73,12 +73,32 @@ pub struct IdentitySection {
     pub field: Option<String>,
 }
 
+/// A key that takes one file name or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+// === impl OneOrMany ===
+
+impl OneOrMany {
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            OneOrMany::One(one) => std::slice::from_ref(one),
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct AuditSection {
     pub signing_key: Option<String>,
     pub durability: Option<String>,
     pub flush_interval: Option<String>,
-    pub redaction_key: Option<String>,
+    /// One key file, or several: the first writes, all are tried by `audit find`.
+    pub redaction_key: Option<OneOrMany>,
     pub segment_size: Option<String>,
     /// Records that may wait for the writer; beyond, exchanges are refused (default 4096).
     pub queue: Option<usize>,
@@ -190,8 +210,12 @@ pub struct OperationEntry {
     pub request_schema: Option<String>,
     pub response_schema: Option<String>,
     pub cache_ttl: Option<String>,
+    /// Accepted for old files: redaction is now the default.
     #[serde(default)]
     pub audit_redact: Vec<String>,
+    /// Parameters whose values the audit log writes in clear (all others: keyed hashes).
+    #[serde(default)]
+    pub audit_clear: Vec<String>,
     /// Path or query parameter → schema name (`[services.operations.params] nik = "..."`).
     #[serde(default)]
     pub params: std::collections::BTreeMap<String, String>,

@@ -227,7 +227,10 @@ pub struct Operation {
     pub params: Vec<ParamSchema>,
     pub schema_mode: SchemaMode,
     pub cache_ttl: Option<Duration>,
+    /// Parameters listed in the file's `audit_redact` (now the default): declared, hashed.
     pub audit_redact: Vec<String>,
+    /// Parameters whose values the audit target writes in clear.
+    pub audit_clear: Vec<String>,
 }
 
 #[derive(Clone)]

@@ -14,7 +14,7 @@ use http::{Method, Uri};
 
 use super::error::{ConfigErrors, Errors};
 use super::file::{
-    AgencyEntry, AgreementEntry, AuditSection, FileConfig, OperationEntry, ServiceEntry,
+    AgencyEntry, AgreementEntry, AuditSection, FileConfig, OneOrMany, OperationEntry, ServiceEntry,
 };
 use super::snapshot::{
     Agency, Agreement, AuditSettings, CacheSettings, Classification, Date, Durability,
@@ -458,20 +458,6 @@ pub fn validate(
             &services,
         ) {
             agreements.push(agreement);
-        }
-    }
-
-    // Identifiers to redact need the key to redact them with.
-    if let Some(Some(a)) = &audit {
-        if a.redactor.is_none() {
-            for (i, s) in services.iter().enumerate() {
-                if let Some(j) = s.operations.iter().position(|o| !o.audit_redact.is_empty()) {
-                    errors.push(
-                        format!("services[{i}].operations[{j}].audit_redact"),
-                        "needs [audit] redaction_key: without it the values would be logged in clear",
-                    );
-                }
-            }
         }
     }
 
@@ -1037,6 +1023,24 @@ fn operation(
                 format!("{at}.audit_redact[{k}]"),
                 "must name a path or query parameter",
             );
+        } else if o.audit_clear.contains(name) {
+            errors.push(
+                format!("{at}.audit_redact[{k}]"),
+                format!("`{name}` is also in audit_clear: a value is either hashed or in clear"),
+            );
+        } else {
+            errors.warn(
+                format!("{at}.audit_redact[{k}]"),
+                format!("`{name}` is hashed in the audit log anyway: every parameter value is, unless audit_clear names it; audit_redact can go"),
+            );
+        }
+    }
+    for (k, name) in o.audit_clear.iter().enumerate() {
+        if name.trim().is_empty() || name.contains(['&', '=', '/', '?', '#']) {
+            errors.push(
+                format!("{at}.audit_clear[{k}]"),
+                "must name a path or query parameter",
+            );
         }
     }
     let op = Operation {
@@ -1050,6 +1054,7 @@ fn operation(
         schema_mode: schema_mode?,
         cache_ttl: cache_ttl?,
         audit_redact: o.audit_redact.clone(),
+        audit_clear: o.audit_clear.clone(),
     };
     id_ok.then_some(op)
 }
@@ -1225,17 +1230,49 @@ fn audit_settings(
         errors.check(format!("audit.{name}"), readable)
     };
     let signing_key = key("signing_key", &a.signing_key);
-    let redaction_key = key("redaction_key", &a.redaction_key);
-    let redactor = match redaction_key.clone().flatten() {
+    let redactor = match &a.redaction_key {
         None => Some(None),
-        Some(file) => errors.check(
-            "audit.redaction_key",
-            std::fs::read(&file)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| Redactor::from_file_bytes(&bytes))
-                .map(|r| Some(Arc::new(r))),
-        ),
+        Some(files) if files.as_slice().is_empty() => {
+            errors.push(
+                "audit.redaction_key",
+                "names no key file; leave it out, or name one",
+            );
+            None
+        }
+        Some(files) => {
+            let many = matches!(files, OneOrMany::Many(_));
+            let read: Vec<Option<Vec<u8>>> = files
+                .as_slice()
+                .iter()
+                .enumerate()
+                .map(|(k, name)| {
+                    let at = if many {
+                        format!("audit.redaction_key[{k}]")
+                    } else {
+                        "audit.redaction_key".to_owned()
+                    };
+                    let file = resolve(name);
+                    let bytes = std::fs::read(&file)
+                        .map_err(|e| format!("cannot read {}: {e}", file.display()))
+                        .and_then(|bytes| {
+                            Redactor::from_file_bytes(&bytes)
+                                .map(|_| bytes)
+                                .map_err(|e| format!("{}: {e}", file.display()))
+                        });
+                    errors.check(at, bytes)
+                })
+                .collect();
+            let read: Option<Vec<Vec<u8>>> = read.into_iter().collect();
+            read.and_then(|keys| Redactor::from_files(&keys).ok())
+                .map(|r| Some(Arc::new(r)))
+        }
     };
+    if a.redaction_key.is_none() {
+        errors.warn(
+            "audit.redaction_key",
+            "not set: parameter values are written as `redacted`, and `audit find --param` cannot find them",
+        );
+    }
     let signer = match signing_key.clone().flatten() {
         None => Some(None),
         Some(file) => errors.check(
