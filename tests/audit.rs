@@ -719,33 +719,101 @@ async fn segments_rotate_and_a_replaced_segment_is_detected() {
     );
 }
 
-/// The worked example in docs/ stays a log that verifies, and its receipt stays valid.
+/// The worked examples in docs/ — record format 2, and format 1 as older gateways wrote it —
+/// stay logs that verify, with receipts that stay valid; the format-2 example's response is
+/// proven with its nonce by `audit prove` and by the independent Python verifier, and the
+/// format-1 example's by its SHA-256; `report` reads both.
 #[test]
-fn the_documented_example_verifies() {
+fn the_documented_examples_verify_in_both_formats() {
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/audit-example");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        docs.join("segment-000001.jsonl"),
-        dir.path().join("segment-000001.jsonl"),
-    )
-    .unwrap();
-    let pubkey = docs.join("audit.pub");
-    let (ok, out) = cli(&[
-        "audit",
-        "verify",
-        dir.path().to_str().unwrap(),
-        "--pubkey",
-        pubkey.to_str().unwrap(),
-    ]);
-    assert!(ok && out.contains("2 signed tree heads"), "{out}");
-    let (ok, out) = cli(&[
-        "audit",
-        "verify-receipt",
-        docs.join("receipt.json").to_str().unwrap(),
-        "--pubkey",
-        pubkey.to_str().unwrap(),
-    ]);
-    assert!(ok, "{out}");
+    let nonce = std::fs::read_to_string(docs.join("nonce.txt")).unwrap();
+    for (example, prove) in [(docs.clone(), true), (docs.join("format-1"), false)] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            example.join("segment-000001.jsonl"),
+            dir.path().join("segment-000001.jsonl"),
+        )
+        .unwrap();
+        let pubkey = example.join("audit.pub");
+        let (ok, out) = cli(&[
+            "audit",
+            "verify",
+            dir.path().to_str().unwrap(),
+            "--pubkey",
+            pubkey.to_str().unwrap(),
+        ]);
+        assert!(ok && out.contains("2 signed tree heads"), "{out}");
+        let receipt = example.join("receipt.json");
+        let (ok, out) = cli(&[
+            "audit",
+            "verify-receipt",
+            receipt.to_str().unwrap(),
+            "--pubkey",
+            pubkey.to_str().unwrap(),
+        ]);
+        assert!(ok, "{out}");
+        let (ok, out) = cli(&[
+            "report",
+            "--audit",
+            dir.path().to_str().unwrap(),
+            "--since",
+            "2026-11-01",
+            "--until",
+            "2026-12-31",
+            "--format",
+            "json",
+        ]);
+        assert!(ok && out.contains("dukcapil-penduduk"), "{out}");
+        if prove {
+            let response = example.join("response.json");
+            let (ok, out) = cli(&[
+                "audit",
+                "prove",
+                receipt.to_str().unwrap(),
+                "--nonce",
+                &nonce,
+                "--response",
+                response.to_str().unwrap(),
+                "--pubkey",
+                pubkey.to_str().unwrap(),
+            ]);
+            assert!(ok && out.contains("(190 bytes)"), "{out}");
+            let record: Record = serde_json::from_str(
+                std::fs::read_to_string(&receipt)
+                    .unwrap()
+                    .parse::<serde_json::Value>()
+                    .unwrap()["record"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+            let id = record.exchange_id.unwrap();
+            let python = Command::new("python3")
+                .arg(docs.join("verify.py"))
+                .arg(example.join("segment-000001.jsonl"))
+                .args(["--pubkey", pubkey.to_str().unwrap(), "--prove", &id])
+                .args(["--nonce", &nonce, "--response", response.to_str().unwrap()])
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&python.stdout);
+            assert!(
+                python.status.success() && said.contains("committed to"),
+                "{said}{}",
+                String::from_utf8_lossy(&python.stderr)
+            );
+            // Another nonce proves nothing.
+            let (ok, out) = cli(&[
+                "audit",
+                "prove",
+                receipt.to_str().unwrap(),
+                "--nonce",
+                &audit::Nonce::fresh().encoded(),
+                "--response",
+                response.to_str().unwrap(),
+            ]);
+            assert!(!ok && out.contains("NOT"), "{out}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -700,3 +700,64 @@ async fn values_are_hashed_by_default_and_found_under_every_key() {
     ]);
     assert!(out.contains("1 matching records"), "{out}");
 }
+
+/// `audit_redact` is still accepted, and `check` says it is the default now; a parameter both
+/// hashed and in clear, an empty `audit_clear` name or an empty key list are errors naming
+/// their TOML path.
+#[test]
+fn the_configuration_says_what_is_hashed_and_refuses_contradictions() {
+    let pki = TestPki::new();
+    let text = config(
+        &pki,
+        "https://127.0.0.1:9",
+        "https://127.0.0.1:9",
+        "https://127.0.0.1:9",
+    );
+    let load = |text: &str| load_str(text, &pki.path().join("c.toml"), pki.path());
+    let redact = text.edit_once(
+        "  audit_clear = [\"kode_wilayah\"]",
+        "  audit_clear = [\"kode_wilayah\"]\n  audit_redact = [\"nik\"]",
+    );
+    let snapshot = load(&redact).unwrap_or_else(|e| panic!("{e}"));
+    let warning = snapshot
+        .warnings
+        .iter()
+        .find(|w| w.path == "services[2].operations[0].audit_redact[0]")
+        .unwrap_or_else(|| panic!("no warning about audit_redact: {:?}", snapshot.warnings));
+    assert!(
+        warning.message.contains("audit_clear"),
+        "{}",
+        warning.message
+    );
+
+    let both = text.edit_once(
+        "  audit_clear = [\"kode_wilayah\"]",
+        "  audit_clear = [\"kode_wilayah\"]\n  audit_redact = [\"kode_wilayah\"]",
+    );
+    let errors = load(&both)
+        .err()
+        .expect("hashed and in clear at once")
+        .to_string();
+    assert!(
+        errors.contains("services[2].operations[0].audit_redact[0]"),
+        "{errors}"
+    );
+    let empty = text.edit_once("audit_clear = [\"kode_wilayah\"]", "audit_clear = [\"\"]");
+    let errors = load(&empty).err().expect("an empty name").to_string();
+    assert!(
+        errors.contains("services[2].operations[0].audit_clear[0]"),
+        "{errors}"
+    );
+    let none = text.edit_once("redaction_key = \"redaction.key\"", "redaction_key = []");
+    let errors = load(&none).err().expect("no key file").to_string();
+    assert!(errors.contains("audit.redaction_key"), "{errors}");
+    let unreadable = text.edit_once(
+        "redaction_key = \"redaction.key\"",
+        "redaction_key = [\"redaction.key\", \"missing.key\"]",
+    );
+    let errors = load(&unreadable)
+        .err()
+        .expect("a missing key file")
+        .to_string();
+    assert!(errors.contains("audit.redaction_key[1]"), "{errors}");
+}

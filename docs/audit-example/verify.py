@@ -3,8 +3,15 @@
 (Python standard library; signatures are checked when the `cryptography` package is present).
 
     python3 verify.py SEGMENT... [--pubkey FILE]
+        [--prove EXCHANGE_ID --nonce NONCE [--request FILE] [--response FILE]]
+
+With --prove, also checks that the files are the bodies the exchange's record commits to:
+HMAC-SHA256 keyed with the exchange's nonce (SPL-Commitment-Nonce, base64url), or, for a
+record of format 1, the SHA-256.
 """
+import base64
 import hashlib
+import hmac
 import json
 import sys
 
@@ -22,7 +29,36 @@ def mth_compact(subtrees):
     return acc
 
 
+def take(args, flag):
+    """The value after `flag` (removed from args), or None."""
+    if flag not in args:
+        return None
+    i = args.index(flag)
+    value = args[i + 1]
+    del args[i:i + 2]
+    return value
+
+
+def prove(record, nonce, part, path):
+    body = open(path, "rb").read()
+    recorded = record.get(part)
+    if recorded is None:
+        return f"{part}: the record holds no {part} body"
+    if "commitment" in recorded:
+        key = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
+        same = hmac.compare_digest(hmac.new(key, body, hashlib.sha256).hexdigest(), recorded["commitment"])
+    else:
+        same = hashlib.sha256(body).hexdigest() == recorded["sha256"]
+    if same and recorded["length"] == len(body):
+        return None
+    return f"{part}: {path} is not the body the record commits to"
+
+
 def main(args):
+    args = list(args)
+    proving = take(args, "--prove")
+    nonce = take(args, "--nonce")
+    bodies = [(part, take(args, f"--{part}")) for part in ("request", "response")]
     pubkey = None
     if "--pubkey" in args:
         i = args.index("--pubkey")
@@ -65,12 +101,22 @@ def main(args):
                     message = "penghubung-tree-head-v1\n{}\n{}\n{}\n{}\n".format(
                         record["gateway"], record["tree_size"], record["root"], record["time"]).encode()
                     verify_sig(message, record["signature"])
+            if proving and record.get("exchange_id") == proving:
+                for part, path in bodies:
+                    if path:
+                        problem = prove(record, nonce or "", part, path)
+                        if problem:
+                            sys.exit(f"{where}: {problem}")
+                        print(f"{part}: {path} is the body exchange {proving} committed to")
+                proving = proving + " (proven)"
             prev, seq = hashlib.sha256(line).hexdigest(), seq + 1
             subtrees.append((1, h(b"\x00" + line)))
             size += 1
             while len(subtrees) > 1 and subtrees[-1][0] == subtrees[-2][0]:
                 (s, right), (_, left) = subtrees.pop(), subtrees.pop()
                 subtrees.append((2 * s, h(b"\x01" + left + right)))
+    if proving and not proving.endswith(" (proven)"):
+        sys.exit(f"no record of exchange {proving}")
     print(f"{seq} records verify")
 
 
