@@ -184,7 +184,14 @@ fn certs_lists_every_certificate_warns_and_fails_on_an_expired_one() {
     let now = OffsetDateTime::now_utc();
     let soon = pki
         .ca
-        .issue_client_valid("soon.test", now - Span::days(300), now + Span::days(10))
+        // Ten days and a half: a certificate's times are whole seconds, and the days left are
+        // counted down from the moment `certs` runs, so exactly ten days would read "9 days"
+        // whenever a second boundary falls between issuing and checking.
+        .issue_client_valid(
+            "soon.test",
+            now - Span::days(300),
+            now + Span::days(10) + Span::hours(12),
+        )
         .unwrap();
     let gone = pki
         .ca
