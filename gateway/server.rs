@@ -306,6 +306,11 @@ impl Connection {
 
 /// Serves `conn` until it ends, or until it is asked to finish — the listener drains, a
 /// refusal closes it (`close`), or it reaches `age` — and then lets it finish gracefully.
+///
+/// The three reasons to finish are awaited by a task of their own, which tells the connection
+/// through a oneshot: the connection's task is woken for every read and write, and polling a
+/// oneshot costs an atomic load where polling a `Notify`, a `watch` and a timer each time took
+/// two mutexes and the timer's state (measured: docs/performance.md, issue #15).
 async fn until_closed<I, S, B>(
     conn: auto::Connection<'static, I, S, TokioExecutor>,
     mut draining: watch::Receiver<bool>,
@@ -321,12 +326,26 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     TokioExecutor: auto::HttpServerConnExec<S::Future, B>,
 {
+    // The listener's drain waits for every receiver to be dropped: this one stays with the
+    // connection until it has ended.
+    let _counted = draining.clone();
+    let (asked, mut finish) = tokio::sync::oneshot::channel();
+    let watcher = tokio::spawn(async move {
+        let closing = tokio::select! {
+            _ = draining.wait_for(|d| *d) => Closing::Drain,
+            () = close.notified() => Closing::Refused,
+            () = tokio::time::sleep(age) => Closing::Age,
+        };
+        let _ = asked.send(closing);
+    });
     tokio::pin!(conn);
     let closing = tokio::select! {
-        ended = conn.as_mut() => return ended,
-        _ = draining.wait_for(|d| *d) => Closing::Drain,
-        () = close.notified() => Closing::Refused,
-        () = tokio::time::sleep(age) => Closing::Age,
+        biased;
+        ended = conn.as_mut() => {
+            watcher.abort();
+            return ended;
+        }
+        closing = &mut finish => closing.unwrap_or(Closing::Drain),
     };
     tracing::debug!(?closing, "closing the connection gracefully");
     conn.as_mut().graceful_shutdown();
