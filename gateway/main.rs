@@ -142,7 +142,7 @@ enum AuditCommand {
     /// SPL-Commitment-Nonce (which only the consumer and the owner's service received).
     /// Exits 0 when every file given is, 1 when one is not.
     Prove {
-        /// A receipt, as `audit receipt` or the gRPC Audit.GetReceipt prints it.
+        /// A receipt, as `audit receipt` writes it (or the `json` field of Audit.GetReceipt).
         receipt: PathBuf,
         /// The SPL-Commitment-Nonce of the exchange (base64url).
         #[arg(long)]
