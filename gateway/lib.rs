@@ -35,7 +35,7 @@
 //! | [`percent`] | percent-encoding: strict decoding (every `%` two hex digits) and the encode sets, one codec |
 //! | [`exchange`] | the exchange id (`SPL-Exchange-Id`) and W3C trace context |
 //! | [`reject`] | every failure, mapped in one place to its status and problem+json document |
-//! | [`audit`] | the hash-chained, signed audit log: writer (group commit), Merkle tree heads, receipts, verification |
+//! | [`audit`] | the hash-chained, signed audit log: writer (group commit), Merkle tree heads, the index for look-ups, receipts, verification; commitments to bodies (`commit`) and keyed hashes of parameter values (`redact`) |
 //! | [`telemetry`] | metrics (Prometheus text), a handle the pipeline calls |
 //! | [`otlp`] | OTLP/gRPC export of every exchange as a span of the caller's trace (`[telemetry]`) |
 //! | [`grpc`] | the gRPC front on `grpc_listen`: `Exchange.Call` through the pipeline, `Catalog`, `Audit`, health, reflection |

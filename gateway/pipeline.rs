@@ -460,7 +460,7 @@ impl Gateway {
     async fn conclude(
         &self,
         mut seen: Seen<'_>,
-        facts: Facts,
+        mut facts: Facts,
         result: Result<Response<Body>, Reject>,
         held: &mut Held,
     ) -> Response<Body> {
@@ -510,11 +510,11 @@ impl Gateway {
         let started = seen.started;
         let (active, exchange, method) = (seen.active, seen.exchange, seen.method);
         let (consumer, service, operation) = (facts.consumer, facts.service, facts.operation);
-        let mut nonce = None;
-        if let Some(audit) = &self.audit {
+        // With an audit log every exchange has a nonce (drawn in `handle` or `refuse`).
+        let nonce = facts.nonce.take();
+        if let (Some(audit), Some(nonce)) = (&self.audit, &nonce) {
             seen.outcome = outcome;
-            nonce = facts.nonce.clone();
-            response = self.record(audit, seen, facts, response, held).await;
+            response = self.record(audit, seen, facts, nonce, response, held).await;
         }
         if let Ok(id) = id {
             response.headers_mut().insert(SPL_EXCHANGE_ID, id);
@@ -933,25 +933,26 @@ impl Gateway {
     }
 
     /// Records the exchange and releases the response only once the record is durable; the
-    /// response body is read whole first, for its digest. If the record cannot be made durable
+    /// response body is read whole first, for its commitment under `nonce`. If the record cannot
+    /// be made durable
     /// the caller gets 503 instead of the response.
     async fn record(
         &self,
         audit: &AuditLog,
         mut seen: Seen<'_>,
         facts: Facts,
+        nonce: &Nonce,
         response: Response<Body>,
         held: &mut Held,
     ) -> Response<Body> {
         let expected = seen.expected.take();
         // A gRPC answer streams (server-streaming calls may be long); it is recorded when it
-        // ends, from digests taken on the way.
+        // ends, from the commitment taken on the way.
         if seen.grpc && response.extensions().get::<Refusal>().is_none() {
-            let nonce = facts.nonce.clone().unwrap_or_else(Nonce::fresh);
             let record = self.skeleton(&seen, facts);
             let (parts, body) = response.into_parts();
             let body =
-                audit::stream::recorded(body, record, audit.clone(), seen.started, &parts, &nonce);
+                audit::stream::recorded(body, record, audit.clone(), seen.started, &parts, nonce);
             return Response::from_parts(parts, body);
         }
         // What an `Exchange.Call` caller gets: OK, or its refusal's code.
@@ -987,12 +988,11 @@ impl Gateway {
                 (parts, bytes, reject.slug(), call_status)
             }
         };
-        let nonce = facts.nonce.clone().unwrap_or_else(Nonce::fresh);
         let mut record = self.skeleton(&seen, facts);
         record.outcome = outcome.to_owned();
         record.status = Some(parts.status.as_u16());
         record.grpc_status = audit::stream::grpc_status(&parts.headers).or(call_status);
-        record.response = Some(audit::commit(&nonce, false, &bytes));
+        record.response = Some(audit::commit(nonce, false, &bytes));
         record.latency_us =
             Some(u64::try_from(seen.started.elapsed().as_micros()).unwrap_or(u64::MAX));
         match audit.append_expected(record, expected).await {
@@ -1005,7 +1005,7 @@ impl Gateway {
     }
 
     /// The exchange's record, but for what only the response's end tells (status, response
-    /// digest, latency).
+    /// commitment, latency).
     fn skeleton(&self, seen: &Seen<'_>, facts: Facts) -> Record {
         let s = &*seen.active.snapshot;
         let service = facts.service.map(|i| &s.services[i]);

@@ -284,7 +284,38 @@ impl Reject {
             Reject::MethodNotAllowed { service, .. } => Cow::Owned(format!(
                 "service `{service}` does not allow this method at this path"
             )),
-            other => Cow::Owned(other.to_string()),
+            // Messages made of the configuration's names, limits and durations only. Listed one
+            // by one: a new refusal decides here whether its message may be logged.
+            Reject::UnknownAgency
+            | Reject::CertificateNotPinned { .. }
+            | Reject::CertificateRevoked
+            | Reject::CertificateUntrusted
+            | Reject::ClearanceInsufficient { .. }
+            | Reject::NoAgreement { .. }
+            | Reject::OperationNotCovered { .. }
+            | Reject::AgreementNotYetValid { .. }
+            | Reject::AgreementExpired { .. }
+            | Reject::AgreementChoiceRequired { .. }
+            | Reject::QuotaExceeded { .. }
+            | Reject::BadPath(_)
+            | Reject::NoService
+            | Reject::NoOperation { .. }
+            | Reject::RequestSchemaViolation { .. }
+            | Reject::BodyTooLarge { .. }
+            | Reject::BodyRead(_)
+            | Reject::BadHeader(_)
+            | Reject::UpstreamUnavailable { .. }
+            | Reject::UpstreamTimeout { .. }
+            | Reject::RequestTimeout { .. }
+            | Reject::UpstreamTls { .. }
+            | Reject::UpstreamSchemaViolation { .. }
+            | Reject::UpstreamBodyRead { .. }
+            | Reject::UpstreamResponseTooLarge { .. }
+            | Reject::UpstreamCredentials { .. }
+            | Reject::Overloaded { .. }
+            | Reject::AuditUnavailable
+            | Reject::OverBudget(_)
+            | Reject::UpstreamProtocol { .. } => Cow::Owned(self.to_string()),
         }
     }
 

@@ -330,21 +330,20 @@ where
     // connection until it has ended.
     let _counted = draining.clone();
     let (asked, mut finish) = tokio::sync::oneshot::channel();
-    let watcher = tokio::spawn(async move {
+    // Aborted when the connection's future goes, however it goes: the watcher holds a timer
+    // of up to `max_connection_age` and a drain receiver.
+    let _watcher = AbortOnDrop(tokio::spawn(async move {
         let closing = tokio::select! {
             _ = draining.wait_for(|d| *d) => Closing::Drain,
             () = close.notified() => Closing::Refused,
             () = tokio::time::sleep(age) => Closing::Age,
         };
         let _ = asked.send(closing);
-    });
+    }));
     tokio::pin!(conn);
     let closing = tokio::select! {
         biased;
-        ended = conn.as_mut() => {
-            watcher.abort();
-            return ended;
-        }
+        ended = conn.as_mut() => return ended,
         closing = &mut finish => closing.unwrap_or(Closing::Drain),
     };
     tracing::debug!(?closing, "closing the connection gracefully");

@@ -36,16 +36,11 @@ impl Redactor {
         })
     }
 
-    /// Several keys, the writing one first (none is an error of the caller).
-    pub fn from_files(files: &[Vec<u8>]) -> Result<Redactor, BadRedactionKey> {
-        let keys = files
-            .iter()
-            .map(|bytes| Key::from_file_bytes(bytes))
-            .collect::<Result<Vec<_>, _>>()?;
-        if keys.is_empty() {
-            return Err(BadRedactionKey);
-        }
-        Ok(Redactor { keys })
+    /// The keys of `redactors`, in order: the first one's writing key writes; `None` for no
+    /// keys at all.
+    pub fn joined(redactors: Vec<Redactor>) -> Option<Redactor> {
+        let keys: Vec<Key> = redactors.into_iter().flat_map(|r| r.keys).collect();
+        (!keys.is_empty()).then_some(Redactor { keys })
     }
 
     /// `hmac-sha256:<hex>` of a value, with the writing key.
@@ -214,7 +209,11 @@ mod tests {
     #[test]
     fn key_ids_name_the_key_without_giving_it_away() {
         let a = Redactor::from_file_bytes(&[b'a'; 64]).unwrap();
-        let b = Redactor::from_files(&[vec![b'b'; 64], vec![b'a'; 64]]).unwrap();
+        let b = Redactor::joined(vec![
+            Redactor::from_file_bytes(&[b'b'; 64]).unwrap(),
+            Redactor::from_file_bytes(&[b'a'; 64]).unwrap(),
+        ])
+        .unwrap();
         assert_eq!(a.key_id().len(), 16);
         assert_ne!(a.key_id(), b.key_id());
         assert_eq!(b.key_ids().nth(1), Some(a.key_id()));
@@ -224,6 +223,6 @@ mod tests {
             Redactor::from_file_bytes(b"short"),
             Err(BadRedactionKey)
         ));
-        assert!(Redactor::from_files(&[]).is_err());
+        assert!(Redactor::joined(Vec::new()).is_none());
     }
 }

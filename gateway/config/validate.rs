@@ -1241,7 +1241,7 @@ fn audit_settings(
         }
         Some(files) => {
             let many = matches!(files, OneOrMany::Many(_));
-            let read: Vec<Option<Vec<u8>>> = files
+            let read: Vec<Option<Redactor>> = files
                 .as_slice()
                 .iter()
                 .enumerate()
@@ -1252,19 +1252,17 @@ fn audit_settings(
                         "audit.redaction_key".to_owned()
                     };
                     let file = resolve(name);
-                    let bytes = std::fs::read(&file)
+                    let key = std::fs::read(&file)
                         .map_err(|e| format!("cannot read {}: {e}", file.display()))
                         .and_then(|bytes| {
                             Redactor::from_file_bytes(&bytes)
-                                .map(|_| bytes)
                                 .map_err(|e| format!("{}: {e}", file.display()))
                         });
-                    errors.check(at, bytes)
+                    errors.check(at, key)
                 })
                 .collect();
-            let read: Option<Vec<Vec<u8>>> = read.into_iter().collect();
-            read.and_then(|keys| Redactor::from_files(&keys).ok())
-                .map(|r| Some(Arc::new(r)))
+            let keys: Option<Vec<Redactor>> = read.into_iter().collect();
+            keys.and_then(Redactor::joined).map(|r| Some(Arc::new(r)))
         }
     };
     if a.redaction_key.is_none() {
