@@ -24,6 +24,19 @@ pub enum BodyError {
     Deadline(Duration),
 }
 
+/// `body`, keeping what the exchange holds (`held`) until the body is sent or dropped.
+pub fn holding(body: Body, held: Held) -> Body {
+    if held.bytes() == 0 {
+        return body;
+    }
+    // The closure owns the account; it goes when the body goes.
+    body.map_frame(move |frame| {
+        let _held = &held;
+        frame
+    })
+    .boxed()
+}
+
 /// An upstream's response body, held to the exchange's deadline (`timer`, which ends then;
 /// `after` is the `request_timeout` it came from): past it, the next read fails with
 /// [`BodyError::Deadline`] — a 504 while nothing was sent, a reset stream afterwards.

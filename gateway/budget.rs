@@ -13,10 +13,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use http_body_util::BodyExt;
-
-use crate::body::Body;
-
 /// The budget shared by every exchange.
 #[derive(Debug)]
 pub struct Budget {
@@ -126,19 +122,6 @@ impl Held {
     pub fn bytes(&self) -> u64 {
         self.request + self.response
     }
-
-    /// `body`, keeping what this exchange holds until the body is sent or dropped.
-    pub fn attach(self, body: Body) -> Body {
-        if self.bytes() == 0 {
-            return body;
-        }
-        // The closure owns the account; it goes when the body goes.
-        body.map_frame(move |frame| {
-            let _held = &self;
-            frame
-        })
-        .boxed()
-    }
 }
 
 impl Drop for Held {
@@ -176,7 +159,7 @@ mod tests {
         assert_eq!(budget.used(), 100);
         drop(a);
         assert_eq!(budget.used(), 30);
-        let body = b.attach(crate::body::full("x"));
+        let body = crate::body::holding(crate::body::full("x"), b);
         assert_eq!(budget.used(), 30);
         drop(body);
         assert_eq!(budget.used(), 0);

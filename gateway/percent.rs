@@ -75,6 +75,13 @@ pub fn decode(text: &str, plus: Plus) -> Result<Vec<u8>, BadEscape> {
     })
 }
 
+/// Free text (a purpose, often Indonesian with punctuation; a `grpc-message`) as a header
+/// value: header values must be visible ASCII, so other bytes and `%` itself are
+/// percent-encoded as UTF-8 (as RFC 8187 and the gRPC spec do).
+pub fn encode_text(text: &str) -> String {
+    encode(text, TEXT).to_string()
+}
+
 /// `text` with every byte of `set` (and every non-ASCII byte) percent-encoded.
 pub fn encode<'a>(text: &'a str, set: &'static AsciiSet) -> impl std::fmt::Display + 'a {
     utf8_percent_encode(text, set)

@@ -23,9 +23,10 @@ pub use receipt::{
     consistency, parse_public_key, receipt, select, verify, verify_consistency_proof,
     verify_receipt, Consistency, Receipt, Report, CONSISTENCY_FORMAT, RECEIPT_FORMAT,
 };
-pub use record::{sha256_hex, timestamp, BodyDigest, Record, GENESIS};
-pub use redact::{audit_target, key_id, BadRedactionKey, Redactor};
+pub use crate::keys::{key_id, sha256_hex, BadRedactionKey, Redactor, Signer};
+pub use record::{timestamp, BodyDigest, Record, GENESIS};
+pub use redact::audit_target;
 pub use segment::{segments, walk, walk_at, Broken, ChainHead, Place};
-pub use sign::{tree_head_message, unhex, verify_signature, Signer};
+pub use sign::{tree_head_message, unhex, verify_signature};
 pub use verify::{verify_all, Verification, KINDS};
 pub use writer::{admin, Appended, AuditError, AuditLog, Expected, WriterOptions};

@@ -8,7 +8,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use data_encoding::HEXLOWER;
 
 /// The `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -91,9 +90,6 @@ pub struct BodyDigest {
     pub length: u64,
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    HEXLOWER.encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
-}
 
 /// RFC 3339 UTC with milliseconds, from Unix milliseconds.
 pub fn timestamp(unix_millis: i64) -> String {

@@ -4,108 +4,9 @@
 //! the NIK itself. Query parameters the operation does not declare keep their names and lose
 //! their values, so a caller cannot push data of its choosing into the permanent log.
 
-use ring::{digest, hmac};
-
 use crate::config::{Operation, ParamIn};
 use crate::route::{Part, Template};
-use data_encoding::HEXLOWER;
-
-/// The redaction keys: the first hashes what is written, all are tried by `audit find`.
-pub struct Redactor {
-    keys: Vec<Key>,
-}
-
-struct Key {
-    hmac: hmac::Key,
-    /// A short hash of the key that records name (never the key).
-    id: String,
-}
-
-/// A redaction key file that cannot be used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("a redaction key must be 64 hex digits or at least 32 bytes")]
-pub struct BadRedactionKey;
-
-// === impl Redactor ===
-
-impl Redactor {
-    /// A key file holds 64 hex digits (as `pki init` writes it) or at least 32 raw bytes.
-    pub fn from_file_bytes(bytes: &[u8]) -> Result<Redactor, BadRedactionKey> {
-        Ok(Redactor {
-            keys: vec![Key::from_file_bytes(bytes)?],
-        })
-    }
-
-    /// The keys of `redactors`, in order: the first one's writing key writes; `None` for no
-    /// keys at all.
-    pub fn joined(redactors: Vec<Redactor>) -> Option<Redactor> {
-        let keys: Vec<Key> = redactors.into_iter().flat_map(|r| r.keys).collect();
-        (!keys.is_empty()).then_some(Redactor { keys })
-    }
-
-    /// `hmac-sha256:<hex>` of a value, with the writing key.
-    pub fn redact(&self, value: &str) -> String {
-        self.keys[0].redact(value)
-    }
-
-    /// The value as each key would have written it, for searching a log written over several
-    /// keys.
-    pub fn candidates(&self, value: &str) -> Vec<String> {
-        self.keys.iter().map(|k| k.redact(value)).collect()
-    }
-
-    /// The id of the writing key, as records name it.
-    pub fn key_id(&self) -> &str {
-        &self.keys[0].id
-    }
-
-    /// The ids of all keys, writing key first.
-    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
-        self.keys.iter().map(|k| k.id.as_str())
-    }
-}
-
-// === impl Key ===
-
-impl Key {
-    fn from_file_bytes(bytes: &[u8]) -> Result<Key, BadRedactionKey> {
-        let text = String::from_utf8_lossy(bytes);
-        let trimmed = text.trim();
-        let hex = (trimmed.len() == 64)
-            .then(|| {
-                data_encoding::HEXLOWER_PERMISSIVE
-                    .decode(trimmed.as_bytes())
-                    .ok()
-            })
-            .flatten();
-        let key = if let Some(key) = hex {
-            key
-        } else if bytes.len() >= 32 {
-            bytes.to_vec()
-        } else {
-            return Err(BadRedactionKey);
-        };
-        Ok(Key {
-            hmac: hmac::Key::new(hmac::HMAC_SHA256, &key),
-            id: key_id(&key),
-        })
-    }
-
-    fn redact(&self, value: &str) -> String {
-        format!(
-            "hmac-sha256:{}",
-            HEXLOWER.encode(hmac::sign(&self.hmac, value.as_bytes()).as_ref())
-        )
-    }
-}
-
-/// The first 8 bytes, in hex, of SHA-256 over `penghubung-redaction-key-id\n` and the key.
-pub fn key_id(key: &[u8]) -> String {
-    let mut context = digest::Context::new(&digest::SHA256);
-    context.update(b"penghubung-redaction-key-id\n");
-    context.update(key);
-    HEXLOWER.encode(&context.finish().as_ref()[..8])
-}
+use crate::keys::Redactor;
 
 /// The target as the audit log records it: the service prefix, the decoded path after it, and
 /// the query. Every parameter value is replaced by its keyed hash (or by `redacted` when there
@@ -187,6 +88,7 @@ fn looks_like_a_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::BadRedactionKey;
 
     #[test]
     fn only_names_that_read_as_names_are_kept() {

@@ -5,7 +5,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::record::{sha256_hex, Record, GENESIS};
+use super::record::{Record, GENESIS};
+use crate::keys::sha256_hex;
 
 /// The segment files of a directory, in order.
 pub fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {

@@ -6,16 +6,8 @@
 //! penghubung-tree-head-v1\n<gateway id>\n<tree size>\n<root, 64 lowercase hex>\n<time>\n
 //! ```
 
-use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::PrivateKeyDer;
+use ring::signature::{UnparsedPublicKey, ED25519};
 
-use data_encoding::HEXLOWER;
-
-/// Signs tree heads with the key of `[audit] signing_key`.
-pub struct Signer {
-    key: Ed25519KeyPair,
-}
 
 /// The exact bytes a tree-head signature covers.
 pub fn tree_head_message(gateway: &str, size: u64, root_hex: &str, time: &str) -> Vec<u8> {
@@ -38,31 +30,6 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
     data_encoding::HEXLOWER_PERMISSIVE
         .decode(text.trim().as_bytes())
         .ok()
-}
-
-// === impl Signer ===
-
-impl Signer {
-    /// Reads an Ed25519 PKCS#8 PEM key (as `penghubung pki init` writes it).
-    pub fn from_pem_file(path: &std::path::Path) -> Result<Signer, String> {
-        let key =
-            PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e:?}", path.display()))?;
-        let PrivateKeyDer::Pkcs8(der) = key else {
-            return Err(format!("{}: not a PKCS#8 key", path.display()));
-        };
-        let key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der())
-            .map_err(|e| format!("{}: not an Ed25519 key: {e}", path.display()))?;
-        Ok(Signer { key })
-    }
-
-    pub fn sign(&self, message: &[u8]) -> String {
-        HEXLOWER.encode(self.key.sign(message).as_ref())
-    }
-
-    /// The public key, 32 bytes as 64 hex digits: what auditors verify with.
-    pub fn public_key_hex(&self) -> String {
-        HEXLOWER.encode(self.key.public_key().as_ref())
-    }
 }
 
 #[cfg(test)]

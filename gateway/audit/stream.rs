@@ -18,6 +18,7 @@ use hyper::body::Frame;
 use super::commit::{Committer, Nonce};
 use super::{AuditLog, Record};
 use crate::body::{Body, BodyError};
+use crate::outcome::{Outcome, Problem};
 
 /// The `grpc-status` in `headers` (trailers, or the headers of a Trailers-Only answer).
 pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
@@ -65,7 +66,7 @@ struct Recorded {
 }
 
 impl Recorded {
-    fn finish(&mut self, outcome: Option<&'static str>) {
+    fn finish(&mut self, outcome: Option<Outcome>) {
         let Some(mut record) = self.record.take() else {
             return;
         };
@@ -73,7 +74,7 @@ impl Recorded {
             record.grpc_status = Some(status);
         }
         if let Some(outcome) = outcome {
-            record.outcome = outcome.to_owned();
+            record.outcome = outcome.as_str().to_owned();
         }
         record.response = self.committer.take().map(Committer::finish);
         record.latency_us =
@@ -142,8 +143,8 @@ impl hyper::body::Body for Recorded {
                 Poll::Ready(Some(Err(e))) => {
                     self.ended = true;
                     self.finish(Some(match e {
-                        BodyError::Deadline(_) => "upstream-timeout",
-                        BodyError::Broken(_) => "upstream-protocol-error",
+                        BodyError::Deadline(_) => Outcome::Refused(Problem::UpstreamTimeout),
+                        BodyError::Broken(_) => Outcome::Refused(Problem::UpstreamProtocolError),
                     }));
                     return Poll::Ready(Some(Err(e)));
                 }
@@ -160,7 +161,7 @@ impl Drop for Recorded {
     /// A caller that goes away mid-stream still leaves a record.
     fn drop(&mut self) {
         if self.record.is_some() {
-            self.finish(Some("caller-cancelled"));
+            self.finish(Some(Outcome::CallerCancelled));
         }
     }
 }

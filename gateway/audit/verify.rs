@@ -15,7 +15,8 @@ use data_encoding::HEXLOWER;
 
 use super::merkle::{leaf_hash, CompactRange};
 use super::receipt::Report;
-use super::record::{sha256_hex, Record, GENESIS};
+use super::record::{Record, GENESIS};
+use crate::keys::sha256_hex;
 use super::segment::{segments, Broken, ChainHead};
 use super::sign::{tree_head_message, verify_signature};
 

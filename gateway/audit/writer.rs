@@ -20,9 +20,10 @@ use tokio::sync::oneshot;
 
 use super::index::{IndexWriter, Line, Lookup, Shared};
 use super::merkle::{leaf_hash, CompactRange};
-use super::record::{sha256_hex, timestamp, Record};
+use super::record::{timestamp, Record};
 use super::segment::{segment_path, segments, walk, walk_at, ChainHead, Place};
-use super::sign::{tree_head_message, Signer};
+use super::sign::tree_head_message;
+use crate::keys::{sha256_hex, Signer};
 use crate::config::Durability;
 use data_encoding::HEXLOWER;
 

@@ -6,6 +6,7 @@
 mod credentials;
 mod error;
 mod file;
+pub mod openapi;
 mod snapshot;
 mod units;
 mod validate;
@@ -40,7 +41,9 @@ pub fn load_str(text: &str, source: &Path, base: &Path) -> Result<Snapshot, Conf
     let (file, unknown) = parse(text).map_err(|(toml_path, message)| {
         ConfigErrors::single(source.to_path_buf(), &toml_path, message)
     })?;
-    validate::validate(file, text, source, base, unknown)
+    let mut snapshot = validate::validate(file, text, source, base, unknown)?;
+    snapshot.openapi = openapi::documents(&snapshot)?;
+    Ok(snapshot)
 }
 
 /// TOML → file shape. Unknown keys are collected with their paths rather than failing, so that

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{Method, Uri};
 
 use super::units::Rate;
-use crate::audit::{Redactor, Signer};
+use crate::keys::{Redactor, Signer};
 use crate::route::{RouteTable, Template};
 use crate::schema::Schema;
 use crate::tls::{CertInfo, IdentityField};

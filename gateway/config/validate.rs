@@ -22,7 +22,7 @@ use super::snapshot::{
     SchemaMode, Service, Snapshot, TimeZone, Upstream,
 };
 use super::units::{parse_duration, parse_rate, parse_size};
-use crate::audit::{Redactor, Signer};
+use crate::keys::{Redactor, Signer};
 use crate::route::{normalize, RouteTable, Template};
 use crate::schema::{Registry, Schema};
 use crate::tls::{self, CertInfo, IdentityField};
@@ -461,29 +461,6 @@ pub fn validate(
         }
     }
 
-    // OpenAPI documents, one per service, built now so that serving them reads no file.
-    let schemas_root = match &schemas.registry {
-        Some(Ok(registry)) => registry.root().to_path_buf(),
-        _ => schemas_dir.clone(),
-    };
-    let mut openapi = Vec::new();
-    for (i, service) in services.iter().enumerate() {
-        let ctx = crate::openapi::Context {
-            gateway_id: &g.id,
-            owner: agencies.get(service.owner).map_or("", |a| a.code.as_str()),
-            schemas_root: &schemas_root,
-        };
-        match crate::openapi::document(&ctx, service) {
-            Ok(doc) => openapi.push(bytes::Bytes::from(
-                serde_json::to_vec_pretty(&doc).unwrap_or_default(),
-            )),
-            Err(e) => errors.push(
-                format!("services[{i}]"),
-                format!("cannot build its OpenAPI document: {e}"),
-            ),
-        }
-    }
-
     let warnings = errors.into_result(source.to_path_buf())?;
     let mut agreement_index: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
     for (i, a) in agreements.iter().enumerate() {
@@ -502,7 +479,7 @@ pub fn validate(
     };
     Ok(Snapshot {
         source: source.to_path_buf(),
-        digest: crate::audit::sha256_hex(text.as_bytes()),
+        digest: crate::keys::sha256_hex(text.as_bytes()),
         gateway: GatewaySettings {
             id: g.id.clone(),
             listen: listen.ok_or_else(missing)?,
@@ -537,7 +514,7 @@ pub fn validate(
         certificates,
         identities,
         agreement_index,
-        openapi,
+        openapi: Vec::new(),
         warnings,
     })
 }
@@ -1070,7 +1047,7 @@ fn fingerprint(entry: &ServiceEntry, operations: &[Operation]) -> String {
         text.extend_from_slice(schema.name.as_bytes());
         text.extend(std::fs::read(&schema.file).unwrap_or_default());
     }
-    crate::audit::sha256_hex(&text)
+    crate::keys::sha256_hex(&text)
 }
 
 fn register_routes(

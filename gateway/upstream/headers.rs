@@ -74,7 +74,7 @@ pub fn to_upstream(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
     insert(headers, SPL_CONSUMER, fwd.consumer);
     if let Some((id, purpose)) = fwd.agreement {
         insert(headers, SPL_AGREEMENT, id);
-        insert(headers, SPL_PURPOSE, &encode_text(purpose));
+        insert(headers, SPL_PURPOSE, &crate::percent::encode_text(purpose));
     }
     insert(headers, SPL_EXCHANGE_ID, &fwd.exchange.id);
     let mut forwarded = format!("for=\"{}\";proto=https", fwd.client);
@@ -140,13 +140,6 @@ fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
     for name in names {
         headers.remove(name);
     }
-}
-
-/// Free text (a purpose, often Indonesian with punctuation; a `grpc-message`) as a header
-/// value: header values must be visible ASCII, so other bytes and `%` itself are
-/// percent-encoded as UTF-8 (as RFC 8187 and the gRPC spec do).
-pub fn encode_text(text: &str) -> String {
-    crate::percent::encode(text, crate::percent::TEXT).to_string()
 }
 
 fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {

@@ -5,7 +5,7 @@ mod headers;
 mod pool;
 
 pub use headers::{
-    encode_text, keep_only, to_caller, to_upstream, Forwarding, CLIENT_ADDRESS_HEADERS,
-    SPL_AGREEMENT, SPL_CONSUMER, SPL_EXCHANGE_ID, SPL_PURPOSE,
+    keep_only, to_caller, to_upstream, Forwarding, CLIENT_ADDRESS_HEADERS, SPL_AGREEMENT,
+    SPL_CONSUMER, SPL_EXCHANGE_ID, SPL_PURPOSE,
 };
 pub use pool::{Pool, UpstreamHealth, EJECT_FOR};
