@@ -5,17 +5,18 @@
 //!
 //! Each service keeps a ring of one-minute buckets (a day's worth) on tokio's clock; a bucket
 //! counts answered and failed exchanges and a latency histogram with four buckets per power of
-//! two (percentiles accurate to about 19%). Recording is a map lookup under a mutex and a few
-//! additions.
+//! two (percentiles accurate to about 19%). The pipeline records into the ring of the exchange's
+//! service, which the configuration in force holds by service index ([`Rings`]): a lock of
+//! that minute's bucket and a few additions, no map look-up and no lock shared by services.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::report::Kind;
+use crate::outcome::Kind;
 
 const MINUTES: usize = 24 * 60;
 /// Histogram buckets: 4 per power of two of microseconds, up to 2^32 µs (~72 min).
@@ -25,11 +26,20 @@ pub const WINDOWS: [(&str, usize); 3] = [("5m", 5), ("1h", 60), ("24h", MINUTES)
 
 pub struct Sla {
     start: Instant,
-    services: Mutex<HashMap<String, Ring>>,
+    /// Every service seen since the start, by id: a service keeps its figures across reloads.
+    services: RwLock<BTreeMap<String, Arc<Ring>>>,
 }
 
-struct Ring {
-    buckets: Vec<Bucket>,
+/// One service's minutes.
+pub struct Ring {
+    start: Instant,
+    buckets: Box<[Mutex<Bucket>]>,
+}
+
+/// The rings of one configuration's services, by service index, each taken from the [`Sla`]
+/// the first time its service concludes an exchange.
+pub struct Rings {
+    rings: Box<[OnceLock<Arc<Ring>>]>,
 }
 
 #[derive(Clone)]
@@ -47,31 +57,103 @@ impl Sla {
     pub fn new() -> Sla {
         Sla {
             start: Instant::now(),
-            services: Mutex::new(HashMap::new()),
+            services: RwLock::new(BTreeMap::new()),
         }
     }
 
-    fn minute(&self) -> u64 {
-        Instant::now()
-            .saturating_duration_since(self.start)
-            .as_secs()
-            / 60
+    /// The ring of `service`, made on first use.
+    fn ring(&self, service: &str) -> Arc<Ring> {
+        if let Some(ring) = self
+            .services
+            .read()
+            .ok()
+            .and_then(|s| s.get(service).cloned())
+        {
+            return ring;
+        }
+        let ring = || Arc::new(Ring::new(self.start));
+        match self.services.write() {
+            Ok(mut services) => services
+                .entry(service.to_owned())
+                .or_insert_with(ring)
+                .clone(),
+            Err(_) => ring(),
+        }
     }
 
-    /// Counts one concluded exchange of `service` (refusals, the caller's doing, are not).
-    pub fn record(&self, service: &str, kind: Kind, latency: Duration) {
+    /// Empty slots for the `services` of a configuration, filled on first use.
+    pub fn rings(&self, services: usize) -> Rings {
+        Rings {
+            rings: (0..services).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Counts one concluded exchange of the service with index `index` and id `id` in
+    /// `rings` (refusals, the caller's doing, are not counted).
+    pub fn record_in(&self, rings: &Rings, index: usize, id: &str, kind: Kind, latency: Duration) {
         if kind == Kind::Refused {
             return;
         }
-        let minute = self.minute();
-        let Ok(mut services) = self.services.lock() else {
+        if let Some(slot) = rings.rings.get(index) {
+            slot.get_or_init(|| self.ring(id)).record(kind, latency);
+        }
+    }
+
+    /// Counts one concluded exchange of `service`, by id.
+    pub fn record(&self, service: &str, kind: Kind, latency: Duration) {
+        if kind != Kind::Refused {
+            self.ring(service).record(kind, latency);
+        }
+    }
+
+    /// Every service's figures over each window, as JSON.
+    pub fn report(&self) -> serde_json::Value {
+        let now = minute_since(self.start);
+        let Ok(services) = self.services.read() else {
+            return json!({"services": []});
+        };
+        let list: Vec<serde_json::Value> = services
+            .iter()
+            .map(|(id, ring)| {
+                let windows: serde_json::Map<String, serde_json::Value> = WINDOWS
+                    .iter()
+                    .map(|(name, minutes)| ((*name).to_owned(), ring.window(now, *minutes)))
+                    .collect();
+                json!({"service": id, "windows": windows})
+            })
+            .collect();
+        json!({"services": list})
+    }
+}
+
+/// Whole minutes since `start`, on tokio's clock.
+fn minute_since(start: Instant) -> u64 {
+    Instant::now().saturating_duration_since(start).as_secs() / 60
+}
+
+impl Default for Sla {
+    fn default() -> Sla {
+        Sla::new()
+    }
+}
+
+// === impl Ring ===
+
+impl Ring {
+    fn new(start: Instant) -> Ring {
+        Ring {
+            start,
+            buckets: (0..MINUTES)
+                .map(|_| Mutex::new(Bucket::empty(u64::MAX)))
+                .collect(),
+        }
+    }
+
+    fn record(&self, kind: Kind, latency: Duration) {
+        let minute = minute_since(self.start);
+        let Ok(mut bucket) = self.buckets[(minute % MINUTES as u64) as usize].lock() else {
             return;
         };
-        let ring = match services.get_mut(service) {
-            Some(ring) => ring,
-            None => services.entry(service.to_owned()).or_insert_with(Ring::new),
-        };
-        let bucket = &mut ring.buckets[(minute % MINUTES as u64) as usize];
         if bucket.minute != minute {
             *bucket = Bucket::empty(minute);
         }
@@ -85,44 +167,6 @@ impl Sla {
         }
     }
 
-    /// Every service's figures over each window, as JSON.
-    pub fn report(&self) -> serde_json::Value {
-        let now = self.minute();
-        let Ok(services) = self.services.lock() else {
-            return json!({"services": []});
-        };
-        let mut ids: Vec<&String> = services.keys().collect();
-        ids.sort();
-        let list: Vec<serde_json::Value> = ids
-            .into_iter()
-            .map(|id| {
-                let ring = &services[id];
-                let windows: serde_json::Map<String, serde_json::Value> = WINDOWS
-                    .iter()
-                    .map(|(name, minutes)| ((*name).to_owned(), ring.window(now, *minutes)))
-                    .collect();
-                json!({"service": id, "windows": windows})
-            })
-            .collect();
-        json!({"services": list})
-    }
-}
-
-impl Default for Sla {
-    fn default() -> Sla {
-        Sla::new()
-    }
-}
-
-// === impl Ring ===
-
-impl Ring {
-    fn new() -> Ring {
-        Ring {
-            buckets: vec![Bucket::empty(u64::MAX); MINUTES],
-        }
-    }
-
     /// The figures of the last `minutes` minutes, this one included.
     fn window(&self, now: u64, minutes: usize) -> serde_json::Value {
         let (mut answered, mut failed) = (0u64, 0u64);
@@ -131,7 +175,9 @@ impl Ring {
             let Some(minute) = now.checked_sub(back) else {
                 break;
             };
-            let bucket = &self.buckets[(minute % MINUTES as u64) as usize];
+            let Ok(bucket) = self.buckets[(minute % MINUTES as u64) as usize].lock() else {
+                continue;
+            };
             if bucket.minute != minute {
                 continue;
             }

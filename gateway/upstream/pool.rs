@@ -3,7 +3,7 @@
 //! One pooled hyper client per service, because each service has its own upstream CA. The
 //! pool is a handle: built from a snapshot, called by the pipeline, and replaced with it.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,6 +38,8 @@ struct ServicePool {
     in_flight: Option<tokio::sync::Semaphore>,
     /// When the next active health check is due (tokio time); `None`: at once.
     next_check: std::sync::Mutex<Option<Instant>>,
+    /// What `ejected_until` counts from.
+    epoch: Instant,
 }
 
 /// Consecutive failures after which an upstream is left out of the rotation.
@@ -54,8 +56,9 @@ const DOWN_AFTER: u32 = 2;
 struct UpstreamState {
     outstanding: AtomicUsize,
     failures: AtomicU32,
-    /// Left out of the rotation until then (tokio time).
-    ejected_until: std::sync::Mutex<Option<Instant>>,
+    /// Left out of the rotation until then: nanoseconds after the pool's `epoch` (tokio
+    /// time); 0 when never ejected.
+    ejected_until: AtomicU64,
     /// Failed active health checks in a row.
     failed_checks: AtomicU32,
     /// Out of the rotation until a health check passes.
@@ -112,6 +115,7 @@ impl Pool {
                     .max_in_flight
                     .map(|n| tokio::sync::Semaphore::new(n as usize)),
                 next_check: std::sync::Mutex::new(None),
+                epoch: Instant::now(),
             })
             .collect();
         Pool { services }
@@ -119,9 +123,9 @@ impl Pool {
 
     /// How each upstream of service `index` stands, with its requests under way.
     pub fn health(&self, index: usize) -> Vec<(UpstreamHealth, usize)> {
-        let now = Instant::now();
-        self.services[index]
-            .upstreams
+        let pool = &self.services[index];
+        let now = pool.now();
+        pool.upstreams
             .iter()
             .map(|u| (u.health(now), u.outstanding.load(Ordering::Relaxed)))
             .collect()
@@ -292,7 +296,7 @@ impl Pool {
             Err(Reject::UpstreamUnavailable { .. } | Reject::UpstreamTimeout { .. }) => true,
             Err(_) => false,
         };
-        if state.outcome(failed) {
+        if state.outcome(failed, pool.now()) {
             tracing::warn!(service = %service.id, upstream = %upstream.origin, ejected_for = ?EJECT_FOR, "upstream failing: left out of the rotation");
         }
         result
@@ -371,20 +375,21 @@ impl ServicePool {
         if n == 1 {
             return 0;
         }
-        let now = Instant::now();
-        let mut usable: Vec<usize> = (0..n)
-            .filter(|&i| Some(i) != not && self.upstreams[i].health(now) == UpstreamHealth::Up)
-            .collect();
-        if usable.is_empty() {
-            usable = (0..n).filter(|&i| Some(i) != not).collect();
-        }
-        let k = usable.len();
+        let now = self.now();
+        let other = |i: &usize| Some(*i) != not;
+        let up = |i: &usize| other(i) && self.upstreams[*i].health(now) == UpstreamHealth::Up;
+        // Those up (but `not`), or all but `not` when none is; counted, then indexed, without
+        // collecting them.
+        let any_up = (0..n).any(|i| up(&i));
+        let usable = |i: &usize| if any_up { up(i) } else { other(i) };
+        let k = (0..n).filter(usable).count();
+        let nth = |j: usize| (0..n).filter(usable).nth(j).unwrap_or(0);
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        let a = usable[turn % k];
+        let a = nth(turn % k);
         if k == 1 {
             return a;
         }
-        let b = usable[(turn % k + 1 + (turn / k) % (k - 1)) % k];
+        let b = nth((turn % k + 1 + (turn / k) % (k - 1)) % k);
         let load = |i: usize| self.upstreams[i].outstanding.load(Ordering::Relaxed);
         if load(b) < load(a) {
             b
@@ -392,18 +397,20 @@ impl ServicePool {
             a
         }
     }
+
+    /// Nanoseconds since `epoch`, at least 1 (0 marks "never ejected").
+    fn now(&self) -> u64 {
+        let since = Instant::now().saturating_duration_since(self.epoch);
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX).max(1)
+    }
 }
 
 // === impl UpstreamState ===
 
 impl UpstreamState {
-    fn health(&self, now: Instant) -> UpstreamHealth {
-        let ejected = self
-            .ejected_until
-            .lock()
-            .ok()
-            .and_then(|until| *until)
-            .is_some_and(|until| now < until);
+    /// How the upstream stands at `now` (the pool's clock, [`ServicePool::now`]).
+    fn health(&self, now: u64) -> UpstreamHealth {
+        let ejected = now < self.ejected_until.load(Ordering::Relaxed);
         if self.down.load(Ordering::Relaxed) {
             UpstreamHealth::Down
         } else if ejected {
@@ -414,7 +421,7 @@ impl UpstreamState {
     }
 
     /// Notes an outcome; true when it ejects the upstream.
-    fn outcome(&self, failed: bool) -> bool {
+    fn outcome(&self, failed: bool, now: u64) -> bool {
         if !failed {
             self.failures.store(0, Ordering::Relaxed);
             return false;
@@ -423,9 +430,9 @@ impl UpstreamState {
             return false;
         }
         self.failures.store(0, Ordering::Relaxed);
-        if let Ok(mut until) = self.ejected_until.lock() {
-            *until = Some(Instant::now() + EJECT_FOR);
-        }
+        let eject_for = u64::try_from(EJECT_FOR.as_nanos()).unwrap_or(u64::MAX);
+        self.ejected_until
+            .store(now.saturating_add(eject_for), Ordering::Relaxed);
         true
     }
 }
