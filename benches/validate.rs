@@ -13,8 +13,8 @@ use http_body_util::{BodyExt, Full};
 use penghubung::caller::Caller;
 use penghubung::config::load_str;
 use penghubung::demo::{json_response, serve_sample, Handler, Seen};
-use penghubung::pipeline::Gateway;
 use penghubung::pki::Authority;
+use penghubung::runtime::Gateway;
 use penghubung::tls::IdentityField;
 use serde_json::{json, Value};
 

@@ -18,7 +18,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::body::{full, Body};
-use crate::pipeline::{Gateway, PurgeError, ReloadError};
+use crate::runtime::{Gateway, PurgeError, ReloadError};
 use crate::server::Accept;
 
 /// At most this many admin connections are open at once; further ones wait in the kernel's

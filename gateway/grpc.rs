@@ -21,10 +21,13 @@ use tonic::{Code, Status};
 use crate::audit::{Lookup, LookupError};
 use crate::caller::Caller;
 use crate::config::Snapshot;
-use crate::pipeline::{ExchangeCall, Gateway, MAX_AUDITED_RESPONSE};
 use crate::quota::{Decision, PerCaller};
 use crate::reject::{Refusal, Reject};
 use crate::upstream::SPL_AGREEMENT;
+use crate::{
+    pipeline::{ExchangeCall, MAX_AUDITED_RESPONSE},
+    runtime::Gateway,
+};
 
 /// The generated code of the contract.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -190,7 +193,10 @@ impl Exchange for Front {
         if let Some(refusal) = response.extensions().get::<Refusal>() {
             let mut status = Status::new(refusal.code, refusal.detail.clone());
             let metadata = status.metadata_mut();
-            metadata.insert("spl-problem", MetadataValue::from_static(refusal.slug));
+            metadata.insert(
+                "spl-problem",
+                MetadataValue::from_static(refusal.problem.as_str()),
+            );
             if let Ok(id) = exchange_id.parse() {
                 metadata.insert("spl-exchange-id", id);
             }

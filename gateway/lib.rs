@@ -14,7 +14,7 @@
 //!                                                   request)
 //! ```
 //!
-//! [`pipeline::Gateway::handle`] runs the stages in that order (`run`), then counts the exchange
+//! [`runtime::Gateway::handle`] runs the stages in that order (`run`), then counts the exchange
 //! and, with an audit log, records it before the response is released.
 //!
 //! | module | what it holds |
@@ -23,7 +23,7 @@
 //! | [`server`] | the listener: accept, TLS handshake with a required client certificate, HTTP/1.1 + HTTP/2, graceful drain |
 //! | [`tls`] | PEM loading, server and upstream rustls configurations, the identity field of a certificate |
 //! | [`caller`] | who is on a connection: certificate identity resolved to an agency once per connection |
-//! | [`pipeline`] | [`pipeline::Gateway`], the service as a value, and the request path top to bottom |
+//! | [`pipeline`] | [`runtime::Gateway`], the service as a value, and the request path top to bottom |
 //! | [`route`] | path normalisation, then service by longest prefix and operation by template and method |
 //! | [`authorize`] | default deny: classification and clearance, agreements in force, the `SPL-Agreement` choice |
 //! | [`quota`] | per-agreement rates (GCRA) on tokio's monotonic clock |
@@ -41,7 +41,6 @@
 //! | [`grpc`] | the gRPC front on `grpc_listen`: `Exchange.Call` through the pipeline, `Catalog`, `Audit`, health, reflection |
 //! | [`admin`] | the admin listener: `/healthz`, `/readyz`, `/metrics`, `POST /v1/cache/purge` |
 //! | [`catalog`] | `/.well-known/spl/`: the catalog and OpenAPI documents for PD developers |
-//! | [`openapi`] | OpenAPI 3.1 documents built from the configuration and schemas |
 //! | [`schema`], [`validate`] | the schema registry, and validation of parameters, requests and responses (bodies read in place: `schema::tape`) |
 //! | [`pki`] | a development PKI (rcgen) for `pki init`, the demo and the tests |
 //! | [`demo`] | `penghubung demo`: two sample PD services behind the gateway |
@@ -68,8 +67,9 @@ pub mod demo;
 pub mod exchange;
 pub mod grpc;
 pub mod inventory;
-pub mod openapi;
+pub mod keys;
 pub mod otlp;
+pub mod outcome;
 pub mod percent;
 pub mod pipeline;
 pub mod pki;
@@ -77,6 +77,7 @@ pub mod quota;
 pub mod reject;
 pub mod report;
 pub mod route;
+pub mod runtime;
 pub mod schema;
 pub mod server;
 pub mod sla;

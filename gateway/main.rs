@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use penghubung::pipeline::Gateway;
+use penghubung::runtime::Gateway;
 use penghubung::{audit, config, demo, inventory, pki, report, server};
 use tokio::net::TcpListener;
 

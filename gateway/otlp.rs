@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 
 use crate::config::OtlpSettings;
 use crate::exchange::Exchange;
+use crate::outcome::Outcome;
 
 /// Spans waiting for the exporter; beyond this they are dropped.
 const QUEUE: usize = 8192;
@@ -74,7 +75,7 @@ pub struct Ended<'a> {
     pub consumer: Option<&'a str>,
     pub service: Option<&'a str>,
     pub operation: Option<&'a str>,
-    pub outcome: &'a str,
+    pub outcome: Outcome,
     pub status: u16,
 }
 
@@ -180,7 +181,7 @@ fn span(e: Ended<'_>) -> Span {
     };
     let mut attributes = vec![
         text("spl.exchange_id", &e.exchange.id),
-        text("spl.outcome", e.outcome),
+        text("spl.outcome", e.outcome.as_str()),
         text("http.request.method", e.method),
         KeyValue {
             key: "http.response.status_code".to_owned(),
@@ -199,10 +200,7 @@ fn span(e: Ended<'_>) -> Span {
             attributes.push(text(key, value));
         }
     }
-    let forwarded = matches!(
-        e.outcome,
-        "forwarded" | "served-from-cache" | "forwarded-schema-violation"
-    );
+    let forwarded = e.outcome.answered();
     let now = SystemTime::now();
     Span {
         trace_id: unhex(&trace.trace_id),
@@ -227,7 +225,7 @@ fn span(e: Ended<'_>) -> Span {
             message: if forwarded {
                 String::new()
             } else {
-                e.outcome.to_owned()
+                e.outcome.as_str().to_owned()
             },
         }),
         ..Default::default()

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::body::{full, Body, BodyError, Unread};
 use crate::config::{Classification, Date, Rate};
+use crate::outcome::Problem;
 use crate::route::PathRejected;
 use crate::schema::Violation;
 
@@ -173,7 +174,7 @@ pub enum Severity {
 }
 
 #[derive(Serialize)]
-struct Problem<'a> {
+struct Document<'a> {
     #[serde(rename = "type")]
     kind: String,
     title: &'static str,
@@ -319,45 +320,50 @@ impl Reject {
         }
     }
 
-    /// The stable name of the problem; also the audit outcome of a refused exchange.
-    pub fn slug(&self) -> &'static str {
+    /// The problem type; its slug is also the audit outcome of a refused exchange.
+    pub fn problem(&self) -> Problem {
         match self {
-            Reject::UnknownAgency => "unknown-agency",
-            Reject::CertificateNotPinned { .. } => "certificate-not-pinned",
-            Reject::CertificateRevoked => "certificate-revoked",
-            Reject::CertificateUntrusted => "certificate-untrusted",
-            Reject::ClearanceInsufficient { .. } => "clearance-insufficient",
+            Reject::UnknownAgency => Problem::UnknownAgency,
+            Reject::CertificateNotPinned { .. } => Problem::CertificateNotPinned,
+            Reject::CertificateRevoked => Problem::CertificateRevoked,
+            Reject::CertificateUntrusted => Problem::CertificateUntrusted,
+            Reject::ClearanceInsufficient { .. } => Problem::ClearanceInsufficient,
             // A foreign agreement id gets the same answer as having none: nothing to learn.
-            Reject::NoAgreement { .. } | Reject::AgreementNotYours { .. } => "no-agreement",
-            Reject::OperationNotCovered { .. } => "operation-not-covered",
-            Reject::AgreementNotYetValid { .. } => "agreement-not-yet-valid",
-            Reject::AgreementExpired { .. } => "agreement-expired",
-            Reject::AgreementChoiceRequired { .. } => "agreement-choice-required",
-            Reject::QuotaExceeded { .. } => "quota-exceeded",
-            Reject::MalformedJson { .. } => "malformed-json",
-            Reject::UnsupportedMediaType { .. } => "unsupported-media-type",
-            Reject::RequestSchemaViolation { .. } => "request-schema-violation",
-            Reject::InvalidParameter { .. } => "invalid-parameter",
-            Reject::UpstreamSchemaViolation { .. } => "upstream-schema-violation",
-            Reject::UpstreamResponseTooLarge { .. } => "upstream-response-too-large",
-            Reject::UpstreamCredentials { .. } => "upstream-credentials",
-            Reject::Overloaded { .. } | Reject::OverBudget(_) => "overloaded",
-            Reject::BadPath(_) => "malformed-path",
-            Reject::NoService => "no-route",
-            Reject::NoOperation { .. } => "no-operation",
-            Reject::MethodNotAllowed { .. } => "method-not-allowed",
-            Reject::BodyTooLarge { .. } => "body-too-large",
-            Reject::BodyRead(_) => "malformed-body",
-            Reject::BadHeader(_) => "malformed-header",
-            Reject::UpstreamUnavailable { .. } => "upstream-unavailable",
-            Reject::AuditUnavailable => "audit-unavailable",
-            Reject::UpstreamTimeout { .. } => "upstream-timeout",
-            Reject::RequestTimeout { .. } => "request-timeout",
-            Reject::UpstreamTls { .. } => "upstream-tls",
+            Reject::NoAgreement { .. } | Reject::AgreementNotYours { .. } => Problem::NoAgreement,
+            Reject::OperationNotCovered { .. } => Problem::OperationNotCovered,
+            Reject::AgreementNotYetValid { .. } => Problem::AgreementNotYetValid,
+            Reject::AgreementExpired { .. } => Problem::AgreementExpired,
+            Reject::AgreementChoiceRequired { .. } => Problem::AgreementChoiceRequired,
+            Reject::QuotaExceeded { .. } => Problem::QuotaExceeded,
+            Reject::MalformedJson { .. } => Problem::MalformedJson,
+            Reject::UnsupportedMediaType { .. } => Problem::UnsupportedMediaType,
+            Reject::RequestSchemaViolation { .. } => Problem::RequestSchemaViolation,
+            Reject::InvalidParameter { .. } => Problem::InvalidParameter,
+            Reject::UpstreamSchemaViolation { .. } => Problem::UpstreamSchemaViolation,
+            Reject::UpstreamResponseTooLarge { .. } => Problem::UpstreamResponseTooLarge,
+            Reject::UpstreamCredentials { .. } => Problem::UpstreamCredentials,
+            Reject::Overloaded { .. } | Reject::OverBudget(_) => Problem::Overloaded,
+            Reject::BadPath(_) => Problem::MalformedPath,
+            Reject::NoService => Problem::NoRoute,
+            Reject::NoOperation { .. } => Problem::NoOperation,
+            Reject::MethodNotAllowed { .. } => Problem::MethodNotAllowed,
+            Reject::BodyTooLarge { .. } => Problem::BodyTooLarge,
+            Reject::BodyRead(_) => Problem::MalformedBody,
+            Reject::BadHeader(_) => Problem::MalformedHeader,
+            Reject::UpstreamUnavailable { .. } => Problem::UpstreamUnavailable,
+            Reject::AuditUnavailable => Problem::AuditUnavailable,
+            Reject::UpstreamTimeout { .. } => Problem::UpstreamTimeout,
+            Reject::RequestTimeout { .. } => Problem::RequestTimeout,
+            Reject::UpstreamTls { .. } => Problem::UpstreamTls,
             Reject::UpstreamProtocol { .. } | Reject::UpstreamBodyRead { .. } => {
-                "upstream-protocol-error"
+                Problem::UpstreamProtocolError
             }
         }
+    }
+
+    /// The stable name of the problem (`docs/problems.md`).
+    pub fn slug(&self) -> &'static str {
+        self.problem().as_str()
     }
 
     pub fn title(&self) -> &'static str {
@@ -466,7 +472,7 @@ impl Reject {
     /// so that the gRPC front can answer with a status instead.
     pub fn to_response(&self, exchange_id: &str) -> Response<Body> {
         let status = self.status();
-        let problem = Problem {
+        let problem = Document {
             kind: format!("{PROBLEM_BASE}{}", self.slug()),
             title: self.title(),
             status: status.as_u16(),
@@ -475,7 +481,7 @@ impl Reject {
             violations: self.violations(),
         };
         let refusal = Refusal {
-            slug: self.slug(),
+            problem: self.problem(),
             code: self.grpc_code(),
             detail: problem.detail.clone(),
         };
@@ -534,7 +540,7 @@ pub struct CloseConnection {
 /// Marks a response as the gateway's refusal (in its extensions).
 #[derive(Debug, Clone)]
 pub struct Refusal {
-    pub slug: &'static str,
+    pub problem: Problem,
     pub code: tonic::Code,
     pub detail: String,
 }
@@ -548,7 +554,7 @@ impl Reject {
         let headers = &mut parts.headers;
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         headers.insert("grpc-status", HeaderValue::from(self.grpc_code() as i32));
-        if let Ok(message) = HeaderValue::from_str(&crate::upstream::encode_text(&self.to_string()))
+        if let Ok(message) = HeaderValue::from_str(&crate::percent::encode_text(&self.to_string()))
         {
             headers.insert("grpc-message", message);
         }

@@ -18,6 +18,7 @@ use serde_json::json;
 use crate::audit::{self, Record};
 use crate::clock::midnight_millis;
 use crate::config::{Date, TimeZone};
+use crate::outcome::{Kind, Outcome};
 
 /// What the report covers: `[since, until]`, whole days in `zone`.
 #[derive(Debug, Clone, Copy)]
@@ -44,14 +45,6 @@ pub struct ServiceFigures {
     pub failed: u64,
     pub refused: u64,
     latencies_us: Vec<u64>,
-}
-
-/// How an exchange counts for availability (shared with the live SLA figures, `crate::sla`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Answered,
-    Failed,
-    Refused,
 }
 
 // === impl Window ===
@@ -122,11 +115,10 @@ impl Report {
             .by_outcome
             .entry((consumer, service.clone(), r.outcome.clone()))
             .or_default() += 1;
-        let kind = classify(&r.outcome, r.status, r.grpc_status);
-        if !matches!(
-            r.outcome.as_str(),
-            "forwarded" | "forwarded-schema-violation" | "served-from-cache"
-        ) {
+        let outcome = Outcome::parse(&r.outcome);
+        // An outcome this gateway does not know counts as a refusal, as it did when written.
+        let kind = outcome.map_or(Kind::Refused, |o| o.kind(r.status, r.grpc_status));
+        if !outcome.is_some_and(Outcome::answered) {
             *self.refusals.entry(r.outcome.clone()).or_default() += 1;
         }
         if r.service.is_none() {
@@ -266,29 +258,6 @@ impl ServiceFigures {
         let rank = (p * self.latencies_us.len() as f64).ceil() as usize;
         Some(self.latencies_us[rank.clamp(1, self.latencies_us.len()) - 1])
     }
-}
-
-/// Answered, failed on the gateway's or upstream's side, or refused (the caller's doing).
-pub fn classify(outcome: &str, status: Option<u16>, grpc_status: Option<u32>) -> Kind {
-    match outcome {
-        "forwarded" | "forwarded-schema-violation" | "served-from-cache" => {
-            if status.is_some_and(|s| s >= 500)
-                || grpc_status.is_some_and(|g| g != 0 && is_server_grpc(g))
-            {
-                Kind::Failed
-            } else {
-                Kind::Answered
-            }
-        }
-        slug if slug.starts_with("upstream-") || slug == "audit-unavailable" => Kind::Failed,
-        _ => Kind::Refused,
-    }
-}
-
-/// gRPC codes that are the server's fault (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
-/// UNAVAILABLE, DATA_LOSS), not the caller's.
-fn is_server_grpc(code: u32) -> bool {
-    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
 }
 
 fn ms(us: Option<u64>) -> String {

@@ -21,8 +21,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::caller::{Caller, Resolved};
 use crate::grpc::Services;
-use crate::pipeline::Gateway;
 use crate::reject::CloseConnection;
+use crate::runtime::Gateway;
 
 /// Serves `listener` until `shutdown` resolves, then drains: in-flight requests get up to the
 /// configured `shutdown_grace` to finish. Returns when drained or when the grace runs out.

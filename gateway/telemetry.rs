@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::config::Snapshot;
+use crate::outcome::Outcome;
 
 type Labels = Vec<(&'static str, String)>;
 /// (configuration generation, service, operation, consumer, outcome, status): indexes mean
@@ -23,7 +24,7 @@ type ExchangeKey = (
     Option<usize>,
     Option<usize>,
     Option<usize>,
-    &'static str,
+    Outcome,
     u16,
 );
 
@@ -218,7 +219,7 @@ impl Telemetry {
         service: Option<usize>,
         operation: Option<usize>,
         consumer: Option<usize>,
-        outcome: &'static str,
+        outcome: Outcome,
         status: u16,
         elapsed: Duration,
     ) {
@@ -242,7 +243,7 @@ impl Telemetry {
                 ("service", service_id.to_owned()),
                 ("operation", operation_id.to_owned()),
                 ("consumer", consumer_code.to_owned()),
-                ("outcome", outcome.to_owned()),
+                ("outcome", outcome.as_str().to_owned()),
                 ("status", status.to_string()),
             ])
             .clone();

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use penghubung::caller::Caller;
 use penghubung::config::load_str;
-use penghubung::pipeline::Gateway;
+use penghubung::runtime::Gateway;
 use penghubung::tls::IdentityField;
 use support::Edit;
 use support::{config_text, recording_upstream, TestPki};

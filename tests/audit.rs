@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use penghubung::audit::{self, sha256_hex, Record};
 use penghubung::caller::Caller;
 use penghubung::config::load_str;
-use penghubung::pipeline::Gateway;
+use penghubung::runtime::Gateway;
 use penghubung::tls::IdentityField;
 use support::Edit;
 use support::{config_text, recording_upstream, Client, TestPki};

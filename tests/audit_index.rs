@@ -15,7 +15,7 @@ use penghubung::config::Durability;
 use penghubung::grpc::proto;
 use penghubung::grpc::proto::audit_client::AuditClient;
 use penghubung::grpc::proto::exchange_client::ExchangeClient;
-use penghubung::pipeline::Gateway;
+use penghubung::runtime::Gateway;
 use support::{config_text, recording_upstream, TestPki};
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};

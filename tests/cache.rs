@@ -19,7 +19,7 @@ use penghubung::audit::{self, Nonce, Record};
 use penghubung::caller::Caller;
 use penghubung::clock::{midnight_millis, Clock};
 use penghubung::config::{load_str, Date, Snapshot, TimeZone};
-use penghubung::pipeline::Gateway;
+use penghubung::runtime::Gateway;
 use penghubung::tls::IdentityField;
 use serde_json::{json, Value};
 use support::Edit;

@@ -18,7 +18,7 @@ use http_body_util::Full;
 use penghubung::audit::{self, Nonce, Record};
 use penghubung::caller::Caller;
 use penghubung::config::load_str;
-use penghubung::pipeline::Gateway;
+use penghubung::runtime::Gateway;
 use penghubung::tls::IdentityField;
 use support::{config_text, recording_upstream, Answer, Client, Edit, TestPki};
 

@@ -11,7 +11,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use penghubung::caller::Caller;
 use penghubung::demo::{self, json_response, Seen};
-use penghubung::pipeline::{Gateway, ReloadError};
+use penghubung::runtime::{Gateway, ReloadError};
 use penghubung::tls::IdentityField;
 use serde_json::json;
 use support::Edit;

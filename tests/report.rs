@@ -12,7 +12,7 @@ use http::Request;
 use http_body_util::Full;
 use penghubung::caller::Caller;
 use penghubung::config::load_str;
-use penghubung::pipeline::Gateway;
+use penghubung::runtime::Gateway;
 use penghubung::tls::IdentityField;
 use support::Edit;
 use support::{closed_port, config_text, recording_upstream, TestPki};

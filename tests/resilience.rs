@@ -13,7 +13,7 @@ use http::{Method, Request};
 use http_body_util::Full;
 use penghubung::caller::Caller;
 use penghubung::config::load_str;
-use penghubung::pipeline::Gateway;
+use penghubung::runtime::Gateway;
 use penghubung::tls::IdentityField;
 use penghubung::upstream::EJECT_FOR;
 use support::Edit;

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use penghubung::caller::Caller;
 use penghubung::config::load_str;
 use penghubung::demo::{self, json_response, Seen};
-use penghubung::pipeline::Gateway;
+use penghubung::runtime::Gateway;
 use penghubung::tls::IdentityField;
 use serde_json::json;
 use support::Edit;

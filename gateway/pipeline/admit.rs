@@ -1,0 +1,95 @@
+//! Authorize and charge: classification and clearance, the agreement in force (or the one
+//! `SPL-Agreement` names) evaluated against today's date, then the agreement's quota — before
+//! any work on the body or the upstream.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Response;
+
+use crate::authorize::{authorize, Ask, Grant};
+use crate::body::Body;
+use crate::config::Agreement;
+use crate::quota::Decision;
+use crate::reject::{rate_limit_headers, retry_seconds, Reject};
+use crate::upstream::SPL_AGREEMENT;
+
+use super::route::To;
+use super::{Ctx, Facts};
+
+/// What the exchange was admitted under.
+pub(super) struct Admitted<'a> {
+    /// The agreement that covers it; none for an open (`terbuka`) service without one.
+    pub agreement: Option<&'a Agreement>,
+    /// `RateLimit-Policy` and `RateLimit`, for an agreement with a rate.
+    quota: Option<[(HeaderName, HeaderValue); 2]>,
+}
+
+pub(super) fn admit<'a>(
+    x: &Ctx<'a>,
+    consumer: usize,
+    to: &To<'a>,
+    headers: &HeaderMap,
+    facts: &mut Facts,
+) -> Result<Admitted<'a>, Reject> {
+    let snapshot = x.snapshot;
+    let chosen = match headers.get(SPL_AGREEMENT) {
+        None => None,
+        Some(value) => Some(value.to_str().map_err(|_| Reject::AgreementNotYours {
+            agreement: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            agency: snapshot.agencies[consumer].code.clone(),
+            service: to.service.id.clone(),
+        })?),
+    };
+    let grant = authorize(
+        snapshot,
+        Ask {
+            consumer,
+            service: to.service_index,
+            operation: to.matched.operation,
+            chosen,
+            today: x.gw.clock.today(snapshot.gateway.timezone),
+        },
+    )?;
+    let index = match grant {
+        Grant::Open => {
+            return Ok(Admitted {
+                agreement: None,
+                quota: None,
+            })
+        }
+        Grant::Agreement(i) => i,
+    };
+    facts.agreement = Some(index);
+    let agreement = &snapshot.agreements[index];
+    let quota = match x.active.quotas.check(index) {
+        None => None,
+        Some((rate, Decision::Admitted { remaining, reset })) => Some(rate_limit_headers(
+            &agreement.id,
+            rate,
+            remaining,
+            retry_seconds(reset),
+        )),
+        Some((rate, Decision::Limited { retry_after })) => {
+            return Err(Reject::QuotaExceeded {
+                agreement: agreement.id.clone(),
+                rate,
+                retry_after,
+            })
+        }
+    };
+    Ok(Admitted {
+        agreement: Some(agreement),
+        quota,
+    })
+}
+
+impl Admitted<'_> {
+    /// `response` with the quota headers of the agreement, when it has a rate.
+    pub fn with_quota(&self, mut response: Response<Body>) -> Response<Body> {
+        if let Some(headers) = &self.quota {
+            for (name, value) in headers {
+                response.headers_mut().insert(name, value.clone());
+            }
+        }
+        response
+    }
+}

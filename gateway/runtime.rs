@@ -1,0 +1,466 @@
+//! The gateway at run time: the configuration in force (swapped whole on reload, each
+//! generation with the handles built from it), the side systems the pipeline calls, the
+//! background loops beside the listeners (health checks, metrics export), and the
+//! administrative acts (reload, cache purge), each recorded before it takes effect. The request
+//! path itself is [`crate::pipeline`].
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::audit::{self, AuditLog, WriterOptions};
+use crate::budget::Budget;
+use crate::cache::Cache;
+use crate::clock::Clock;
+use crate::config::Snapshot;
+use crate::otlp;
+use crate::quota::Quotas;
+use crate::sla::{Rings, Sla};
+use crate::telemetry::Telemetry;
+use crate::upstream::{self, Pool};
+
+/// The gateway as a value: a snapshot and the handles the pipeline calls. Tests drive it
+/// without sockets where they can; the server drives it from connections.
+pub struct Gateway {
+    /// The configuration in force and the handles built from it, swapped whole on reload; a
+    /// request keeps the one it started with.
+    active: ArcSwap<Active>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    pub(crate) clock: Clock,
+    pub(crate) audit: Option<AuditLog>,
+    pub(crate) cache: Cache,
+    pub(crate) telemetry: Telemetry,
+    pub(crate) sla: Sla,
+    /// `[gateway] max_buffered`: the bodies held by all exchanges.
+    pub(crate) budget: Arc<Budget>,
+    /// When the gateway started: the start of every cumulative metric.
+    started: std::time::SystemTime,
+}
+
+/// One service's upstreams as `/readyz` and the metrics show them: (origin, health, requests
+/// under way).
+#[derive(Debug, Clone)]
+pub struct ServiceHealth {
+    pub service: String,
+    pub upstreams: Vec<(String, upstream::UpstreamHealth, usize)>,
+}
+
+/// A snapshot and what is built from it: the upstream pools, the quotas, the span exporter and
+/// the SLA rings.
+pub struct Active {
+    pub snapshot: Arc<Snapshot>,
+    /// Counts reloads: a caller resolved against another generation is resolved again.
+    pub generation: u64,
+    pub(crate) upstreams: Pool,
+    pub(crate) quotas: Quotas,
+    /// `[telemetry] otlp_endpoint`: where exchange spans go.
+    pub(crate) otlp: Option<Arc<otlp::Exporter>>,
+    /// The live SLA rings of the services, by index.
+    pub(crate) sla: Rings,
+}
+
+impl Active {
+    fn new(snapshot: Arc<Snapshot>, generation: u64, telemetry: &Telemetry, sla: &Sla) -> Active {
+        Active {
+            sla: sla.rings(snapshot.services.len()),
+            upstreams: Pool::new(&snapshot),
+            quotas: Quotas::new(&snapshot),
+            otlp: snapshot
+                .otlp
+                .clone()
+                .map(|settings| Arc::new(otlp::Exporter::new(settings, telemetry.otlp_dropped()))),
+            snapshot,
+            generation,
+        }
+    }
+
+    /// The configuration that replaces `previous`, with the quota spent so far carried over
+    /// and the span exporter kept when its settings did not change.
+    fn replacing(
+        snapshot: Arc<Snapshot>,
+        previous: &Active,
+        telemetry: &Telemetry,
+        sla: &Sla,
+    ) -> Active {
+        let otlp = match (&snapshot.otlp, &previous.otlp) {
+            (Some(settings), Some(exporter)) if exporter.settings() == settings => {
+                Some(exporter.clone())
+            }
+            (settings, _) => settings
+                .clone()
+                .map(|settings| Arc::new(otlp::Exporter::new(settings, telemetry.otlp_dropped()))),
+        };
+        Active {
+            sla: sla.rings(snapshot.services.len()),
+            upstreams: Pool::new(&snapshot),
+            quotas: Quotas::carried(&snapshot, &previous.quotas, &previous.snapshot),
+            otlp,
+            snapshot,
+            generation: previous.generation + 1,
+        }
+    }
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// Builds the gateway; with `[audit]` configured, opens (and if need be recovers) the audit
+    /// log under `<data_dir>/audit` and records the start with the configuration's digest.
+    pub fn new(snapshot: Arc<Snapshot>) -> std::io::Result<Gateway> {
+        Gateway::with_clock(snapshot, Clock::system())
+    }
+
+    /// A gateway whose calendar (agreement validity) follows `clock`.
+    pub fn with_clock(snapshot: Arc<Snapshot>, clock: Clock) -> std::io::Result<Gateway> {
+        let audit = match &snapshot.audit {
+            None => None,
+            Some(settings) => {
+                let id = &snapshot.gateway.id;
+                let (log, recovered) = AuditLog::open(
+                    &snapshot.gateway.data_dir.join("audit"),
+                    id,
+                    WriterOptions {
+                        durability: settings.durability,
+                        flush_interval: settings.flush_interval,
+                        segment_size: settings.segment_size,
+                        queue: settings.queue,
+                        signer: settings.signer.clone(),
+                        gateway: id.clone(),
+                        tree_head_every: settings.tree_head_every,
+                        tree_head_interval: settings.tree_head_interval,
+                    },
+                )?;
+                for record in recovered {
+                    log.enqueue(record).map_err(std::io::Error::other)?;
+                }
+                let detail = format!("{} sha256:{}", snapshot.source.display(), snapshot.digest);
+                log.enqueue(audit::admin(id, "start", Some(detail)))
+                    .map_err(std::io::Error::other)?;
+                Some(log)
+            }
+        };
+        let mut telemetry = Telemetry::new();
+        let sla = Sla::new();
+        if let Some(log) = &audit {
+            telemetry.register_audit(log.fsync_seconds());
+        }
+        Ok(Gateway {
+            cache: Cache::new(&snapshot.cache, telemetry.cache().clone()),
+            budget: Budget::new(snapshot.gateway.max_buffered),
+            active: ArcSwap::from_pointee(Active::new(snapshot, 0, &telemetry, &sla)),
+            reloading: tokio::sync::Mutex::new(()),
+            clock,
+            audit,
+            telemetry,
+            sla,
+            started: std::time::SystemTime::now(),
+        })
+    }
+
+    /// The metrics the pipeline keeps.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Today's date in the gateway's time zone, on the gateway's calendar clock.
+    pub fn today(&self) -> crate::config::Date {
+        self.clock.today(self.snapshot().gateway.timezone)
+    }
+
+    /// The live SLA figures (`/v1/sla`).
+    pub fn sla(&self) -> &Sla {
+        &self.sla
+    }
+
+    /// The response cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The Prometheus exposition, with the gauges brought up to date.
+    pub fn metrics_text(&self) -> String {
+        self.refresh_metrics();
+        self.telemetry.encode()
+    }
+
+    /// Brings the gauges that mirror state (cache, upstreams, certificates, audit queue) up to
+    /// date.
+    fn refresh_metrics(&self) {
+        let (entries, bytes) = self.cache.usage();
+        self.telemetry.cache().usage(entries, bytes);
+        let health = self.upstream_health();
+        let snapshot = self.snapshot();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.telemetry.refresh(crate::telemetry::Scrape {
+            upstreams: health
+                .iter()
+                .flat_map(|s| {
+                    s.upstreams.iter().map(|(origin, state, _)| {
+                        (
+                            s.service.as_str(),
+                            origin.clone(),
+                            *state == upstream::UpstreamHealth::Up,
+                        )
+                    })
+                })
+                .collect(),
+            certificates: snapshot
+                .certificates
+                .iter()
+                .filter_map(|c| Some((c.used_as.as_str(), c.file.as_str(), c.not_after? - now)))
+                .collect(),
+            audit_queue: self.audit.as_ref().map(AuditLog::queued),
+            buffered: (self.budget.used(), self.budget.max()),
+        });
+    }
+
+    /// Sends the metrics to the OTLP collector of the configuration in force every
+    /// `metrics_interval`, never returning: spawn it beside the listeners. Follows reloads
+    /// (checks at least every second); a failed export is logged and counted, and the next
+    /// sends the cumulative values again.
+    pub async fn export_metrics(self: Arc<Self>) {
+        let mut last = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let active = self.active();
+            let Some(exporter) = &active.otlp else {
+                continue;
+            };
+            if last.elapsed() < exporter.settings().metrics_interval {
+                continue;
+            }
+            last = tokio::time::Instant::now();
+            self.send_metrics(exporter).await;
+        }
+    }
+
+    /// At shutdown, after the drain: the spans still queued and the metrics as they end go to
+    /// the OTLP collector, within `limit`.
+    pub async fn flush_telemetry(&self, limit: std::time::Duration) {
+        let active = self.active();
+        let Some(exporter) = &active.otlp else {
+            return;
+        };
+        let flushed = tokio::time::timeout(limit, async {
+            exporter.flush().await;
+            self.send_metrics(exporter).await;
+        })
+        .await;
+        if flushed.is_err() {
+            tracing::warn!(limit = ?limit, "OTLP flush at shutdown did not finish in time");
+        }
+    }
+
+    async fn send_metrics(&self, exporter: &otlp::Exporter) {
+        self.refresh_metrics();
+        if let Err(status) = exporter
+            .export_metrics(self.telemetry.families(), self.started)
+            .await
+        {
+            self.telemetry.otlp_metrics_failed();
+            tracing::warn!(error = %status.message(), "OTLP metrics export failed");
+        }
+    }
+
+    /// The audit log, when one is configured.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    /// Runs the active health checks (`health_path`) of the configuration in force, never
+    /// returning: spawn it beside the listeners. A reload's new services are checked within a
+    /// second; each check runs on its own task, bounded by its interval.
+    pub async fn check_upstreams(self: Arc<Self>) {
+        loop {
+            let active = self.active();
+            let (due, wait) = active
+                .upstreams
+                .checks_due(&active.snapshot, std::time::Duration::from_secs(1));
+            for (service, upstream) in due {
+                let active = active.clone();
+                tokio::spawn(async move {
+                    let config = &active.snapshot.services[service];
+                    active.upstreams.check(service, config, upstream).await;
+                });
+            }
+            drop(active);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Each service's upstreams and how they stand, in the configuration in force.
+    pub fn upstream_health(&self) -> Vec<ServiceHealth> {
+        let active = self.active.load();
+        active
+            .snapshot
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, service)| ServiceHealth {
+                service: service.id.clone(),
+                upstreams: service
+                    .upstreams
+                    .iter()
+                    .zip(active.upstreams.health(i))
+                    .map(|(u, (health, in_flight))| (u.origin.to_string(), health, in_flight))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The configuration in force now, with its generation and handles.
+    pub fn active(&self) -> Arc<Active> {
+        self.active.load_full()
+    }
+
+    /// The configuration in force now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.active.load().snapshot.clone()
+    }
+}
+
+// === impl Gateway (administrative acts) ===
+
+/// Why a reload did not happen; the configuration in force stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Invalid(#[from] crate::config::ConfigErrors),
+    #[error("the reload could not be recorded in the audit log, so it was not done: {0}")]
+    Unrecorded(#[source] audit::AuditError),
+    #[error("the configuration could not be read: {0}")]
+    Internal(String),
+}
+
+/// What a reload changed.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub generation: u64,
+    pub digest: String,
+    /// Services whose cached responses were dropped (changed or gone).
+    pub cache_dropped: Vec<String>,
+    pub warnings: Vec<crate::config::ConfigError>,
+}
+
+impl Gateway {
+    /// Reads, validates and compiles the configuration file again (schemas, TLS material,
+    /// CRLs: everything, off the request path), records the act, then swaps it in whole. A
+    /// request in flight finishes on the configuration it started with; listeners stay bound.
+    /// An invalid file changes nothing. `[audit]` settings apply from the next start.
+    pub async fn reload(&self, by: &str) -> Result<Reloaded, ReloadError> {
+        let _one = self.reloading.lock().await;
+        let current = self.active.load_full();
+        let path = current.snapshot.source.clone();
+        let loaded = tokio::task::spawn_blocking(move || crate::config::load(&path))
+            .await
+            .map_err(|e| ReloadError::Internal(e.to_string()));
+        let snapshot = match loaded.and_then(|r| r.map_err(ReloadError::from)) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                self.telemetry.reload(false);
+                tracing::error!(error = %e, "reload refused; the running configuration stays");
+                return Err(e);
+            }
+        };
+        if let Some(audit) = &self.audit {
+            let detail = format!(
+                "{} sha256:{} by {by}",
+                snapshot.source.display(),
+                snapshot.digest
+            );
+            let record = audit::admin(&snapshot.gateway.id, "reload", Some(detail));
+            if let Err(e) = audit.append(record).await {
+                self.telemetry.reload(false);
+                return Err(ReloadError::Unrecorded(e));
+            }
+        }
+        let next = Arc::new(Active::replacing(
+            Arc::new(snapshot),
+            &current,
+            &self.telemetry,
+            &self.sla,
+        ));
+        let generation = next.generation;
+        let cache_dropped = self
+            .cache
+            .retain_unchanged(&current.snapshot, &next.snapshot);
+        let reloaded = Reloaded {
+            generation,
+            digest: next.snapshot.digest.clone(),
+            cache_dropped,
+            warnings: next.snapshot.warnings.clone(),
+        };
+        self.budget.set_max(next.snapshot.gateway.max_buffered);
+        self.active.store(next);
+        self.telemetry.forget_before(generation);
+        self.telemetry.reload(true);
+        tracing::info!(generation, digest = %reloaded.digest, by, "configuration reloaded");
+        Ok(reloaded)
+    }
+}
+
+/// Why a purge was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeError {
+    #[error("no service `{0}` is configured")]
+    UnknownService(String),
+    #[error("service `{service}` has no operation `{operation}`")]
+    UnknownOperation { service: String, operation: String },
+    #[error("an operation can only be named with its service")]
+    OperationWithoutService,
+    #[error("the purge could not be recorded in the audit log: {0}")]
+    Unrecorded(#[source] audit::AuditError),
+}
+
+impl Gateway {
+    /// Drops cached responses: all, a service's, or one operation's. With an audit log the act
+    /// is recorded first (`cache-purge`, with the scope and `by`), and not done if it cannot be.
+    pub async fn purge_cache(
+        &self,
+        service: Option<&str>,
+        operation: Option<&str>,
+        by: &str,
+    ) -> Result<u64, PurgeError> {
+        let s = &*self.snapshot();
+        match (service, operation) {
+            (None, Some(_)) => return Err(PurgeError::OperationWithoutService),
+            (Some(id), op) => {
+                let svc = s
+                    .services
+                    .iter()
+                    .find(|svc| svc.id == id)
+                    .ok_or_else(|| PurgeError::UnknownService(id.to_owned()))?;
+                if let Some(op) = op.filter(|op| !svc.operations.iter().any(|o| o.id == *op)) {
+                    return Err(PurgeError::UnknownOperation {
+                        service: id.to_owned(),
+                        operation: op.to_owned(),
+                    });
+                }
+            }
+            (None, None) => {}
+        }
+        if let Some(audit) = &self.audit {
+            let scope = match (service, operation) {
+                (Some(svc), Some(op)) => format!("service={svc} operation={op}"),
+                (Some(svc), None) => format!("service={svc}"),
+                _ => "all".to_owned(),
+            };
+            let record = audit::admin(
+                &s.gateway.id,
+                "cache-purge",
+                Some(format!("{scope} by {by}")),
+            );
+            audit.append(record).await.map_err(PurgeError::Unrecorded)?;
+        }
+        let purged = self.cache.purge(service, operation);
+        tracing::info!(
+            service = service.unwrap_or("*"),
+            operation = operation.unwrap_or("*"),
+            purged,
+            by,
+            "cache purged"
+        );
+        Ok(purged)
+    }
+}
