@@ -139,4 +139,3 @@ impl Signer {
         HEXLOWER.encode(self.key.public_key().as_ref())
     }
 }
-

@@ -330,7 +330,7 @@ pub enum ReloadError {
     #[error("the reload could not be recorded in the audit log, so it was not done: {0}")]
     Unrecorded(#[source] audit::AuditError),
     #[error("the configuration could not be read: {0}")]
-    Internal(String),
+    Internal(#[source] tokio::task::JoinError),
 }
 
 /// What a reload changed.
@@ -354,7 +354,7 @@ impl Gateway {
         let path = current.snapshot.source.clone();
         let loaded = tokio::task::spawn_blocking(move || crate::config::load(&path))
             .await
-            .map_err(|e| ReloadError::Internal(e.to_string()));
+            .map_err(ReloadError::Internal);
         let snapshot = match loaded.and_then(|r| r.map_err(ReloadError::from)) {
             Ok(snapshot) => snapshot,
             Err(e) => {

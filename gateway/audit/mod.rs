@@ -13,6 +13,7 @@ pub mod stream;
 mod verify;
 mod writer;
 
+pub use crate::keys::{key_id, sha256_hex, BadRedactionKey, Redactor, Signer};
 pub use commit::{commit, prove, BadNonce, Committer, Nonce, Proven, SPL_COMMITMENT_NONCE};
 pub use index::{Lookup, LookupError};
 pub use merkle::{
@@ -23,10 +24,9 @@ pub use receipt::{
     consistency, parse_public_key, receipt, select, verify, verify_consistency_proof,
     verify_receipt, Consistency, Receipt, Report, CONSISTENCY_FORMAT, RECEIPT_FORMAT,
 };
-pub use crate::keys::{key_id, sha256_hex, BadRedactionKey, Redactor, Signer};
 pub use record::{timestamp, BodyDigest, Record, GENESIS};
 pub use redact::audit_target;
-pub use segment::{segments, walk, walk_at, Broken, ChainHead, Place};
+pub use segment::{segments, walk, walk_at, Broken, ChainHead, Fault, Place};
 pub use sign::{tree_head_message, unhex, verify_signature};
 pub use verify::{verify_all, Verification, KINDS};
 pub use writer::{admin, Appended, AuditError, AuditLog, Expected, WriterOptions};

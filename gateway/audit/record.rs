@@ -8,7 +8,6 @@
 
 use serde::{Deserialize, Serialize};
 
-
 /// The `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -89,7 +88,6 @@ pub struct BodyDigest {
     pub commitment: Option<String>,
     pub length: u64,
 }
-
 
 /// RFC 3339 UTC with milliseconds, from Unix milliseconds.
 pub fn timestamp(unix_millis: i64) -> String {

@@ -5,8 +5,8 @@
 //! their values, so a caller cannot push data of its choosing into the permanent log.
 
 use crate::config::{Operation, ParamIn};
-use crate::route::{Part, Template};
 use crate::keys::Redactor;
+use crate::route::{Part, Template};
 
 /// The target as the audit log records it: the service prefix, the decoded path after it, and
 /// the query. Every parameter value is replaced by its keyed hash (or by `redacted` when there

@@ -48,9 +48,42 @@ pub struct ChainHead {
 pub struct Broken {
     pub file: String,
     pub line: usize,
-    pub problem: String,
+    pub problem: Fault,
     /// Byte offset at which the bad line starts.
     pub offset: u64,
+}
+
+/// What is wrong at a [`Broken`] place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// The directory or a segment could not be read.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The last line has no newline: a write the crash cut short.
+    #[error("torn: the last line has no newline")]
+    Torn,
+    #[error("not UTF-8")]
+    NotUtf8,
+    #[error("not a record: {0}")]
+    NotARecord(String),
+    #[error("sequence {found} where {due} was due")]
+    Sequence { found: u64, due: u64 },
+    #[error("chain broken: prev {prev} is not the hash of the previous record ({expected})")]
+    Chain { prev: String, expected: String },
+    /// Segments missing between two that are there.
+    #[error("{0}")]
+    Missing(String),
+    /// A tree head that does not verify, or what a reader of the records refused.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl Fault {
+    /// A fault a crash mid-write can leave at the end of the last segment (and nothing else
+    /// can explain away): crash recovery truncates it.
+    pub fn may_be_torn_tail(&self) -> bool {
+        matches!(self, Fault::Torn | Fault::NotUtf8 | Fault::NotARecord(_))
+    }
 }
 
 /// Where a line is: its segment's number and the byte offset it starts at.
@@ -82,51 +115,51 @@ pub fn walk_at(
     let files = segments(dir).map_err(|e| Broken {
         file: dir.display().to_string(),
         line: 0,
-        problem: e.to_string(),
+        problem: Fault::Unreadable(e.to_string()),
         offset: 0,
     })?;
     for (segment, file) in files {
         let bytes = fs::read(&file).map_err(|e| Broken {
             file: file.display().to_string(),
             line: 0,
-            problem: e.to_string(),
+            problem: Fault::Unreadable(e.to_string()),
             offset: 0,
         })?;
         let mut offset = 0usize;
         let mut line_no = 0;
         while offset < bytes.len() {
             line_no += 1;
-            let broken = |problem: String| Broken {
+            let broken = |problem: Fault| Broken {
                 file: file.display().to_string(),
                 line: line_no,
                 problem,
                 offset: offset as u64,
             };
             let Some(end) = bytes[offset..].iter().position(|&b| b == b'\n') else {
-                return Err(broken("torn: the last line has no newline".into()));
+                return Err(broken(Fault::Torn));
             };
             let line = &bytes[offset..offset + end];
-            let text = std::str::from_utf8(line).map_err(|_| broken("not UTF-8".into()))?;
+            let text = std::str::from_utf8(line).map_err(|_| broken(Fault::NotUtf8))?;
             let record: Record =
-                serde_json::from_str(text).map_err(|e| broken(format!("not a record: {e}")))?;
+                serde_json::from_str(text).map_err(|e| broken(Fault::NotARecord(e.to_string())))?;
             if record.seq != head.next_seq {
-                return Err(broken(format!(
-                    "sequence {} where {} was due",
-                    record.seq, head.next_seq
-                )));
+                return Err(broken(Fault::Sequence {
+                    found: record.seq,
+                    due: head.next_seq,
+                }));
             }
             if record.prev != head.last_hash {
-                return Err(broken(format!(
-                    "chain broken: prev {} is not the hash of the previous record ({})",
-                    record.prev, head.last_hash
-                )));
+                return Err(broken(Fault::Chain {
+                    prev: record.prev.clone(),
+                    expected: head.last_hash.clone(),
+                }));
             }
             let hash = sha256_hex(line);
             let place = Place {
                 segment,
                 offset: offset as u64,
             };
-            visit(&record, line, place).map_err(broken)?;
+            visit(&record, line, place).map_err(|e| broken(Fault::Refused(e)))?;
             head = ChainHead {
                 next_seq: record.seq + 1,
                 last_hash: hash,

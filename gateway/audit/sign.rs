@@ -8,7 +8,6 @@
 
 use ring::signature::{UnparsedPublicKey, ED25519};
 
-
 /// The exact bytes a tree-head signature covers.
 pub fn tree_head_message(gateway: &str, size: u64, root_hex: &str, time: &str) -> Vec<u8> {
     format!("penghubung-tree-head-v1\n{gateway}\n{size}\n{root_hex}\n{time}\n").into_bytes()

@@ -16,9 +16,9 @@ use data_encoding::HEXLOWER;
 use super::merkle::{leaf_hash, CompactRange};
 use super::receipt::Report;
 use super::record::{Record, GENESIS};
-use crate::keys::sha256_hex;
-use super::segment::{segments, Broken, ChainHead};
+use super::segment::{segments, Broken, ChainHead, Fault};
 use super::sign::{tree_head_message, verify_signature};
+use crate::keys::sha256_hex;
 
 /// The record kinds the format defines.
 pub const KINDS: [&str; 3] = ["exchange", "admin", "tree-head"];
@@ -44,7 +44,7 @@ pub fn verify_all(dir: &Path, public_key: Option<&[u8]>) -> Verification {
             last_hash: GENESIS.to_owned(),
         },
     };
-    let whole = |problem: String| Broken {
+    let whole = |problem: Fault| Broken {
         file: dir.display().to_string(),
         line: 0,
         problem,
@@ -53,12 +53,14 @@ pub fn verify_all(dir: &Path, public_key: Option<&[u8]>) -> Verification {
     let files = match segments(dir) {
         Ok(files) => files,
         Err(e) => {
-            problems.push(whole(e.to_string()));
+            problems.push(whole(Fault::Unreadable(e.to_string())));
             return Verification { report, problems };
         }
     };
     if files.is_empty() {
-        problems.push(whole("no segment files (segment-NNNNNN.jsonl)".into()));
+        problems.push(whole(Fault::Missing(
+            "no segment files (segment-NNNNNN.jsonl)".into(),
+        )));
     }
     let mut expected_segment = 1;
     let mut range = CompactRange::default();
@@ -72,7 +74,7 @@ pub fn verify_all(dir: &Path, public_key: Option<&[u8]>) -> Verification {
             problems.push(Broken {
                 file: file.display().to_string(),
                 line: 0,
-                problem: missing,
+                problem: Fault::Missing(missing),
                 offset: 0,
             });
         }
@@ -83,7 +85,7 @@ pub fn verify_all(dir: &Path, public_key: Option<&[u8]>) -> Verification {
                 problems.push(Broken {
                     file: file.display().to_string(),
                     line: 0,
-                    problem: e.to_string(),
+                    problem: Fault::Unreadable(e.to_string()),
                     offset: 0,
                 });
                 continue;
@@ -94,7 +96,7 @@ pub fn verify_all(dir: &Path, public_key: Option<&[u8]>) -> Verification {
         while offset < bytes.len() {
             line_no += 1;
             let start = offset as u64;
-            let mut broken = |problem: String| {
+            let mut broken = |problem: Fault| {
                 problems.push(Broken {
                     file: file.display().to_string(),
                     line: line_no,
@@ -105,7 +107,7 @@ pub fn verify_all(dir: &Path, public_key: Option<&[u8]>) -> Verification {
             let (line, next) = match bytes[offset..].iter().position(|&b| b == b'\n') {
                 Some(end) => (&bytes[offset..offset + end], offset + end + 1),
                 None => {
-                    broken("torn: the last line has no newline".into());
+                    broken(Fault::Torn);
                     (&bytes[offset..], bytes.len())
                 }
             };
@@ -115,9 +117,9 @@ pub fn verify_all(dir: &Path, public_key: Option<&[u8]>) -> Verification {
             report.records += 1;
             let hash = sha256_hex(line);
             let record: Record = match std::str::from_utf8(line)
-                .map_err(|_| "not UTF-8".to_owned())
+                .map_err(|_| Fault::NotUtf8)
                 .and_then(|text| {
-                    serde_json::from_str(text).map_err(|e| format!("not a record: {e}"))
+                    serde_json::from_str(text).map_err(|e| Fault::NotARecord(e.to_string()))
                 }) {
                 Ok(record) => record,
                 Err(problem) => {
@@ -131,26 +133,29 @@ pub fn verify_all(dir: &Path, public_key: Option<&[u8]>) -> Verification {
                 }
             };
             if record.seq != report.head.next_seq {
-                broken(format!(
-                    "sequence {} where {} was due",
-                    record.seq, report.head.next_seq
-                ));
+                broken(Fault::Sequence {
+                    found: record.seq,
+                    due: report.head.next_seq,
+                });
             }
             if record.prev != report.head.last_hash {
-                broken(format!(
-                    "chain broken: prev {} is not the hash of the previous record ({})",
-                    record.prev, report.head.last_hash
-                ));
+                broken(Fault::Chain {
+                    prev: record.prev.clone(),
+                    expected: report.head.last_hash.clone(),
+                });
             }
             if !KINDS.contains(&record.kind.as_str()) {
-                broken(format!("unknown record kind `{}`", record.kind));
+                broken(Fault::Refused(format!(
+                    "unknown record kind `{}`",
+                    record.kind
+                )));
             }
             report.exchanges += u64::from(record.kind == "exchange");
             if record.kind == "tree-head" {
                 report.tree_heads += 1;
                 // The head covers the lines before it, not itself.
                 if let Err(problem) = check_tree_head(&record, &range, public_key) {
-                    broken(problem);
+                    broken(Fault::Refused(problem));
                 }
             }
             range.push(leaf);

@@ -23,8 +23,8 @@ use super::merkle::{leaf_hash, CompactRange};
 use super::record::{timestamp, Record};
 use super::segment::{segment_path, segments, walk, walk_at, ChainHead, Place};
 use super::sign::tree_head_message;
-use crate::keys::{sha256_hex, Signer};
 use crate::config::Durability;
+use crate::keys::{sha256_hex, Signer};
 use data_encoding::HEXLOWER;
 
 /// How long the writer lets records gather after a batch at most, while exchanges are under
@@ -157,7 +157,9 @@ impl AuditLog {
                 // Only a torn or unreadable tail of the last segment is repaired; anything
                 // earlier is tampering or corruption for `audit verify` to report, not to hide.
                 let last = segments(dir)?.last().map(|(_, p)| p.display().to_string());
-                if last.as_deref() != Some(broken.file.as_str()) || !is_tail(&broken) {
+                if last.as_deref() != Some(broken.file.as_str())
+                    || !broken.problem.may_be_torn_tail()
+                {
                     return Err(io::Error::other(format!(
                         "the audit log does not verify and is not a torn tail: {broken}"
                     )));
@@ -170,7 +172,7 @@ impl AuditLog {
                     "truncated {removed} bytes of a torn record at {}, line {}",
                     broken.file, broken.line
                 ));
-                walk(dir, |_, _| Ok(())).map_err(|e| io::Error::other(e.to_string()))?
+                walk(dir, |_, _| Ok(())).map_err(io::Error::other)?
             }
         };
         // The Merkle tree over every record so far, how many came after the last head, and
@@ -199,7 +201,7 @@ impl AuditLog {
                 })
                 .map_err(|e| format!("cannot write the audit index: {e}"))
         })
-        .map_err(|e| io::Error::other(e.to_string()))?;
+        .map_err(io::Error::other)?;
         index.publish()?;
         let shared = index.shared();
         let (segment, path) = match segments(dir)?.last() {
@@ -378,12 +380,6 @@ fn tree_head(signer: &Signer, gateway: &str, range: &CompactRange) -> Record {
         signature: Some(signature),
         ..Record::default()
     }
-}
-
-fn is_tail(broken: &super::segment::Broken) -> bool {
-    broken.problem.starts_with("torn")
-        || broken.problem.starts_with("not a record")
-        || broken.problem == "not UTF-8"
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
