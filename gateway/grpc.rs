@@ -86,9 +86,11 @@ impl Services {
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
         // The descriptor sets are compiled in and valid; a failure here is a build bug.
+        #[allow(clippy::expect_used)]
         let v1 = reflection()
             .build_v1()
             .expect("the compiled-in descriptors are valid");
+        #[allow(clippy::expect_used)]
         let v1alpha = reflection()
             .build_v1alpha()
             .expect("the compiled-in descriptors are valid");

@@ -52,6 +52,9 @@
 //! pipeline calls; the CLI, the admin API and the gRPC front use the same handles.
 
 #![forbid(unsafe_code)]
+// Outside tests a panic is a decision: `expect` with the invariant that makes it impossible,
+// allowed where it is made, or an error handled.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
 pub mod audit;

@@ -283,8 +283,9 @@ fn san(name: &str) -> Result<SanType, rcgen::Error> {
     })
 }
 
+// Key generation already depends on the system RNG; if it fails nothing here can work.
+#[allow(clippy::expect_used)]
 fn random(buf: &mut [u8]) {
-    // Key generation already depends on the system RNG; if it fails nothing here can work.
     SystemRandom::new()
         .fill(buf)
         .expect("the system random number generator failed");

@@ -48,6 +48,7 @@ impl Nonce {
         BASE64URL_NOPAD.encode(&self.0)
     }
 
+    #[allow(clippy::expect_used)] // base64url's alphabet is visible ASCII
     pub fn header_value(&self) -> HeaderValue {
         HeaderValue::from_str(&self.encoded()).expect("base64url is a valid header value")
     }

@@ -244,18 +244,17 @@ impl Pool {
             Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
         );
         let again = (idempotent && service.upstreams.len() > 1).then(|| copy(&request));
-        match self
+        let result = self
             .attempt(pool, service, first, target, query, request)
-            .await
-        {
-            Err(Reject::UpstreamUnavailable { .. }) if again.is_some() && pool.budget.spend() => {
+            .await;
+        match (result, again) {
+            (Err(Reject::UpstreamUnavailable { .. }), Some(request)) if pool.budget.spend() => {
                 let second = pool.pick(Some(first));
                 tracing::info!(service = %service.id, "no connection to an upstream: retrying on another");
-                let request = again.expect("checked is_some");
                 self.attempt(pool, service, second, target, query, request)
                     .await
             }
-            other => other,
+            (result, _) => result,
         }
     }
 
@@ -491,6 +490,7 @@ fn client_for(service: &Service) -> HttpClient {
     http.set_connect_timeout(Some(service.timeout));
     // A service with only plaintext upstreams has no TLS configuration; its connector is never
     // asked for TLS, so an empty trust store is the safe placeholder.
+    #[allow(clippy::expect_used)] // ring's provider supports the default protocol versions
     let tls = service.upstream_tls.clone().unwrap_or_else(|| {
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),
