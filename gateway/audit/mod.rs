@@ -1,6 +1,7 @@
 //! The audit log: one hash-chained record per exchange and per administrative act, in segment
 //! files under `<data_dir>/audit/`, made durable before a response leaves (group commit).
 
+mod batch;
 mod commit;
 mod index;
 mod merkle;
