@@ -55,6 +55,8 @@
 // Outside tests a panic is a decision: `expect` with the invariant that makes it impossible,
 // allowed where it is made, or an error handled.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+// A function longer than a screen and a half (clippy.toml) is split.
+#![deny(clippy::too_many_lines)]
 
 pub mod admin;
 pub mod audit;

@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+// A function longer than a screen and a half (clippy.toml) is split.
+#![deny(clippy::too_many_lines)]
 
 mod cli;
 

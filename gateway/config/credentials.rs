@@ -65,60 +65,14 @@ pub fn upstream_auth(
             );
         }
     }
-    let mut secret = |file: &Option<String>, env: &Option<String>, key: &str| -> Option<Secret> {
-        match (file, env) {
-            (Some(file), None) => {
-                let path = resolve(file);
-                match std::fs::read_to_string(&path) {
-                    Ok(text) if !text.trim().is_empty() => Some(Secret(text.trim().to_owned())),
-                    Ok(_) => {
-                        errors.push(
-                            format!("{at}.{key}_file"),
-                            format!("{} is empty", path.display()),
-                        );
-                        None
-                    }
-                    Err(e) => {
-                        errors.push(
-                            format!("{at}.{key}_file"),
-                            format!("cannot read {}: {e}", path.display()),
-                        );
-                        None
-                    }
-                }
-            }
-            (None, Some(var)) => match std::env::var(var) {
-                Ok(value) if !value.trim().is_empty() => Some(Secret(value.trim().to_owned())),
-                _ => {
-                    errors.push(
-                        format!("{at}.{key}_env"),
-                        format!("the environment variable `{var}` is not set (or empty)"),
-                    );
-                    None
-                }
-            },
-            (Some(_), Some(_)) => {
-                errors.push(
-                    format!("{at}.{key}_file"),
-                    format!("name the secret once: `{key}_file` or `{key}_env`, not both"),
-                );
-                None
-            }
-            (None, None) => {
-                errors.push(
-                    format!("{at}.{key}_file"),
-                    format!("is required (or `{key}_env`): where the secret is"),
-                );
-                None
-            }
-        }
-    };
     match entry.kind.as_str() {
         "oauth2_client_credentials" => {
             let client_secret = secret(
-                &entry.client_secret_file,
-                &entry.client_secret_env,
+                errors,
+                at,
                 "client_secret",
+                (&entry.client_secret_file, &entry.client_secret_env),
+                resolve,
             );
             let token_url = match &entry.token_url {
                 None => {
@@ -160,7 +114,13 @@ pub fn upstream_auth(
             })
         }
         "api_key" => {
-            let value = secret(&entry.secret_file, &entry.secret_env, "secret");
+            let value = secret(
+                errors,
+                at,
+                "secret",
+                (&entry.secret_file, &entry.secret_env),
+                resolve,
+            );
             let header = match &entry.header {
                 None => {
                     errors.push(
@@ -204,6 +164,62 @@ pub fn upstream_auth(
             errors.push(
                 format!("{at}.kind"),
                 format!("`{other}` is not a credential kind; use \"oauth2_client_credentials\" or \"api_key\""),
+            );
+            None
+        }
+    }
+}
+
+/// A secret named by `<key>_file` or `<key>_env` (exactly one of them), not empty.
+fn secret(
+    errors: &mut Errors,
+    at: &str,
+    key: &str,
+    (file, env): (&Option<String>, &Option<String>),
+    resolve: &dyn Fn(&str) -> std::path::PathBuf,
+) -> Option<Secret> {
+    match (file, env) {
+        (Some(file), None) => {
+            let path = resolve(file);
+            match std::fs::read_to_string(&path) {
+                Ok(text) if !text.trim().is_empty() => Some(Secret(text.trim().to_owned())),
+                Ok(_) => {
+                    errors.push(
+                        format!("{at}.{key}_file"),
+                        format!("{} is empty", path.display()),
+                    );
+                    None
+                }
+                Err(e) => {
+                    errors.push(
+                        format!("{at}.{key}_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        }
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(value) if !value.trim().is_empty() => Some(Secret(value.trim().to_owned())),
+            _ => {
+                errors.push(
+                    format!("{at}.{key}_env"),
+                    format!("the environment variable `{var}` is not set (or empty)"),
+                );
+                None
+            }
+        },
+        (Some(_), Some(_)) => {
+            errors.push(
+                format!("{at}.{key}_file"),
+                format!("name the secret once: `{key}_file` or `{key}_env`, not both"),
+            );
+            None
+        }
+        (None, None) => {
+            errors.push(
+                format!("{at}.{key}_file"),
+                format!("is required (or `{key}_env`): where the secret is"),
             );
             None
         }
