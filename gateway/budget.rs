@@ -8,7 +8,7 @@
 //! again and costs nothing more. An exchange that cannot have what it needs is refused with 503
 //! `overloaded`: before reading a byte when the size is declared, else as soon as it crosses
 //! the budget. What an exchange holds is given back when its response body has been sent (or
-//! dropped): the held body travels with the response ([`Held::attach`]).
+//! dropped): the held body travels with the response ([`crate::body::holding`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -5,51 +5,64 @@
 //!
 //! # Layout
 //!
-//! A request is one straight pipeline; each stage is a module with one entry point:
+//! Three layers, each importing only from the ones below it (no module imports one that imports
+//! it back):
+//!
+//! 1. **The runtime** ([`runtime`]): the [`runtime::Gateway`] — the configuration in force,
+//!    swapped whole on reload with the handles built from it ([`runtime::Active`]: upstream
+//!    pools, quotas, span exporter, SLA rings), the background loops, reload and cache purge.
+//!    The listeners ([`server`], [`grpc`], [`admin`]) and the CLI drive it.
+//! 2. **The pipeline** ([`pipeline`]): `handle → run → conclude`. `run` is the stage list; each
+//!    stage is a function in a file of its own under `pipeline/`, returns to `run`, and calls no
+//!    other stage:
 //!
 //! ```text
-//!  accept ─▶ TLS + identity ─▶ route ─▶ authorize ─▶ validate ─▶ cache ─▶ upstream ─▶ validate ─▶ audit ─▶ respond
-//!  server     tls, caller      route    authorize,  validate   cache     upstream   validate    audit,     pipeline
-//!                              catalog  quota       (params,                        (response)  telemetry
-//!                                                   request)
+//!  identify ─▶ route ─▶ admit ─▶ parameters ─▶ read ─▶ prepare ─▶ lookup ─▶ forward ─▶ check ─▶ store ─▶ conclude
+//!  caller      route    admit    validate      read    prepare    lookup    forward    check    store    conclude
+//!              (catalog) (authorize, quota)    (body, commitment, schema)  (upstream) (schema) (cache)  (outcome, metrics,
+//!                                                                                                        SLA, audit, span)
 //! ```
 //!
-//! [`runtime::Gateway::handle`] runs the stages in that order (`run`), then counts the exchange
-//! and, with an audit log, records it before the response is released.
+//! 3. **The engines** the stages call, each with one job and no knowledge of the pipeline:
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`config`] | the TOML file shape, its validation (every error, with its TOML path), the immutable [`config::Snapshot`] |
-//! | [`server`] | the listener: accept, TLS handshake with a required client certificate, HTTP/1.1 + HTTP/2, graceful drain |
-//! | [`tls`] | PEM loading, server and upstream rustls configurations, the identity field of a certificate |
-//! | [`caller`] | who is on a connection: certificate identity resolved to an agency once per connection |
-//! | [`pipeline`] | [`runtime::Gateway`], the service as a value, and the request path top to bottom |
+//! | [`config`] | the TOML file shape, its validation by section (`config/validate/`), the immutable [`config::Snapshot`], the OpenAPI documents built from it |
+//! | [`outcome`] | what became of an exchange ([`outcome::Outcome`], [`outcome::Problem`], [`outcome::CacheState`]): the wire names, in one place |
+//! | [`reject`] | every failure, mapped in one place to its status, problem type and gRPC code; `reject/response.rs` renders it |
+//! | [`caller`] | who is on a connection: certificate identity resolved to an agency, again after a reload |
 //! | [`route`] | path normalisation, then service by longest prefix and operation by template and method |
 //! | [`authorize`] | default deny: classification and clearance, agreements in force, the `SPL-Agreement` choice |
 //! | [`quota`] | per-agreement rates (GCRA) on tokio's monotonic clock |
 //! | [`clock`] | the calendar for agreement validity, in the gateway's time zone; settable in tests |
-//! | [`body`] | the response body type, the bounded request-body read, and reading a response for the cache |
+//! | [`body`] | the response body type, bounded reads of request and response bodies, deadlines on bodies |
 //! | [`budget`] | the memory budget of held bodies (`[gateway] max_buffered`), one account per exchange |
 //! | [`cache`] | the response cache: keys that keep agencies apart, RFC 9111 freshness, coalesced misses, purge |
-//! | [`upstream`] | pooled mTLS clients per service and header rewriting both ways |
+//! | [`upstream`] | pooled mTLS clients per service, upstream selection and ejection, header rewriting both ways |
+//! | [`schema`], [`validate`] | the schema registry, and validation of parameters, requests and responses (bodies read in place: `schema::tape`) |
 //! | [`percent`] | percent-encoding: strict decoding (every `%` two hex digits) and the encode sets, one codec |
 //! | [`exchange`] | the exchange id (`SPL-Exchange-Id`) and W3C trace context |
-//! | [`reject`] | every failure, mapped in one place to its status and problem+json document |
-//! | [`audit`] | the hash-chained, signed audit log: writer (group commit), Merkle tree heads, the index for look-ups, receipts, verification; commitments to bodies (`commit`) and keyed hashes of parameter values (`redact`) |
+//! | [`keys`] | the key material the configuration names: the audit signing key, the redaction keys |
+//! | [`audit`] | the hash-chained, signed audit log: the handle and recovery (`writer`), the writer thread (`batch`), Merkle tree heads, the index for look-ups, receipts, verification; commitments to bodies (`commit`) and keyed hashes of parameter values (`redact`) |
 //! | [`telemetry`] | metrics (Prometheus text), a handle the pipeline calls |
 //! | [`otlp`] | OTLP/gRPC export of every exchange as a span of the caller's trace (`[telemetry]`) |
-//! | [`grpc`] | the gRPC front on `grpc_listen`: `Exchange.Call` through the pipeline, `Catalog`, `Audit`, health, reflection |
-//! | [`admin`] | the admin listener: `/healthz`, `/readyz`, `/metrics`, `POST /v1/cache/purge` |
-//! | [`catalog`] | `/.well-known/spl/`: the catalog and OpenAPI documents for PD developers |
-//! | [`schema`], [`validate`] | the schema registry, and validation of parameters, requests and responses (bodies read in place: `schema::tape`) |
-//! | [`pki`] | a development PKI (rcgen) for `pki init`, the demo and the tests |
-//! | [`demo`] | `penghubung demo`: two sample PD services behind the gateway |
 //! | [`sla`] | live per-service availability and latency over 5 min, 1 h and 24 h (`/v1/sla`) |
+//! | [`tls`] | PEM loading, server and upstream rustls configurations, the identity field of a certificate |
+//! | [`server`] | the listener: accept, TLS handshake with a required client certificate, HTTP/1.1 + HTTP/2, graceful drain |
+//! | [`grpc`] | the gRPC front on `grpc_listen`: `Exchange.Call` through the pipeline, `Catalog`, `Audit`, health, reflection |
+//! | [`admin`] | the admin listener: `/healthz`, `/readyz`, `/metrics`, `/v1/sla`, `POST /v1/reload`, `POST /v1/cache/purge` |
+//! | [`catalog`] | `/.well-known/spl/`: the catalog and OpenAPI documents for PD developers |
 //! | [`report`] | `penghubung report`: the periodic review, computed from the audit log |
 //! | [`inventory`] | what `check` and `certs` print: services, operations, agencies, certificates and CRLs |
+//! | [`pki`] | a development PKI (rcgen) for `pki init`, the demo and the tests |
+//! | [`demo`] | `penghubung demo`: two sample PD services behind the gateway |
 //!
-//! Side systems (upstream pool, quotas, audit writer, cache, telemetry) are handles the
-//! pipeline calls; the CLI, the admin API and the gRPC front use the same handles.
+//! The `penghubung` binary is `main.rs` (the command line) and `cli/` (serving, the audit
+//! tools, the reports).
+//!
+//! Policy, checked by CI: no `unsafe`; no `unwrap` or `expect` outside tests but a named
+//! invariant allowed where it is made; no function over 150 lines (`clippy.toml`); no file
+//! under `gateway/` over about 600 lines but the generated code and the JSON tape.
 
 #![forbid(unsafe_code)]
 // Outside tests a panic is a decision: `expect` with the invariant that makes it impossible,

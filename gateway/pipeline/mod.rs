@@ -1,20 +1,20 @@
 //! The request path, top to bottom: `handle → run → conclude`. Every stage is a function in a
 //! file of its own here, returning `Result<_, Reject>`; the first refusal becomes the response.
-//! Reading [`run`] is reading what the gateway does to a request.
+//! Reading `run` is reading what the gateway does to a request.
 //!
 //! | stage | file | what it does |
 //! |---|---|---|
 //! | identify | [`crate::caller`] | the connection's certificate names an agency of the configuration in force |
-//! | route | [`route`] | the path normalised; the catalog, or a service and operation; the exchange's deadline |
-//! | authorize and charge | [`admit`] | classification and agreements, then the agreement's quota |
+//! | route | `route.rs` | the path normalised; the catalog, or a service and operation; the exchange's deadline |
+//! | authorize and charge | `admit.rs` | classification and agreements, then the agreement's quota |
 //! | parameters | [`crate::validate`] | path and query parameters against their schemas, before the body is read |
-//! | read the request | [`read`] | the body, bounded and within the deadline; its commitment; its schema |
-//! | prepare | [`prepare`] | the upstream request's headers, target and query |
-//! | cache lookup | [`lookup`] | a fresh stored answer, a coalesced one, or the lead of the one fetch |
-//! | forward | [`forward`] | to a healthy upstream, within the deadline; the answer's headers back |
-//! | check the response | [`check`] | the answer against its schema |
-//! | store | [`store`] | a conforming, storable answer kept for the next caller |
-//! | conclude | [`conclude`] | outcome, log, metrics, SLA, audit record, span |
+//! | read the request | `read.rs` | the body, bounded and within the deadline; its commitment; its schema |
+//! | prepare | `prepare.rs` | the upstream request's headers, target and query |
+//! | cache lookup | `lookup.rs` | a fresh stored answer, a coalesced one, or the lead of the one fetch |
+//! | forward | `forward.rs` | to a healthy upstream, within the deadline; the answer's headers back |
+//! | check the response | `check.rs` | the answer against its schema |
+//! | store | `store.rs` | a conforming, storable answer kept for the next caller |
+//! | conclude | `conclude.rs` | outcome, log, metrics, SLA, audit record, span |
 
 mod admit;
 mod check;
