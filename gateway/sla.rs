@@ -282,4 +282,28 @@ mod tests {
         tokio::time::advance(Duration::from_secs(24 * 3600)).await;
         assert_eq!(sla.report()["services"][0]["windows"]["24h"]["answered"], 0);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_keeps_its_figures_when_a_reload_moves_it() {
+        let sla = Sla::new();
+        let before = sla.rings(2);
+        sla.record_in(&before, 1, "b", Kind::Answered, Duration::from_millis(1));
+        // The reload listed `b` first.
+        let after = sla.rings(2);
+        sla.record_in(&after, 0, "b", Kind::Failed, Duration::ZERO);
+        sla.record_in(&after, 1, "a", Kind::Answered, Duration::from_millis(1));
+        sla.record_in(&after, 1, "a", Kind::Refused, Duration::ZERO);
+        let report = sla.report();
+        let five = |id: &str| {
+            let services = report["services"].as_array().unwrap();
+            let service = services.iter().find(|s| s["service"] == id).unwrap();
+            let w = &service["windows"]["5m"];
+            (
+                w["answered"].as_u64().unwrap(),
+                w["failed"].as_u64().unwrap(),
+            )
+        };
+        assert_eq!(five("b"), (1, 1));
+        assert_eq!(five("a"), (1, 0));
+    }
 }

@@ -6,15 +6,16 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::oneshot;
 
-use super::index::{IndexWriter, Line};
+use super::index::{IndexWriter, Line, Shared};
 use super::merkle::{leaf_hash, CompactRange};
 use super::record::{timestamp, Record};
 use super::segment::{segment_path, ChainHead, Place};
@@ -23,13 +24,68 @@ use crate::config::Durability;
 use crate::keys::{sha256_hex, Signer};
 use data_encoding::HEXLOWER;
 
-use super::writer::{sync_dir, Appended, AuditError, State, WriterOptions};
-
 /// How long the writer lets records gather after a batch at most, while exchanges are under
 /// way. Chosen with a fixed linger on the full policy path with `sync` (100 µs −6% CPU per
 /// request, 250 µs −10%, 500 µs −14%); waiting only while records are coming keeps that and
 /// costs low-concurrency callers nothing (docs/performance.md).
 const LINGER: Duration = Duration::from_micros(500);
+
+/// How the writer is configured.
+#[derive(Clone)]
+pub struct WriterOptions {
+    pub durability: Durability,
+    pub flush_interval: Duration,
+    pub segment_size: u64,
+    /// Records that may wait for the writer; beyond it appends fail (fail closed).
+    pub queue: usize,
+    /// Signs tree heads; without it none are written.
+    pub signer: Option<Arc<Signer>>,
+    /// The gateway id the tree heads name.
+    pub gateway: String,
+    /// A tree head after this many records...
+    pub tree_head_every: u64,
+    /// ...or this long after the first record it does not cover yet.
+    pub tree_head_interval: Duration,
+}
+
+/// Why a record could not be made durable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit writer is unhealthy: {0}")]
+    Unhealthy(String),
+    #[error("the audit queue is full")]
+    QueueFull,
+}
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// What the handle and the writer thread share.
+pub(super) struct State {
+    pub(super) healthy: AtomicBool,
+    /// Records handed to the writer and not yet committed, and how many may be.
+    pub(super) queued: AtomicUsize,
+    pub(super) bound: usize,
+    pub(super) failure: std::sync::Mutex<Option<String>>,
+    pub(super) inject_failure: AtomicBool,
+    /// While set, the writer takes no new batch (a slow disk, for fault drills).
+    pub(super) stalled: AtomicBool,
+    /// Seconds each fsync of a segment took (the metrics register it).
+    pub(super) fsync_seconds: Histogram,
+    /// Exchanges under way whose record has not been handed over yet ([`AuditLog::expect`]).
+    pub(super) arriving: AtomicUsize,
+    /// The writer is lingering for them: the one that brings `arriving` to zero wakes it.
+    pub(super) lingering: AtomicBool,
+    pub(super) writer: std::sync::OnceLock<std::thread::Thread>,
+    /// What the index beside the log has published, for look-ups.
+    pub(super) index: Arc<Shared>,
+    /// The log's directory.
+    pub(super) dir: PathBuf,
+}
 
 pub(super) struct Job {
     pub(super) record: Record,
@@ -362,4 +418,8 @@ fn tree_head(signer: &Signer, gateway: &str, range: &CompactRange) -> Record {
         signature: Some(signature),
         ..Record::default()
     }
+}
+
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }

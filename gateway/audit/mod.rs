@@ -15,6 +15,7 @@ mod verify;
 mod writer;
 
 pub use crate::keys::{key_id, sha256_hex, BadRedactionKey, Redactor, Signer};
+pub use batch::{Appended, AuditError, WriterOptions};
 pub use commit::{commit, prove, BadNonce, Committer, Nonce, Proven, SPL_COMMITMENT_NONCE};
 pub use index::{Lookup, LookupError};
 pub use merkle::{
@@ -22,12 +23,12 @@ pub use merkle::{
     root, subtree_root, verify_consistency, verify_inclusion, CompactRange, Hash, Nodes,
 };
 pub use receipt::{
-    consistency, parse_public_key, receipt, select, verify, verify_consistency_proof,
-    verify_receipt, Consistency, Receipt, Report, CONSISTENCY_FORMAT, RECEIPT_FORMAT,
+    consistency, parse_public_key, receipt, select, verify_consistency_proof, verify_receipt,
+    Consistency, Receipt, CONSISTENCY_FORMAT, RECEIPT_FORMAT,
 };
 pub use record::{timestamp, BodyDigest, Record, GENESIS};
 pub use redact::audit_target;
 pub use segment::{segments, walk, walk_at, Broken, ChainHead, Fault, Place};
 pub use sign::{tree_head_message, unhex, verify_signature};
-pub use verify::{verify_all, Verification, KINDS};
-pub use writer::{admin, Appended, AuditError, AuditLog, Expected, WriterOptions};
+pub use verify::{verify, verify_all, Report, Verification, KINDS};
+pub use writer::{admin, AuditLog, Expected};

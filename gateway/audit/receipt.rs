@@ -8,20 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::merkle::{inclusion_proof, leaf_hash, verify_inclusion, Hash};
 use super::record::Record;
-use super::segment::{walk, Broken, ChainHead};
+use super::segment::walk;
 use super::sign::{tree_head_message, unhex, verify_signature};
 use data_encoding::HEXLOWER;
-
-/// What `verify` found in a log that verifies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
-    pub records: u64,
-    pub exchanges: u64,
-    pub tree_heads: u64,
-    /// Whether tree-head signatures were checked (a public key was given).
-    pub signatures_checked: bool,
-    pub head: ChainHead,
-}
 
 /// A receipt: one exchange's record, proven to be in a tree the gateway signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,16 +27,6 @@ pub struct Receipt {
 }
 
 pub const RECEIPT_FORMAT: &str = "penghubung-receipt-v1";
-
-/// Verifies the chain and every tree head (size, root and, with `public_key`, signature);
-/// the first problem, if any ([`super::verify_all`] lists them all).
-pub fn verify(dir: &Path, public_key: Option<&[u8]>) -> Result<Report, Broken> {
-    let found = super::verify::verify_all(dir, public_key);
-    match found.problems.into_iter().next() {
-        Some(first) => Err(first),
-        None => Ok(found.report),
-    }
-}
 
 /// The receipt of the exchange `exchange_id`, from the first tree head that covers it.
 pub fn receipt(dir: &Path, exchange_id: &str) -> Result<Receipt, String> {

@@ -14,7 +14,6 @@ use std::path::Path;
 use data_encoding::HEXLOWER;
 
 use super::merkle::{leaf_hash, CompactRange};
-use super::receipt::Report;
 use super::record::{Record, GENESIS};
 use super::segment::{segments, Broken, ChainHead, Fault};
 use super::sign::{tree_head_message, verify_signature};
@@ -22,6 +21,27 @@ use crate::keys::sha256_hex;
 
 /// The record kinds the format defines.
 pub const KINDS: [&str; 3] = ["exchange", "admin", "tree-head"];
+
+/// What `verify` found in a log that verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub records: u64,
+    pub exchanges: u64,
+    pub tree_heads: u64,
+    /// Whether tree-head signatures were checked (a public key was given).
+    pub signatures_checked: bool,
+    pub head: ChainHead,
+}
+
+/// Verifies the chain and every tree head (size, root and, with `public_key`, signature);
+/// the first problem, if any ([`verify_all`] lists them all).
+pub fn verify(dir: &Path, public_key: Option<&[u8]>) -> Result<Report, Broken> {
+    let found = verify_all(dir, public_key);
+    match found.problems.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(found.report),
+    }
+}
 
 /// What a verification found: the counts, and every problem (none: the log verifies).
 #[derive(Debug, Clone, PartialEq, Eq)]

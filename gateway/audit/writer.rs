@@ -7,86 +7,28 @@
 //! turns unhealthy and every later append fails, so the pipeline refuses exchanges instead of
 //! forwarding them unrecorded.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::sync::oneshot;
 
-use super::batch::{Job, Writer};
-use super::index::{IndexWriter, Line, Lookup, Shared};
+use super::batch::{sync_dir, Appended, AuditError, Job, State, Writer, WriterOptions};
+use super::index::{IndexWriter, Line, Lookup};
 use super::merkle::{leaf_hash, CompactRange};
 use super::record::{timestamp, Record};
 use super::segment::{segment_path, segments, walk, walk_at};
-use crate::config::Durability;
-use crate::keys::Signer;
-
-/// How the writer is configured.
-#[derive(Clone)]
-pub struct WriterOptions {
-    pub durability: Durability,
-    pub flush_interval: Duration,
-    pub segment_size: u64,
-    /// Records that may wait for the writer; beyond it appends fail (fail closed).
-    pub queue: usize,
-    /// Signs tree heads; without it none are written.
-    pub signer: Option<Arc<Signer>>,
-    /// The gateway id the tree heads name.
-    pub gateway: String,
-    /// A tree head after this many records...
-    pub tree_head_every: u64,
-    /// ...or this long after the first record it does not cover yet.
-    pub tree_head_interval: Duration,
-}
-
-/// Why a record could not be made durable.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AuditError {
-    #[error("the audit writer is unhealthy: {0}")]
-    Unhealthy(String),
-    #[error("the audit queue is full")]
-    QueueFull,
-}
-
-/// Where an appended record landed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Appended {
-    pub seq: u64,
-    pub hash: String,
-}
 
 /// The handle the pipeline, the CLI and administrative acts append through.
 #[derive(Clone)]
 pub struct AuditLog {
     jobs: SyncSender<Job>,
     state: Arc<State>,
-}
-
-pub(super) struct State {
-    pub(super) healthy: AtomicBool,
-    /// Records handed to the writer and not yet committed, and how many may be.
-    pub(super) queued: AtomicUsize,
-    pub(super) bound: usize,
-    pub(super) failure: std::sync::Mutex<Option<String>>,
-    pub(super) inject_failure: AtomicBool,
-    /// While set, the writer takes no new batch (a slow disk, for fault drills).
-    pub(super) stalled: AtomicBool,
-    /// Seconds each fsync of a segment took (the metrics register it).
-    pub(super) fsync_seconds: Histogram,
-    /// Exchanges under way whose record has not been handed over yet ([`AuditLog::expect`]).
-    pub(super) arriving: AtomicUsize,
-    /// The writer is lingering for them: the one that brings `arriving` to zero wakes it.
-    pub(super) lingering: AtomicBool,
-    pub(super) writer: std::sync::OnceLock<std::thread::Thread>,
-    /// What the index beside the log has published, for look-ups.
-    pub(super) index: Arc<Shared>,
-    /// The log's directory.
-    pub(super) dir: PathBuf,
 }
 
 /// An exchange that will append a record: while any is under way, the writer lets a batch
@@ -335,13 +277,11 @@ pub fn admin(gateway: &str, act: &str, detail: Option<String>) -> Record {
     }
 }
 
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Durability;
+    use std::time::Duration;
 
     fn log(dir: &Path) -> AuditLog {
         let options = WriterOptions {
