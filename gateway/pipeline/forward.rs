@@ -5,6 +5,7 @@
 use std::pin::Pin;
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{Request, Response};
 use http_body_util::Full;
 use tokio::time::Sleep;
@@ -19,21 +20,17 @@ use super::prepare::Outbound;
 use super::route::To;
 use super::{Ctx, Facts};
 
-pub(super) async fn forward<'c>(
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn forward(
     x: &Ctx<'_>,
     to: &To<'_>,
-    outbound: Outbound,
+    mut parts: Parts,
+    outbound: &Outbound,
     body: Bytes,
     mut deadline: Pin<Box<Sleep>>,
-    pending: Option<Pending<'c>>,
+    pending: &mut Option<Pending<'_>>,
     facts: &Facts,
-) -> Result<(Response<Body>, Option<Pending<'c>>), Reject> {
-    let Outbound {
-        mut parts,
-        target,
-        query,
-        ..
-    } = outbound;
+) -> Result<Response<Body>, Reject> {
     if let Some(nonce) = &facts.nonce {
         parts
             .headers
@@ -45,8 +42,8 @@ pub(super) async fn forward<'c>(
     let forward = x.active.upstreams.forward(
         to.service_index,
         service,
-        &target,
-        query.as_deref(),
+        &outbound.target,
+        outbound.query.as_deref(),
         request,
     );
     let forwarded = tokio::select! {
@@ -67,8 +64,10 @@ pub(super) async fn forward<'c>(
         Ok(response) => response,
         Err(reject) => {
             // Those waiting on this fetch learn it timed out, rather than waiting on.
-            if let (Some(pending), Reject::UpstreamTimeout { after, .. }) = (pending, &reject) {
-                pending.fetch.timed_out(*after);
+            if let Reject::UpstreamTimeout { after, .. } = &reject {
+                if let Some(pending) = pending.take() {
+                    pending.fetch.timed_out(*after);
+                }
             }
             return Err(reject);
         }
@@ -76,5 +75,5 @@ pub(super) async fn forward<'c>(
     let (mut parts, body) = response.into_parts();
     upstream::to_caller(&mut parts.headers);
     let body = with_deadline(body, deadline, service.request_timeout);
-    Ok((Response::from_parts(parts, body), pending))
+    Ok(Response::from_parts(parts, body))
 }

@@ -39,6 +39,7 @@ pub(super) async fn cached<'c>(
     consumer: usize,
     to: &To<'_>,
     admitted: &Admitted<'_>,
+    parts: &http::request::Parts,
     outbound: &Outbound,
     facts: &mut Facts,
 ) -> Result<Looked<'c>, Reject> {
@@ -46,7 +47,7 @@ pub(super) async fn cached<'c>(
         return Ok(Looked::Miss(None));
     };
     let service = to.service;
-    let headers = &outbound.parts.headers;
+    let headers = &parts.headers;
     let key = Key::primary(&cache::Request {
         service: &service.id,
         operation: &to.operation.id,
@@ -61,7 +62,7 @@ pub(super) async fn cached<'c>(
         query: outbound.query.as_deref(),
         headers,
     });
-    let head = outbound.parts.method == Method::HEAD;
+    let head = parts.method == Method::HEAD;
     match x
         .gw
         .cache

@@ -217,14 +217,16 @@ where
     validate::params(to.operation, &to.matched.params, request.uri().query())?;
     // One timer for the exchange's deadline, from here to the response's last byte.
     let mut deadline = Box::pin(tokio::time::sleep_until(to.deadline));
-    let (parts, body) = read::request(&to, request, &mut deadline, facts, held).await?;
-    let outbound = prepare::upstream_request(x, consumer, &to, &admitted, parts);
-    let fetch = match lookup::cached(x, consumer, &to, &admitted, &outbound, facts).await? {
+    let (mut parts, body) = request.into_parts();
+    let body = read::body(&to, &parts, body, &mut deadline, facts, held).await?;
+    let outbound = prepare::upstream_request(x, consumer, &to, &admitted, &mut parts);
+    let looked = lookup::cached(x, consumer, &to, &admitted, &parts, &outbound, facts).await?;
+    let mut fetch = match looked {
         lookup::Looked::Hit(response) => return Ok(admitted.with_quota(response)),
         lookup::Looked::Miss(fetch) => fetch,
     };
-    let (response, fetch) =
-        forward::forward(x, &to, outbound, body, deadline, fetch, facts).await?;
+    let response =
+        forward::forward(x, &to, parts, &outbound, body, deadline, &mut fetch, facts).await?;
     let response = check::response(&to, response, facts, held).await?;
     let response = store::store(x, &to, fetch, response, facts, held).await?;
     Ok(admitted.with_quota(response))

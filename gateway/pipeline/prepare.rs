@@ -17,9 +17,8 @@ use super::admit::Admitted;
 use super::route::To;
 use super::Ctx;
 
-/// The upstream request but for its body.
+/// Where the upstream request goes, beside its head (prepared in place).
 pub(super) struct Outbound {
-    pub parts: Parts,
     /// The path the upstream sees (the rest after the service prefix; a gRPC method whole).
     pub target: String,
     pub query: Option<String>,
@@ -32,7 +31,7 @@ pub(super) fn upstream_request(
     consumer: usize,
     to: &To<'_>,
     admitted: &Admitted<'_>,
-    mut parts: Parts,
+    parts: &mut Parts,
 ) -> Outbound {
     let cacheable = Cache::ceiling(to.service, to.operation)
         .map(|c| (c, cache::Directives::of(&parts.headers)));
@@ -77,7 +76,6 @@ pub(super) fn upstream_request(
     };
     let query = parts.uri.query().map(str::to_owned);
     Outbound {
-        parts,
         target,
         query,
         cacheable,

@@ -1,4 +1,4 @@
-//! Read the request: the body, bounded by the operation's `max_request_body` and the memory
+//! Read the request: its body, bounded by the operation's `max_request_body` and the memory
 //! budget, and read completely within the exchange's deadline before any upstream contact; its
 //! commitment for the audit record; then its schema.
 
@@ -7,7 +7,6 @@ use std::pin::Pin;
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::request::Parts;
-use http::Request;
 use tokio::time::Sleep;
 
 use crate::body::collect_within;
@@ -18,18 +17,18 @@ use crate::validate;
 use super::route::To;
 use super::Facts;
 
-pub(super) async fn request<B>(
+pub(super) async fn body<B>(
     to: &To<'_>,
-    request: Request<B>,
+    parts: &Parts,
+    body: B,
     deadline: &mut Pin<Box<Sleep>>,
     facts: &mut Facts,
     held: &mut Held,
-) -> Result<(Parts, Bytes), Reject>
+) -> Result<Bytes, Reject>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (parts, body) = request.into_parts();
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -54,5 +53,5 @@ where
         facts.request = Some(crate::audit::commit(nonce, to.grpc, &body));
     }
     validate::request(to.operation, &parts.headers, &body)?;
-    Ok((parts, body))
+    Ok(body)
 }

@@ -295,7 +295,7 @@ impl Pool {
             Err(Reject::UpstreamUnavailable { .. } | Reject::UpstreamTimeout { .. }) => true,
             Err(_) => false,
         };
-        if state.outcome(failed, pool.now()) {
+        if state.outcome(failed, || pool.now()) {
             tracing::warn!(service = %service.id, upstream = %upstream.origin, ejected_for = ?EJECT_FOR, "upstream failing: left out of the rotation");
         }
         result
@@ -420,7 +420,7 @@ impl UpstreamState {
     }
 
     /// Notes an outcome; true when it ejects the upstream.
-    fn outcome(&self, failed: bool, now: u64) -> bool {
+    fn outcome(&self, failed: bool, now: impl FnOnce() -> u64) -> bool {
         if !failed {
             self.failures.store(0, Ordering::Relaxed);
             return false;
@@ -431,7 +431,7 @@ impl UpstreamState {
         self.failures.store(0, Ordering::Relaxed);
         let eject_for = u64::try_from(EJECT_FOR.as_nanos()).unwrap_or(u64::MAX);
         self.ejected_until
-            .store(now.saturating_add(eject_for), Ordering::Relaxed);
+            .store(now().saturating_add(eject_for), Ordering::Relaxed);
         true
     }
 }
