@@ -24,9 +24,13 @@ use super::BodyDigest;
 /// The header that carries an exchange's nonce to the consumer and to the owner's service.
 pub const SPL_COMMITMENT_NONCE: &str = "spl-commitment-nonce";
 
-/// One exchange's secret: 32 random bytes.
+/// One exchange's secret: 32 random bytes, and the HMAC key made of them once for both of the
+/// exchange's commitments (making it is two SHA-256 blocks).
 #[derive(Clone)]
-pub struct Nonce([u8; 32]);
+pub struct Nonce {
+    bytes: [u8; 32],
+    key: hmac::Key,
+}
 
 /// A nonce that is not 32 bytes in base64url.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -40,12 +44,19 @@ impl Nonce {
     pub fn fresh() -> Nonce {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
-        Nonce(bytes)
+        Nonce::from_bytes(bytes)
+    }
+
+    fn from_bytes(bytes: [u8; 32]) -> Nonce {
+        Nonce {
+            key: hmac::Key::new(hmac::HMAC_SHA256, &bytes),
+            bytes,
+        }
     }
 
     /// Base64url without padding, as the header carries it.
     pub fn encoded(&self) -> String {
-        BASE64URL_NOPAD.encode(&self.0)
+        BASE64URL_NOPAD.encode(&self.bytes)
     }
 
     #[allow(clippy::expect_used)] // base64url's alphabet is visible ASCII
@@ -58,7 +69,7 @@ impl Nonce {
         let bytes = BASE64URL_NOPAD
             .decode(text.trim().trim_end_matches('=').as_bytes())
             .map_err(|_| BadNonce)?;
-        Ok(Nonce(bytes.try_into().map_err(|_| BadNonce)?))
+        Ok(Nonce::from_bytes(bytes.try_into().map_err(|_| BadNonce)?))
     }
 }
 
@@ -92,7 +103,7 @@ impl Committer {
     /// A commitment to a plain body (`grpc = false`) or to the messages of a gRPC body.
     pub fn new(nonce: &Nonce, grpc: bool) -> Committer {
         Committer {
-            context: hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, &nonce.0)),
+            context: hmac::Context::with_key(&nonce.key),
             length: 0,
             framing: grpc.then_some(Framing {
                 prefix_read: 0,
@@ -186,7 +197,7 @@ mod tests {
     /// nobody here wrote is checked against `openssl dgst -mac HMAC` in tests/privacy.rs.)
     #[test]
     fn a_commitment_is_hmac_sha256_keyed_with_the_nonce() {
-        let nonce = Nonce([7; 32]);
+        let nonce = Nonce::from_bytes([7; 32]);
         let body = br#"{"nik":"7208014001900001"}"#;
         let expected = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &[7; 32]), body);
         let got = commit(&nonce, false, body);
@@ -256,8 +267,11 @@ mod tests {
         let nonce = Nonce::fresh();
         let text = nonce.encoded();
         assert_eq!(text.len(), 43);
-        assert_eq!(Nonce::parse(&text).unwrap().0, nonce.0);
-        assert_eq!(Nonce::parse(&format!("{text}=")).unwrap().0, nonce.0);
+        assert_eq!(Nonce::parse(&text).unwrap().bytes, nonce.bytes);
+        assert_eq!(
+            Nonce::parse(&format!("{text}=")).unwrap().bytes,
+            nonce.bytes
+        );
         assert_eq!(Nonce::parse(&text[1..]).unwrap_err(), BadNonce);
         assert_eq!(Nonce::parse("not base64!").unwrap_err(), BadNonce);
         assert_eq!(format!("{nonce:?}"), "Nonce(..)");
