@@ -28,6 +28,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`config`] | the TOML file shape, its validation by section (`config/validate/`), the immutable [`config::Snapshot`], the OpenAPI documents built from it |
+//! | [`consent`] | an agreement's terms as RFC 8785 JSON, the data owner's signature over them, and its verification (`[governance]`, `agreement sign`) |
 //! | [`outcome`] | what became of an exchange ([`outcome::Outcome`], [`outcome::Problem`], [`outcome::CacheState`]): the wire names, in one place |
 //! | [`reject`] | every failure, mapped in one place to its status, problem type and gRPC code; `reject/response.rs` renders it |
 //! | [`caller`] | who is on a connection: certificate identity resolved to an agency, again after a reload |
@@ -81,6 +82,7 @@ pub mod caller;
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod consent;
 pub mod demo;
 pub mod exchange;
 pub mod grpc;

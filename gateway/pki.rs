@@ -93,6 +93,16 @@ impl Authority {
         self.sign(params)
     }
 
+    /// An agency's client certificate as [`Authority::issue_client`] makes it, with an Ed25519
+    /// key instead of ECDSA P-256: the other key an agreement may be signed with.
+    pub fn issue_client_ed25519(&self, common_name: &str) -> Result<Issued, rcgen::Error> {
+        let mut params = leaf(common_name, 365);
+        params.distinguished_name = dn(common_name, None);
+        params.subject_alt_names = vec![san(common_name)?];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign_with(params, KeyPair::generate_for(&rcgen::PKCS_ED25519)?)
+    }
+
     /// A client certificate with explicit validity, for testing expiry.
     pub fn issue_client_valid(
         &self,
@@ -130,14 +140,21 @@ impl Authority {
         params.signed_by(&self.issuer)?.pem()
     }
 
-    fn sign(&self, mut params: CertificateParams) -> Result<Issued, rcgen::Error> {
+    fn sign(&self, params: CertificateParams) -> Result<Issued, rcgen::Error> {
+        self.sign_with(params, KeyPair::generate()?)
+    }
+
+    fn sign_with(
+        &self,
+        mut params: CertificateParams,
+        key: KeyPair,
+    ) -> Result<Issued, rcgen::Error> {
         let mut serial = [0u8; 16];
         random(&mut serial);
         serial[0] &= 0x7f;
         let serial = SerialNumber::from_slice(&serial);
         params.serial_number = Some(serial.clone());
         params.use_authority_key_identifier_extension = true;
-        let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Issued {
             cert_pem: cert.pem(),
