@@ -76,6 +76,11 @@ enum Command {
         #[arg(long)]
         service: String,
     },
+    /// An agreement's terms, and the signature of its data owner (or consumer) over them.
+    Agreement {
+        #[command(subcommand)]
+        command: cli::agreement::AgreementCommand,
+    },
     /// Read and check the audit log.
     Audit {
         #[command(subcommand)]
@@ -168,6 +173,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => cli::report_command(&audit, &since, &until, &format, &timezone),
         Command::Openapi { config, service } => cli::openapi(&config, &service),
         Command::Audit { command } => cli::audit::audit_command(command),
+        Command::Agreement { command } => cli::agreement::agreement_command(command),
         Command::Certs { config, warn_days } => {
             cli::inventory(&config, |s| inventory::certificates(s, now(), warn_days))
         }

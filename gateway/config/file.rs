@@ -19,6 +19,7 @@ pub struct FileConfig {
     pub cache: Option<CacheSection>,
     pub admin: Option<AdminSection>,
     pub telemetry: Option<TelemetrySection>,
+    pub governance: Option<GovernanceSection>,
     #[serde(default)]
     pub agencies: Vec<AgencyEntry>,
     #[serde(default)]
@@ -126,6 +127,20 @@ pub struct AdminSection {
     pub identities: Vec<String>,
 }
 
+/// Who decides what is shared: the data owners' signatures over agreements, and the limits of
+/// the Bupati's order as a basis.
+#[derive(Debug, Deserialize)]
+pub struct GovernanceSection {
+    /// `"required"`: an agreement for a service above `terbuka` loads only with its owner's
+    /// signature; `"warn"` (default): it loads, with a warning.
+    pub owner_consent: Option<String>,
+    /// Issuers of the certificates that sign agreements (default: `[tls] client_ca`).
+    #[serde(default)]
+    pub signer_ca: Vec<String>,
+    /// The longest validity, in days, of an agreement of basis `perintah_bupati` (default 30).
+    pub max_order_days: Option<u32>,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct CacheSection {
     pub max_size: Option<String>,
@@ -141,6 +156,8 @@ pub struct AgencyEntry {
     /// SHA-256 fingerprints of the only certificates accepted for this agency.
     #[serde(default)]
     pub pin_sha256: Vec<String>,
+    /// The decision that set the clearance (e.g. a Keputusan Kepala Dinas number).
+    pub clearance_basis: Option<String>,
 }
 
 /// A provincial or national SPL that calls this gateway (over gRPC or HTTPS): authorized like
@@ -155,6 +172,7 @@ pub struct PeerEntry {
     pub identities: Vec<String>,
     #[serde(default)]
     pub pin_sha256: Vec<String>,
+    pub clearance_basis: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,4 +252,17 @@ pub struct AgreementEntry {
     pub valid_from: Datetime,
     pub valid_until: Datetime,
     pub rate: Option<String>,
+    /// The legal basis: `kesepakatan` (default), `sop` or `perintah_bupati`.
+    pub basis: Option<String>,
+    /// The SOP followed (basis `sop`).
+    pub sop: Option<String>,
+    /// SHA-256 of the signed agreement document (the PKS, or the Bupati's order).
+    pub document_sha256: Option<String>,
+    /// The data owner's signature file over the terms (`penghubung agreement sign`).
+    pub owner_signature: Option<String>,
+    /// The consumer's, if it signs too.
+    pub consumer_signature: Option<String>,
+    /// Basis `perintah_bupati`: the order's number and date.
+    pub order_number: Option<String>,
+    pub order_date: Option<Datetime>,
 }

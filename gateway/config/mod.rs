@@ -17,9 +17,9 @@ pub use credentials::{Secret, UpstreamAuth};
 pub use error::{ConfigError, ConfigErrors};
 pub use file::FileConfig;
 pub use snapshot::{
-    Agency, Agreement, AuditSettings, CacheSettings, Classification, Date, Durability,
-    GatewaySettings, HealthCheck, Operation, OtlpSettings, ParamIn, ParamSchema, Party, Protocol,
-    SchemaMode, Service, Snapshot, TimeZone, Upstream,
+    Agency, Agreement, AuditSettings, Basis, CacheSettings, Classification, Date, Durability,
+    GatewaySettings, Governance, HealthCheck, Operation, OtlpSettings, OwnerConsent, ParamIn,
+    ParamSchema, Party, Protocol, SchemaMode, Service, SignedBy, Snapshot, TimeZone, Upstream,
 };
 pub use units::{parse_duration, parse_rate, parse_size, Rate};
 
@@ -44,6 +44,27 @@ pub fn load_str(text: &str, source: &Path, base: &Path) -> Result<Snapshot, Conf
     let mut snapshot = validate::validate(file, text, source, base, unknown)?;
     snapshot.openapi = openapi::documents(&snapshot)?;
     Ok(snapshot)
+}
+
+/// The terms of agreement `id` in the file at `path`, as its parties sign them (`penghubung
+/// agreement terms` and `sign`). Only the file's shape is read: a file whose signatures are
+/// still missing, or whose certificates are elsewhere, gives its terms all the same.
+pub fn agreement_terms(path: &Path, id: &str) -> Result<crate::consent::Terms, ConfigErrors> {
+    let single = |toml_path: &str, message: String| {
+        ConfigErrors::single(path.to_path_buf(), toml_path, message)
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| single("", format!("cannot read the file: {e}")))?;
+    let (file, _) = parse(&text).map_err(|(toml_path, message)| single(&toml_path, message))?;
+    let entry = file.agreements.iter().find(|a| a.id == id).ok_or_else(|| {
+        let mut known: Vec<&str> = file.agreements.iter().map(|a| a.id.as_str()).collect();
+        known.sort_unstable();
+        single(
+            "agreements",
+            format!("no agreement `{id}` (known: {})", known.join(", ")),
+        )
+    })?;
+    Ok(validate::terms(entry, &file))
 }
 
 /// TOML → file shape. Unknown keys are collected with their paths rather than failing, so that

@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub cache: CacheSettings,
     /// `[telemetry] otlp_endpoint`: where exchange spans are exported; `None`: nowhere.
     pub otlp: Option<OtlpSettings>,
+    /// `[governance]`: whose consent an agreement needs.
+    pub governance: Governance,
     pub agencies: Vec<Agency>,
     pub services: Vec<Service>,
     pub agreements: Vec<Agreement>,
@@ -159,6 +161,51 @@ pub struct Agency {
     /// Lowercase hex SHA-256 fingerprints of the certificates accepted for this agency; empty
     /// means any certificate from a trusted CA that names it.
     pub pins: Vec<String>,
+    /// The decision that set the clearance (`clearance_basis`).
+    pub clearance_basis: Option<String>,
+}
+
+/// `[governance]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Governance {
+    pub owner_consent: OwnerConsent,
+    /// The longest validity of an agreement of basis `perintah_bupati`, in days.
+    pub max_order_days: u32,
+}
+
+/// `[governance] owner_consent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerConsent {
+    /// An agreement for a service above `terbuka` needs its owner's signature.
+    Required,
+    /// It loads without one, with a warning.
+    Warn,
+}
+
+/// The legal basis of an agreement (Perbup Maluku Tengah 50/2020 Ps 14(3): "berdasarkan
+/// kesepakatan para pihak, sesuai dengan SOP dan/atau atas perintah Bupati").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Basis {
+    /// The parties' agreement (PKS), signed by the data owner.
+    Kesepakatan,
+    /// An SOP, named; signed by the data owner.
+    Sop { name: String },
+    /// The Bupati's written order: no owner signature, a bounded validity, flagged everywhere.
+    PerintahBupati {
+        order_number: String,
+        order_date: Date,
+    },
+}
+
+/// A signature over an agreement's terms that verified at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedBy {
+    /// The signer certificate's subject.
+    pub subject: String,
+    /// SHA-256 of the signer's certificate, lowercase hex.
+    pub fingerprint: String,
+    /// RFC 3339 UTC.
+    pub signed_at: String,
 }
 
 pub struct Service {
@@ -268,6 +315,13 @@ pub struct Agreement {
     pub valid_from: Date,
     pub valid_until: Date,
     pub rate: Option<Rate>,
+    pub basis: Basis,
+    /// SHA-256 of the signed document (the PKS, the order), lowercase hex.
+    pub document_sha256: Option<String>,
+    /// The data owner's verified signature over the terms, if any.
+    pub owner_signature: Option<SignedBy>,
+    /// The consumer's, if any.
+    pub consumer_signature: Option<SignedBy>,
 }
 
 /// A calendar date in the gateway's time zone.
@@ -276,6 +330,19 @@ pub struct Date {
     pub year: u16,
     pub month: u8,
     pub day: u8,
+}
+
+// === impl Basis ===
+
+impl Basis {
+    /// The name the configuration, the audit record and `SPL-Basis` use.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Basis::Kesepakatan => "kesepakatan",
+            Basis::Sop { .. } => "sop",
+            Basis::PerintahBupati { .. } => "perintah_bupati",
+        }
+    }
 }
 
 // === impl Snapshot ===

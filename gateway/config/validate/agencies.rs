@@ -13,7 +13,11 @@ pub(super) struct Parties {
     pub identities: HashMap<String, usize>,
 }
 
-pub(super) fn parties(errors: &mut Errors, file: &FileConfig) -> Parties {
+pub(super) fn parties(
+    errors: &mut Errors,
+    file: &FileConfig,
+    governance: Option<&Governance>,
+) -> Parties {
     let mut agencies = Vec::new();
     let mut agency_index = Index::default();
     let mut identities: HashMap<String, usize> = HashMap::new();
@@ -36,6 +40,7 @@ pub(super) fn parties(errors: &mut Errors, file: &FileConfig) -> Parties {
             clearance: p.clearance.clone(),
             identities: p.identities.clone(),
             pin_sha256: p.pin_sha256.clone(),
+            clearance_basis: p.clearance_basis.clone(),
         };
         (format!("peers[{i}]"), "id", entry, party)
     });
@@ -60,7 +65,7 @@ pub(super) fn parties(errors: &mut Errors, file: &FileConfig) -> Parties {
             continue;
         }
         let Some(party) = party else { continue };
-        if let Some(mut agency) = agency(errors, &at, key, a) {
+        if let Some(mut agency) = agency(errors, &at, key, a, governance) {
             agency.party = party;
             for (j, name) in agency.identities.iter().enumerate() {
                 match identities.get(name) {
@@ -103,7 +108,13 @@ pub(super) fn parties(errors: &mut Errors, file: &FileConfig) -> Parties {
 }
 
 /// An `[[agencies]]` entry, or a `[[peers]]` entry in its shape (`key` names its id key).
-fn agency(errors: &mut Errors, at: &str, key: &str, a: &AgencyEntry) -> Option<Agency> {
+fn agency(
+    errors: &mut Errors,
+    at: &str,
+    key: &str,
+    a: &AgencyEntry,
+    governance: Option<&Governance>,
+) -> Option<Agency> {
     let code_ok = errors
         .check(format!("{at}.{key}"), check_id(&a.code))
         .is_some();
@@ -114,6 +125,9 @@ fn agency(errors: &mut Errors, at: &str, key: &str, a: &AgencyEntry) -> Option<A
         None => Some(Classification::Terbuka),
         Some(c) => errors.check(format!("{at}.clearance"), classification(c)),
     };
+    if let Some(clearance) = clearance {
+        super::governance::clearance_basis(errors, at, a, clearance, governance);
+    }
     for (j, name) in a.identities.iter().enumerate() {
         if name.trim().is_empty() {
             errors.push(format!("{at}.identities[{j}]"), "must not be empty");
@@ -130,6 +144,7 @@ fn agency(errors: &mut Errors, at: &str, key: &str, a: &AgencyEntry) -> Option<A
         clearance: clearance?,
         identities: a.identities.clone(),
         pins,
+        clearance_basis: a.clearance_basis.clone(),
     })
     .filter(|_| code_ok)
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use super::governance::{self, Signers};
 use super::parse::{check_agreement_id, date, opt, unknown};
 use super::*;
 
@@ -12,6 +13,7 @@ pub(super) fn agreements(
     agency_index: &Index,
     service_index: &Index,
     services: &[Service],
+    signers: &Signers<'_>,
 ) -> Vec<Agreement> {
     let mut agreements = Vec::new();
     let mut agreement_ids = HashSet::new();
@@ -24,7 +26,17 @@ pub(super) fn agreements(
             );
             continue;
         }
-        if let Some(agreement) = agreement(errors, &at, a, agency_index, service_index, services) {
+        if let Some(mut agreement) = agreement(
+            errors,
+            &at,
+            a,
+            agency_index,
+            service_index,
+            services,
+            signers,
+        ) {
+            let service = &services[agreement.service];
+            governance::signatures(errors, &at, a, &mut agreement, service, signers);
             agreements.push(agreement);
         }
     }
@@ -39,6 +51,7 @@ fn agreement(
     agency_index: &Index,
     service_index: &Index,
     services: &[Service],
+    signers: &Signers<'_>,
 ) -> Option<Agreement> {
     let id_ok = errors
         .check(format!("{at}.id"), check_agreement_id(&a.id))
@@ -104,6 +117,7 @@ fn agreement(
         }
     }
     let rate = opt(errors, &format!("{at}.rate"), &a.rate, parse_rate);
+    let basis = governance::basis(errors, at, a, signers.governance, from.zip(until));
     let agreement = Agreement {
         id: a.id.clone(),
         consumer: consumer?,
@@ -113,6 +127,10 @@ fn agreement(
         valid_from: from?,
         valid_until: until?,
         rate: rate?,
+        basis: basis?,
+        document_sha256: a.document_sha256.clone(),
+        owner_signature: None,
+        consumer_signature: None,
     };
     id_ok.then_some(agreement)
 }

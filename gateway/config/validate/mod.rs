@@ -8,6 +8,7 @@ mod agencies;
 mod agreements;
 mod audit;
 mod gateway;
+mod governance;
 mod operations;
 mod parse;
 mod services;
@@ -24,8 +25,8 @@ use super::file::{
 };
 use super::snapshot::{
     Agency, Agreement, AuditSettings, CacheSettings, Classification, Date, Durability,
-    GatewaySettings, HealthCheck, Operation, OtlpSettings, ParamIn, ParamSchema, Party, Protocol,
-    SchemaMode, Service, Snapshot, TimeZone, Upstream,
+    GatewaySettings, Governance, HealthCheck, Operation, OtlpSettings, ParamIn, ParamSchema, Party,
+    Protocol, SchemaMode, Service, Snapshot, TimeZone, Upstream,
 };
 use super::units::{parse_duration, parse_rate, parse_size};
 use crate::keys::{Redactor, Signer};
@@ -78,7 +79,14 @@ pub fn validate(
         Some(s) => errors.check("cache.max_size", parse_size(s)),
         None => Some(DEFAULT_CACHE_SIZE),
     };
-    let parties = agencies::parties(errors, &file);
+    let governance = governance::governance(
+        errors,
+        &file,
+        &resolve,
+        tls.client_verifier.as_ref(),
+        &mut certificates,
+    );
+    let parties = agencies::parties(errors, &file, governance.settings.as_ref());
     let mut schemas = Schemas {
         dir: &gateway.schemas_dir,
         registry: None,
@@ -93,12 +101,24 @@ pub fn validate(
         resolve: &resolve,
     };
     let services = services::services(errors, &file, &ctx, &mut schemas, &mut certificates);
+    let signers = governance::Signers {
+        file: &file,
+        governance: governance.settings.as_ref(),
+        implicit: governance.implicit,
+        verifier: governance.verifier.as_ref(),
+        identity: tls.identity,
+        identities: &parties.identities,
+        agencies: &parties.agencies,
+        resolve: &resolve,
+        now: unix_now(),
+    };
     let agreements = agreements::agreements(
         errors,
         &file,
         &parties.index,
         &services.index,
         &services.services,
+        &signers,
     );
 
     let warnings = std::mem::take(errors).into_result(source.to_path_buf())?;
@@ -129,6 +149,7 @@ pub fn validate(
             max_size: cache_size.ok_or_else(missing)?,
         },
         otlp: otlp.ok_or_else(missing)?,
+        governance: governance.settings.ok_or_else(missing)?,
         agencies: parties.agencies,
         services: services.services,
         agreements,
@@ -139,6 +160,14 @@ pub fn validate(
         openapi: Vec::new(),
         warnings,
     })
+}
+
+pub use governance::terms;
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Names declared in the file, and which of them validated (with their index). A reference to
