@@ -9,7 +9,7 @@ use http::{Method, Response};
 use serde_json::{json, Value};
 
 use crate::body::{full, Body};
-use crate::config::{Date, Snapshot};
+use crate::config::{Classification, Date, Snapshot};
 use crate::reject::Reject;
 use crate::route::NormalPath;
 
@@ -82,6 +82,8 @@ pub fn catalog(snapshot: &Snapshot, consumer: usize, today: Date) -> Value {
                                 "valid_from": a.valid_from.to_string(),
                                 "valid_until": a.valid_until.to_string(),
                                 "in_force": a.valid_from <= today && today <= a.valid_until,
+                                "basis": a.basis.as_str(),
+                                "owner_signed": a.owner_signature.is_some(),
                             })
                         })
                         .collect();
@@ -106,6 +108,7 @@ pub fn catalog(snapshot: &Snapshot, consumer: usize, today: Date) -> Value {
                 "id": service.id,
                 "owner": snapshot.agencies[service.owner].code,
                 "classification": service.classification.as_str(),
+                "handling": handling(service.classification),
                 "prefix": service.prefix,
                 "openapi": format!("/.well-known/spl/openapi/{}.json", service.id),
                 "operations": operations,
@@ -116,7 +119,37 @@ pub fn catalog(snapshot: &Snapshot, consumer: usize, today: Date) -> Value {
         "gateway": snapshot.gateway.id,
         "agency": agency.code,
         "clearance": agency.clearance.as_str(),
+        "clearance_basis": agency.clearance_basis,
         "services": services,
+    })
+}
+
+/// What a consumer owes the data it receives from a service of a classification (Perbup Maluku
+/// Tengah 50/2020 Ps 14(5): a user of another owner's data keeps it confidential). Every
+/// response of the service carries the classification as `SPL-Classification`.
+fn handling(classification: Classification) -> Value {
+    let (id, en) = match classification {
+        Classification::Terbuka => (
+            "Data terbuka: boleh digunakan dan dibagikan ulang dengan menyebut wali datanya.",
+            "Open data: may be used and shared on, naming its data owner.",
+        ),
+        Classification::Terbatas => (
+            "Data terbatas: hanya untuk tujuan perjanjian bagi pakai data; jaga kerahasiaannya dan jangan dibagikan kepada pihak lain tanpa izin wali data.",
+            "Restricted data: for the agreement's purpose only; keep it confidential and share it with no one else without the data owner's permission.",
+        ),
+        Classification::Rahasia => (
+            "Data rahasia: hanya untuk tujuan perjanjian, oleh petugas yang berwenang; jaga kerahasiaannya, jangan disimpan lebih lama dari yang diperlukan, jangan dibagikan.",
+            "Secret data: for the agreement's purpose only, by authorised staff; keep it confidential, keep it no longer than needed, share it with no one.",
+        ),
+        Classification::SangatRahasia => (
+            "Data sangat rahasia: hanya untuk tujuan perjanjian, oleh petugas yang ditunjuk; jangan disimpan, disalin atau dibagikan; laporkan setiap kebocoran kepada wali data.",
+            "Top secret data: for the agreement's purpose only, by designated staff; do not store, copy or share it; report any leak to the data owner.",
+        ),
+    };
+    json!({
+        "classification": classification.as_str(),
+        "header": "SPL-Classification",
+        "duty": { "id": id, "en": en },
     })
 }
 

@@ -37,7 +37,22 @@ pub struct Report {
     /// Refusal reason (problem slug) → exchanges.
     pub refusals: BTreeMap<String, u64>,
     pub services: BTreeMap<String, ServiceFigures>,
+    /// Use per agreement, and the purpose and legal basis it was used under.
+    pub agreements: BTreeMap<AgreementKey, AgreementUse>,
 }
+
+/// (agreement, basis, consumer, service, purpose): what an inspector asks an exchange was for.
+pub type AgreementKey = (String, String, String, String, String);
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AgreementUse {
+    pub exchanges: u64,
+    /// Exchanges the owner's service answered (forwarded or served from the cache).
+    pub answered: u64,
+}
+
+/// The basis of exchanges on the Bupati's order rather than the owner's consent.
+const ORDER: &str = "perintah_bupati";
 
 #[derive(Debug, Default)]
 pub struct ServiceFigures {
@@ -106,10 +121,7 @@ pub fn build(dir: &Path, window: Window) -> Result<Report, String> {
 impl Report {
     fn add(&mut self, r: &Record) {
         self.exchanges += 1;
-        let consumer = r
-            .consumer
-            .clone()
-            .unwrap_or_else(|| "(unidentified)".into());
+        let consumer = consumer_of(r);
         let service = r.service.clone().unwrap_or_else(|| "(no service)".into());
         *self
             .by_outcome
@@ -120,6 +132,19 @@ impl Report {
         let kind = outcome.map_or(Kind::Refused, |o| o.kind(r.status, r.grpc_status));
         if !outcome.is_some_and(Outcome::answered) {
             *self.refusals.entry(r.outcome.clone()).or_default() += 1;
+        }
+        if let Some(agreement) = &r.agreement {
+            let key = (
+                agreement.clone(),
+                // Records written before the basis was recorded rest on the parties' agreement.
+                r.basis.clone().unwrap_or_else(|| "kesepakatan".into()),
+                consumer_of(r),
+                service.clone(),
+                r.purpose.clone().unwrap_or_default(),
+            );
+            let used = self.agreements.entry(key).or_default();
+            used.exchanges += 1;
+            used.answered += u64::from(outcome.is_some_and(Outcome::answered));
         }
         if r.service.is_none() {
             return;
@@ -172,7 +197,51 @@ impl Report {
         for (reason, n) in &self.refusals {
             let _ = writeln!(out, "| {reason} | {n} |");
         }
+        self.markdown_agreements(&mut out);
         out
+    }
+
+    /// Use per agreement and purpose, then the exchanges on the Bupati's order on their own
+    /// (Perbup Maluku Tengah 50/2020 Ps 14(8)).
+    fn markdown_agreements(&self, out: &mut String) {
+        let _ = writeln!(out, "\n## Use per agreement and purpose\n");
+        let _ = writeln!(
+            out,
+            "| agreement | basis | consumer | service | purpose | exchanges | answered |\n|---|---|---|---|---|---|---|"
+        );
+        for ((agreement, basis, consumer, service, purpose), used) in &self.agreements {
+            let _ = writeln!(
+                out,
+                "| {agreement} | {basis} | {consumer} | {service} | {} | {} | {} |",
+                purpose.replace('|', "\\|"),
+                used.exchanges,
+                used.answered
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\n## Exchanges on the Bupati's order (perintah_bupati)\n"
+        );
+        let ordered: Vec<_> = self
+            .agreements
+            .iter()
+            .filter(|((_, basis, ..), _)| basis == ORDER)
+            .collect();
+        if ordered.is_empty() {
+            let _ = writeln!(out, "None in the window.");
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "| agreement | consumer | service | exchanges | answered |\n|---|---|---|---|---|"
+        );
+        for ((agreement, _, consumer, service, _), used) in ordered {
+            let _ = writeln!(
+                out,
+                "| {agreement} | {consumer} | {service} | {} | {} |",
+                used.exchanges, used.answered
+            );
+        }
     }
 
     /// CSV: one table, `section` naming which.
@@ -205,6 +274,18 @@ impl Report {
         for (reason, n) in &self.refusals {
             let _ = writeln!(out, "refusals,,,{},{n},,,,,,,", csv_field(reason));
         }
+        // The agreement and its basis in `outcome`, the answered ones in `answered`.
+        for ((agreement, basis, consumer, service, _), used) in &self.agreements {
+            let _ = writeln!(
+                out,
+                "agreement,{},{},{},{},{},,,,,,",
+                csv_field(consumer),
+                csv_field(service),
+                csv_field(&format!("{agreement} ({basis})")),
+                used.exchanges,
+                used.answered
+            );
+        }
         out
     }
 
@@ -232,6 +313,10 @@ impl Report {
                 "consumer": c, "service": s, "outcome": o, "exchanges": n,
             })).collect::<Vec<_>>(),
             "refusals": self.refusals,
+            "agreements": self.agreements.iter().map(|((a, b, c, s, p), used)| json!({
+                "agreement": a, "basis": b, "consumer": c, "service": s, "purpose": p,
+                "exchanges": used.exchanges, "answered": used.answered,
+            })).collect::<Vec<_>>(),
         })
     }
 
@@ -258,6 +343,12 @@ impl ServiceFigures {
         let rank = (p * self.latencies_us.len() as f64).ceil() as usize;
         Some(self.latencies_us[rank.clamp(1, self.latencies_us.len()) - 1])
     }
+}
+
+fn consumer_of(r: &Record) -> String {
+    r.consumer
+        .clone()
+        .unwrap_or_else(|| "(unidentified)".into())
 }
 
 fn ms(us: Option<u64>) -> String {

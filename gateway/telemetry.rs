@@ -17,27 +17,35 @@ use crate::config::Snapshot;
 use crate::outcome::Outcome;
 
 type Labels = Vec<(&'static str, String)>;
-/// (configuration generation, service, operation, consumer, outcome, status): indexes mean
-/// something only within one generation.
-type ExchangeKey = (
-    u64,
-    Option<usize>,
-    Option<usize>,
-    Option<usize>,
-    Outcome,
-    u16,
-);
+/// (configuration generation, parties, outcome, status): indexes mean something only within
+/// one generation.
+type ExchangeKey = (u64, Parties, Outcome, u16);
+
+/// Who took part in an exchange, as indexes of its snapshot; each is known once the stage that
+/// learns it has run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Parties {
+    pub service: Option<usize>,
+    pub operation: Option<usize>,
+    pub consumer: Option<usize>,
+    pub agreement: Option<usize>,
+}
+
+/// The metrics one combination of an exchange's labels counts into.
+type Counted = (Counter, Histogram, Option<Counter>);
 
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
 pub struct Telemetry {
     registry: Registry,
     exchanges: Family<Labels, Counter>,
+    /// Exchanges under an agreement, by agreement and its legal basis.
+    agreement_exchanges: Family<Labels, Counter>,
     /// Seconds from the request head to the response head, by service and operation.
     durations: Histograms,
     /// (service, operation, consumer, outcome) → its counter and duration histogram, for the
     /// hot path.
-    known: RwLock<HashMap<ExchangeKey, (Counter, Histogram)>>,
+    known: RwLock<HashMap<ExchangeKey, Counted>>,
     /// Seconds the upstream took to answer (response head), by service.
     upstream_durations: Histograms,
     known_upstreams: RwLock<HashMap<(u64, usize), Histogram>>,
@@ -104,6 +112,12 @@ impl Telemetry {
             "exchanges",
             "Exchanges by service, operation, consumer, outcome (forwarded, served-from-cache or the problem type) and the HTTP status answered",
             exchanges.clone(),
+        );
+        let agreement_exchanges = Family::<Labels, Counter>::default();
+        registry.register(
+            "agreement_exchanges",
+            "Exchanges under an agreement, by agreement, its legal basis (kesepakatan, sop, perintah_bupati), consumer, service and outcome",
+            agreement_exchanges.clone(),
         );
         let schema_violations = Family::<Labels, Counter>::default();
         registry.register(
@@ -182,6 +196,7 @@ impl Telemetry {
             otlp_dropped,
             otlp_metrics_failed,
             exchanges,
+            agreement_exchanges,
             durations,
             known: RwLock::new(HashMap::new()),
             upstream_durations,
@@ -211,32 +226,36 @@ impl Telemetry {
     /// Counts an exchange and its time to the response head. The labelled metrics are looked
     /// up by snapshot indexes under a read lock; the label strings are built only the first
     /// time a combination is seen.
-    #[allow(clippy::too_many_arguments)]
     pub fn exchange(
         &self,
         snapshot: &Snapshot,
         generation: u64,
-        service: Option<usize>,
-        operation: Option<usize>,
-        consumer: Option<usize>,
+        parties: Parties,
         outcome: Outcome,
         status: u16,
         elapsed: Duration,
     ) {
-        let key = (generation, service, operation, consumer, outcome, status);
+        let key = (generation, parties, outcome, status);
         if let Ok(known) = self.known.read() {
-            if let Some((counter, histogram)) = known.get(&key) {
+            if let Some((counter, histogram, agreement)) = known.get(&key) {
                 counter.inc();
                 histogram.observe(elapsed.as_secs_f64());
+                if let Some(agreement) = agreement {
+                    agreement.inc();
+                }
                 return;
             }
         }
-        let service_id = service.map_or("", |i| snapshot.services[i].id.as_str());
-        let operation_id = match (service, operation) {
+        let service_id = parties
+            .service
+            .map_or("", |i| snapshot.services[i].id.as_str());
+        let operation_id = match (parties.service, parties.operation) {
             (Some(i), Some(j)) => snapshot.services[i].operations[j].id.as_str(),
             _ => "",
         };
-        let consumer_code = consumer.map_or("", |i| snapshot.agencies[i].code.as_str());
+        let consumer_code = parties
+            .consumer
+            .map_or("", |i| snapshot.agencies[i].code.as_str());
         let counter = self
             .exchanges
             .get_or_create(&vec![
@@ -254,10 +273,25 @@ impl Telemetry {
                 ("operation", operation_id.to_owned()),
             ])
             .clone();
+        let agreement = parties.agreement.map(|i| {
+            let a = &snapshot.agreements[i];
+            self.agreement_exchanges
+                .get_or_create(&vec![
+                    ("agreement", a.id.clone()),
+                    ("basis", a.basis.as_str().to_owned()),
+                    ("consumer", consumer_code.to_owned()),
+                    ("service", service_id.to_owned()),
+                    ("outcome", outcome.as_str().to_owned()),
+                ])
+                .clone()
+        });
         counter.inc();
         histogram.observe(elapsed.as_secs_f64());
+        if let Some(agreement) = &agreement {
+            agreement.inc();
+        }
         if let Ok(mut known) = self.known.write() {
-            known.insert(key, (counter, histogram));
+            known.insert(key, (counter, histogram, agreement));
         }
     }
 

@@ -7,10 +7,10 @@ use http::Response;
 
 use crate::authorize::{authorize, Ask, Grant};
 use crate::body::Body;
-use crate::config::Agreement;
+use crate::config::{Agreement, Classification};
 use crate::quota::Decision;
 use crate::reject::{rate_limit_headers, retry_seconds, Reject};
-use crate::upstream::SPL_AGREEMENT;
+use crate::upstream::{SPL_AGREEMENT, SPL_CLASSIFICATION};
 
 use super::route::To;
 use super::{Ctx, Facts};
@@ -19,6 +19,8 @@ use super::{Ctx, Facts};
 pub(super) struct Admitted<'a> {
     /// The agreement that covers it; none for an open (`terbuka`) service without one.
     pub agreement: Option<&'a Agreement>,
+    /// The service's classification: the consumer's handling label.
+    classification: Classification,
     /// `RateLimit-Policy` and `RateLimit`, for an agreement with a rate.
     quota: Option<[(HeaderName, HeaderValue); 2]>,
 }
@@ -53,6 +55,7 @@ pub(super) fn admit<'a>(
         Grant::Open => {
             return Ok(Admitted {
                 agreement: None,
+                classification: to.service.classification,
                 quota: None,
             })
         }
@@ -78,16 +81,29 @@ pub(super) fn admit<'a>(
     };
     Ok(Admitted {
         agreement: Some(agreement),
+        classification: to.service.classification,
         quota,
     })
 }
 
 impl Admitted<'_> {
-    /// `response` with the quota headers of the agreement, when it has a rate.
-    pub fn with_quota(&self, mut response: Response<Body>) -> Response<Body> {
-        if let Some(headers) = &self.quota {
-            for (name, value) in headers {
-                response.headers_mut().insert(name, value.clone());
+    /// `response` labelled for the consumer (Perbup Maluku Tengah 50/2020 Ps 14(5)): the
+    /// service's `SPL-Classification`, the `SPL-Agreement` it was answered under, and the
+    /// agreement's quota headers when it has a rate.
+    pub fn label(&self, mut response: Response<Body>) -> Response<Body> {
+        let headers = response.headers_mut();
+        headers.insert(
+            SPL_CLASSIFICATION,
+            HeaderValue::from_static(self.classification.as_str()),
+        );
+        if let Some(agreement) = self.agreement {
+            if let Ok(id) = HeaderValue::from_str(&agreement.id) {
+                headers.insert(SPL_AGREEMENT, id);
+            }
+        }
+        if let Some(quota) = &self.quota {
+            for (name, value) in quota {
+                headers.insert(name, value.clone());
             }
         }
         response

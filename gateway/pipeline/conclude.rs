@@ -13,7 +13,7 @@ use crate::otlp;
 use crate::outcome::{Outcome, Violated};
 use crate::reject::{Refusal, Reject, Severity};
 use crate::runtime::Gateway;
-use crate::telemetry::Direction;
+use crate::telemetry::{Direction, Parties};
 use crate::upstream::SPL_EXCHANGE_ID;
 
 use super::{Facts, Seen};
@@ -132,16 +132,14 @@ impl Gateway {
         status: u16,
         elapsed: std::time::Duration,
     ) {
-        self.telemetry.exchange(
-            s,
-            generation,
-            facts.service,
-            facts.operation,
-            facts.consumer,
-            outcome,
-            status,
-            elapsed,
-        );
+        let parties = Parties {
+            service: facts.service,
+            operation: facts.operation,
+            consumer: facts.consumer,
+            agreement: facts.agreement,
+        };
+        self.telemetry
+            .exchange(s, generation, parties, outcome, status, elapsed);
         let service = facts.service.map_or("", |i| s.services[i].id.as_str());
         let operation = match (facts.service, facts.operation) {
             (Some(i), Some(j)) => s.services[i].operations[j].id.as_str(),
@@ -263,6 +261,7 @@ impl Gateway {
             operation: operation.map(|op| op.id.clone()),
             agreement: agreement.map(|a| a.id.clone()),
             purpose: agreement.map(|a| a.purpose.clone()),
+            basis: agreement.map(|a| a.basis.as_str().to_owned()),
             method: Some(recorded_method(seen.method).to_owned()),
             path_template: operation.map(|op| op.path.clone()),
             redaction_key: facts

@@ -222,14 +222,14 @@ where
     let outbound = prepare::upstream_request(x, consumer, &to, &admitted, &mut parts);
     let looked = lookup::cached(x, consumer, &to, &admitted, &parts, &outbound, facts).await?;
     let mut fetch = match looked {
-        lookup::Looked::Hit(response) => return Ok(admitted.with_quota(response)),
+        lookup::Looked::Hit(response) => return Ok(admitted.label(response)),
         lookup::Looked::Miss(fetch) => fetch,
     };
     let response =
         forward::forward(x, &to, parts, &outbound, body, deadline, &mut fetch, facts).await?;
     let response = check::response(&to, response, facts, held).await?;
     let response = store::store(x, &to, fetch, response, facts, held).await?;
-    Ok(admitted.with_quota(response))
+    Ok(admitted.label(response))
 }
 
 /// A gRPC request (`application/grpc`, `application/grpc+proto`, ...).

@@ -58,7 +58,7 @@ pub(super) fn upstream_request(
             consumer: &x.snapshot.agencies[consumer].code,
             agreement: admitted
                 .agreement
-                .map(|a| (a.id.as_str(), a.purpose.as_str())),
+                .map(|a| (a.id.as_str(), a.purpose.as_str(), a.basis.as_str())),
             exchange: x.exchange,
             client: x.caller.remote,
             host: host.as_deref(),

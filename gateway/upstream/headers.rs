@@ -23,6 +23,11 @@ pub const SPL_CONSUMER: HeaderName = HeaderName::from_static("spl-consumer");
 pub const SPL_AGREEMENT: HeaderName = HeaderName::from_static("spl-agreement");
 pub const SPL_PURPOSE: HeaderName = HeaderName::from_static("spl-purpose");
 pub const SPL_EXCHANGE_ID: HeaderName = HeaderName::from_static("spl-exchange-id");
+/// The legal basis of the agreement, to the owner's service: `kesepakatan`, `sop` or
+/// `perintah_bupati` (Perbup Maluku Tengah 50/2020 Ps 14(3)).
+pub const SPL_BASIS: HeaderName = HeaderName::from_static("spl-basis");
+/// The service's classification, on the response: the consumer's handling label.
+pub const SPL_CLASSIFICATION: HeaderName = HeaderName::from_static("spl-classification");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -46,8 +51,8 @@ pub const CLIENT_ADDRESS_HEADERS: [&str; 9] = [
 /// Who and what the upstream is told about the exchange.
 pub struct Forwarding<'a> {
     pub consumer: &'a str,
-    /// The agreement the request is forwarded under, if any: (id, purpose).
-    pub agreement: Option<(&'a str, &'a str)>,
+    /// The agreement the request is forwarded under, if any: (id, purpose, basis).
+    pub agreement: Option<(&'a str, &'a str, &'static str)>,
     pub exchange: &'a Exchange,
     pub client: SocketAddr,
     /// The host the caller addressed (`Host` or `:authority`).
@@ -72,9 +77,10 @@ pub fn to_upstream(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
     });
 
     insert(headers, SPL_CONSUMER, fwd.consumer);
-    if let Some((id, purpose)) = fwd.agreement {
+    if let Some((id, purpose, basis)) = fwd.agreement {
         insert(headers, SPL_AGREEMENT, id);
         insert(headers, SPL_PURPOSE, &crate::percent::encode_text(purpose));
+        headers.insert(SPL_BASIS, HeaderValue::from_static(basis));
     }
     insert(headers, SPL_EXCHANGE_ID, &fwd.exchange.id);
     let mut forwarded = format!("for=\"{}\";proto=https", fwd.client);
@@ -180,7 +186,11 @@ mod tests {
             &mut h,
             &Forwarding {
                 consumer: "dinkes",
-                agreement: Some(("PKS-2025-014", "Verifikasi peserta JKN — 100%")),
+                agreement: Some((
+                    "PKS-2025-014",
+                    "Verifikasi peserta JKN — 100%",
+                    "kesepakatan",
+                )),
                 exchange: &exchange,
                 client: "127.0.0.1:5000".parse().unwrap(),
                 host: Some("spl.example"),
@@ -193,6 +203,7 @@ mod tests {
             ["PKS-2025-014"]
         );
         assert_eq!(h["spl-purpose"], "Verifikasi peserta JKN %E2%80%94 100%25");
+        assert_eq!(h["spl-basis"], "kesepakatan");
         assert!(h.get("x-forwarded-for").is_none());
         assert!(h.get("x-secret").is_none());
         assert!(h.get("keep-alive").is_none());
