@@ -160,6 +160,7 @@ fn openapi_documents_pass_an_independent_validator() {
             &format!("schemas_dir = \"{}\"", root.join("schemas").display()),
         );
     std::fs::write(config_dir.join("penghubung.toml"), text).unwrap();
+    support::sign_example(&config_dir.join("penghubung.toml"));
     let snapshot = penghubung::config::load(&config_dir.join("penghubung.toml"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!snapshot.services.is_empty());

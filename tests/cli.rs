@@ -123,7 +123,7 @@ fn demo_curl_commands_work_when_pasted() {
         .unwrap();
     let lines = read_until(
         &mut child,
-        |l| l.contains("refused at the TLS handshake"),
+        |l| l.starts_with("penghubung agreement sign"),
         Duration::from_secs(60),
     );
     let mut guard = Guard(child);
@@ -175,6 +175,31 @@ fn demo_curl_commands_work_when_pasted() {
     assert!(run(commands[5]).contains("refused at the TLS handshake"));
     sigterm(&guard.0);
     assert!(wait_exit(&mut guard.0, Duration::from_secs(15)).success());
+
+    // The demo ships agreements its data owner signed; widened, one no longer loads, until the
+    // owner signs it again with the printed command.
+    let check = || run(&format!("{BIN} check --config demo/penghubung.toml"));
+    assert!(check().contains("valid"), "{}", check());
+    let config = work.path().join("demo/penghubung.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.edit_once("rate = \"20/s\"", "rate = \"40/s\""),
+    )
+    .unwrap();
+    let refused = check();
+    assert!(
+        refused.contains("agreements[0].owner_signature") && refused.contains("`rate`"),
+        "{refused}"
+    );
+    let terms = lines
+        .iter()
+        .find(|l| l.starts_with("penghubung agreement terms"))
+        .unwrap();
+    assert!(run(&terms.replacen("penghubung", BIN, 1)).contains("\"rate\":\"40/s\""));
+    let sign = lines.last().unwrap().replacen("penghubung", BIN, 1);
+    assert_eq!(run(&sign), "");
+    assert!(check().contains("valid"), "{}", check());
 }
 
 #[test]

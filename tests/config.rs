@@ -301,6 +301,7 @@ fn every_example_in_config_is_accepted() {
             ("dukcapil", "dukcapil.parigimoutongkab.go.id"),
         ];
         penghubung::pki::init(&config_dir.join("pki"), &["localhost"], &agencies).unwrap();
+        support::sign_example(&file);
         let out = check(&file);
         assert!(
             out.status.success(),

@@ -606,3 +606,42 @@ impl<T: AsRef<str> + ?Sized> Edit for T {
         replace_once(self.as_ref(), from, to)
     }
 }
+
+/// Signs, as the data owner, every agreement of an example configuration that names an
+/// `owner_signature`, with the owner's key `pki init` wrote beside it (`pki/<owner>.crt`), by
+/// `penghubung agreement sign` as the example's header says.
+pub fn sign_example(file: &Path) {
+    let dir = file.parent().unwrap();
+    let value: toml::Table = toml::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let none = Vec::new();
+    let list = |key: &str| value.get(key).and_then(|v| v.as_array()).unwrap_or(&none);
+    for agreement in list("agreements") {
+        let Some(signature) = agreement.get("owner_signature").and_then(|s| s.as_str()) else {
+            continue;
+        };
+        let service = agreement["service"].as_str().unwrap();
+        let owner = list("services")
+            .iter()
+            .find(|s| s["id"].as_str() == Some(service))
+            .and_then(|s| s["owner"].as_str())
+            .unwrap();
+        let id = agreement["id"].as_str().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_penghubung"))
+            .args(["agreement", "sign", "--id", id, "--config"])
+            .arg(file)
+            .arg("--cert")
+            .arg(dir.join(format!("pki/{owner}.crt")))
+            .arg("--key")
+            .arg(dir.join(format!("pki/{owner}.key")))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "agreement sign {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = dir.join(signature);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, out.stdout).unwrap();
+    }
+}
