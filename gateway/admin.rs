@@ -157,6 +157,17 @@ async fn answer(gateway: &Gateway, request: Request<Incoming>, by: &str) -> Resp
         }
         return purge(gateway, request, by).await;
     }
+    if path == "/v1/suspend" || path == "/v1/resume" {
+        if request.method() != Method::POST {
+            return problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "suspending and resuming are POSTs",
+            );
+        }
+        let suspend = path == "/v1/suspend";
+        return suspension(gateway, request, suspend, by).await;
+    }
     if request.method() != Method::GET {
         return problem(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -176,7 +187,9 @@ async fn answer(gateway: &Gateway, request: Request<Incoming>, by: &str) -> Resp
         "/v1/catalog" => json(&crate::inventory::catalog_json(
             &gateway.snapshot(),
             gateway.today(),
+            &gateway.suspensions(),
         )),
+        "/v1/suspensions" => json(&serde_json::json!({ "suspensions": *gateway.suspensions() })),
         "/metrics" => {
             let mut response = text(StatusCode::OK, &gateway.metrics_text());
             response.headers_mut().insert(
@@ -303,6 +316,113 @@ async fn purge(gateway: &Gateway, request: Request<Incoming>, by: &str) -> Respo
                 StatusCode::SERVICE_UNAVAILABLE,
                 "audit-unavailable",
                 "the purge could not be recorded in the audit log, so it was not done",
+            )
+        }
+    }
+}
+
+/// What `/v1/suspend` and `/v1/resume` name: exactly one of `agency`, `agreement`, `service`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuspensionAct {
+    agency: Option<String>,
+    agreement: Option<String>,
+    service: Option<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /v1/suspend` `{"agency" | "agreement" | "service": id, "reason": "…"}` and
+/// `POST /v1/resume` `{"agency" | "agreement" | "service": id}`.
+async fn suspension(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+    suspend: bool,
+    by: &str,
+) -> Response<Body> {
+    use crate::suspension::{Scope, SuspendError};
+    const SHAPE: &str =
+        "expected {\"agency\" | \"agreement\" | \"service\": id, \"reason\": \"…\"}";
+    let body = match crate::body::collect_within(request.into_body(), None, 4096, None).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "malformed-body",
+                &format!("the body could not be read (at most 4 KiB): {e}"),
+            )
+        }
+    };
+    let act = match serde_json::from_slice::<SuspensionAct>(&body) {
+        Ok(act) => act,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                &format!("{SHAPE}: {e}"),
+            )
+        }
+    };
+    let named = [
+        (Scope::Agency, act.agency),
+        (Scope::Agreement, act.agreement),
+        (Scope::Service, act.service),
+    ];
+    let mut named = named.into_iter().filter_map(|(s, id)| id.map(|id| (s, id)));
+    let (scope, id) = match (named.next(), named.next()) {
+        (Some(one), None) => one,
+        _ => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                &format!("{SHAPE}: name exactly one"),
+            )
+        }
+    };
+    let done = if suspend {
+        gateway.suspend(scope, &id, &act.reason, by).await
+    } else {
+        gateway.resume(scope, &id, by).await
+    };
+    match done {
+        Ok(s) => {
+            let doc = serde_json::json!({
+                "suspended": suspend,
+                "scope": s.scope,
+                "id": s.id,
+                "reason": s.reason,
+                "since": s.since,
+                "by": s.by,
+            });
+            let mut response = text(StatusCode::OK, &format!("{doc}\n"));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(e @ (SuspendError::Unknown { .. } | SuspendError::NotSuspended { .. })) => {
+            problem(StatusCode::NOT_FOUND, "no-such-scope", &e.to_string())
+        }
+        Err(e @ SuspendError::AlreadySuspended { .. }) => {
+            problem(StatusCode::CONFLICT, "already-suspended", &e.to_string())
+        }
+        Err(e @ SuspendError::NoReason) => {
+            problem(StatusCode::BAD_REQUEST, "malformed-json", &e.to_string())
+        }
+        Err(e @ SuspendError::Unrecorded(_)) => {
+            tracing::error!(error = %e, "suspension act refused");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit-unavailable",
+                &e.to_string(),
+            )
+        }
+        Err(e @ SuspendError::NotPersisted { .. }) => {
+            tracing::error!(error = %e, "suspension not persisted");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "not-persisted",
+                &e.to_string(),
             )
         }
     }

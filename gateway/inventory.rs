@@ -232,7 +232,11 @@ pub fn certificates_json(
 /// Everything the configuration publishes, for operators (the admin API's `/v1/catalog`):
 /// every service and operation, every agency and peer, every agreement and whether it is in
 /// force `today`.
-pub fn catalog_json(snapshot: &Snapshot, today: crate::config::Date) -> serde_json::Value {
+pub fn catalog_json(
+    snapshot: &Snapshot,
+    today: crate::config::Date,
+    suspensions: &[crate::suspension::Suspension],
+) -> serde_json::Value {
     let services: Vec<serde_json::Value> = snapshot
         .services
         .iter()
@@ -257,6 +261,7 @@ pub fn catalog_json(snapshot: &Snapshot, today: crate::config::Date) -> serde_js
         .iter()
         .map(|a| serde_json::json!({
             "code": a.code, "name": a.name, "kind": a.party.as_str(), "clearance": a.clearance.as_str(),
+            "clearance_basis": a.clearance_basis,
         }))
         .collect();
     let agreements: Vec<serde_json::Value> = snapshot
@@ -274,6 +279,10 @@ pub fn catalog_json(snapshot: &Snapshot, today: crate::config::Date) -> serde_js
                 "valid_until": a.valid_until.to_string(),
                 "in_force": a.valid_from <= today && today <= a.valid_until,
                 "rate": a.rate.map(|r| format!("{}/{}s", r.count, r.per.as_secs())),
+                "basis": a.basis.as_str(),
+                "document_sha256": a.document_sha256,
+                "owner_signature": a.owner_signature.as_ref().map(signed_json),
+                "consumer_signature": a.consumer_signature.as_ref().map(signed_json),
             })
         })
         .collect();
@@ -283,5 +292,14 @@ pub fn catalog_json(snapshot: &Snapshot, today: crate::config::Date) -> serde_js
         "services": services,
         "consumers": consumers,
         "agreements": agreements,
+        "suspensions": suspensions,
+    })
+}
+
+fn signed_json(signed: &crate::config::SignedBy) -> serde_json::Value {
+    serde_json::json!({
+        "subject": signed.subject,
+        "fingerprint": signed.fingerprint,
+        "signed_at": signed.signed_at,
     })
 }

@@ -10,7 +10,8 @@
 //!
 //! 1. **The runtime** ([`runtime`]): the [`runtime::Gateway`] — the configuration in force,
 //!    swapped whole on reload with the handles built from it ([`runtime::Active`]: upstream
-//!    pools, quotas, span exporter, SLA rings), the background loops, reload and cache purge.
+//!    pools, quotas, span exporter, SLA rings), the background loops, and the administrative
+//!    acts (`runtime/acts.rs`: reload, cache purge, suspension and resumption).
 //!    The listeners ([`server`], [`grpc`], [`admin`]) and the CLI drive it.
 //! 2. **The pipeline** ([`pipeline`]): `handle → run → conclude`. `run` is the stage list; each
 //!    stage is a function in a file of its own under `pipeline/`, returns to `run`, and calls no
@@ -48,10 +49,11 @@
 //! | [`telemetry`] | metrics (Prometheus text), a handle the pipeline calls |
 //! | [`otlp`] | OTLP/gRPC export of every exchange as a span of the caller's trace (`[telemetry]`) |
 //! | [`sla`] | live per-service availability and latency over 5 min, 1 h and 24 h (`/v1/sla`) |
+//! | [`suspension`] | the agencies, agreements and services an administrator suspended, kept under `data_dir` |
 //! | [`tls`] | PEM loading, server and upstream rustls configurations, the identity field of a certificate |
 //! | [`server`] | the listener: accept, TLS handshake with a required client certificate, HTTP/1.1 + HTTP/2, graceful drain |
 //! | [`grpc`] | the gRPC front on `grpc_listen`: `Exchange.Call` through the pipeline, `Catalog`, `Audit`, health, reflection |
-//! | [`admin`] | the admin listener: `/healthz`, `/readyz`, `/metrics`, `/v1/sla`, `POST /v1/reload`, `POST /v1/cache/purge` |
+//! | [`admin`] | the admin listener: `/healthz`, `/readyz`, `/metrics`, `/v1/sla`, `POST /v1/reload`, `POST /v1/cache/purge`, `POST /v1/suspend`, `POST /v1/resume` |
 //! | [`catalog`] | `/.well-known/spl/`: the catalog and OpenAPI documents for PD developers |
 //! | [`report`] | `penghubung report`: the periodic review, computed from the audit log |
 //! | [`inventory`] | what `check` and `certs` print: services, operations, agencies, certificates and CRLs |
@@ -101,6 +103,7 @@ pub mod runtime;
 pub mod schema;
 pub mod server;
 pub mod sla;
+pub mod suspension;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

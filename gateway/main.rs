@@ -81,6 +81,21 @@ enum Command {
         #[command(subcommand)]
         command: cli::agreement::AgreementCommand,
     },
+    /// Suspend an agency, agreement or service during an incident, through the admin API:
+    /// recorded in the audit log first, in force on the next request of every connection, kept
+    /// across reloads and restarts. Callers get 403 `suspended`.
+    Suspend {
+        #[command(flatten)]
+        target: cli::admin::SuspensionArgs,
+        /// Why (recorded, and shown to administrators; never to the caller).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a suspension, through the admin API.
+    Resume {
+        #[command(flatten)]
+        target: cli::admin::SuspensionArgs,
+    },
     /// Read and check the audit log.
     Audit {
         #[command(subcommand)]
@@ -174,6 +189,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Openapi { config, service } => cli::openapi(&config, &service),
         Command::Audit { command } => cli::audit::audit_command(command),
         Command::Agreement { command } => cli::agreement::agreement_command(command),
+        Command::Suspend { target, reason } => {
+            cli::admin::suspension_command(target, Some(reason)).await
+        }
+        Command::Resume { target } => cli::admin::suspension_command(target, None).await,
         Command::Certs { config, warn_days } => {
             cli::inventory(&config, |s| inventory::certificates(s, now(), warn_days))
         }

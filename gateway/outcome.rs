@@ -135,6 +135,7 @@ problems! {
     OperationNotCovered => "operation-not-covered",
     AgreementNotYetValid => "agreement-not-yet-valid",
     AgreementExpired => "agreement-expired",
+    Suspended => "suspended",
     AgreementChoiceRequired => "agreement-choice-required",
     QuotaExceeded => "quota-exceeded",
     MalformedJson => "malformed-json",

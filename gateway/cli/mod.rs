@@ -1,6 +1,7 @@
 //! The subcommands of `penghubung` that are more than a call: serving, the audit tools, and
 //! the configuration's reports.
 
+pub mod admin;
 pub mod agreement;
 pub mod audit;
 pub mod serve;

@@ -1,6 +1,6 @@
-//! Authorize and charge: classification and clearance, the agreement in force (or the one
-//! `SPL-Agreement` names) evaluated against today's date, then the agreement's quota — before
-//! any work on the body or the upstream.
+//! Authorize and charge: suspensions of the service and the agreement, classification and
+//! clearance, the agreement in force (or the one `SPL-Agreement` names) evaluated against
+//! today's date, then the agreement's quota — before any work on the body or the upstream.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Response;
@@ -10,6 +10,7 @@ use crate::body::Body;
 use crate::config::{Agreement, Classification};
 use crate::quota::Decision;
 use crate::reject::{rate_limit_headers, retry_seconds, Reject};
+use crate::suspension::Scope;
 use crate::upstream::{SPL_AGREEMENT, SPL_CLASSIFICATION};
 
 use super::route::To;
@@ -33,6 +34,7 @@ pub(super) fn admit<'a>(
     facts: &mut Facts,
 ) -> Result<Admitted<'a>, Reject> {
     let snapshot = x.snapshot;
+    not_suspended(x, Scope::Service, &to.service.id)?;
     let chosen = match headers.get(SPL_AGREEMENT) {
         None => None,
         Some(value) => Some(value.to_str().map_err(|_| Reject::AgreementNotYours {
@@ -63,6 +65,7 @@ pub(super) fn admit<'a>(
     };
     facts.agreement = Some(index);
     let agreement = &snapshot.agreements[index];
+    not_suspended(x, Scope::Agreement, &agreement.id)?;
     let quota = match x.active.quotas.check(index) {
         None => None,
         Some((rate, Decision::Admitted { remaining, reset })) => Some(rate_limit_headers(
@@ -84,6 +87,17 @@ pub(super) fn admit<'a>(
         classification: to.service.classification,
         quota,
     })
+}
+
+/// Refuses an exchange that touches a suspended agency, agreement or service.
+pub(super) fn not_suspended(x: &Ctx<'_>, scope: Scope, id: &str) -> Result<(), Reject> {
+    match x.gw.suspensions.holds(scope, id) {
+        true => Err(Reject::Suspended {
+            scope,
+            id: id.to_owned(),
+        }),
+        false => Ok(()),
+    }
 }
 
 impl Admitted<'_> {

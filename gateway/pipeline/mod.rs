@@ -4,9 +4,9 @@
 //!
 //! | stage | file | what it does |
 //! |---|---|---|
-//! | identify | [`crate::caller`] | the connection's certificate names an agency of the configuration in force |
+//! | identify | [`crate::caller`] | the connection's certificate names an agency of the configuration in force, not suspended ([`crate::suspension`]) |
 //! | route | `route.rs` | the path normalised; the catalog, or a service and operation; the exchange's deadline |
-//! | authorize and charge | `admit.rs` | classification and agreements, then the agreement's quota |
+//! | authorize and charge | `admit.rs` | suspensions, classification and agreements, then the agreement's quota |
 //! | parameters | [`crate::validate`] | path and query parameters against their schemas, before the body is read |
 //! | read the request | `read.rs` | the body, bounded and within the deadline; its commitment; its schema |
 //! | prepare | `prepare.rs` | the upstream request's headers, target and query |
@@ -40,6 +40,7 @@ use crate::exchange::Exchange;
 use crate::outcome::CacheState;
 use crate::reject::{CloseConnection, Reject};
 use crate::runtime::{Active, Gateway};
+use crate::suspension::Scope;
 use crate::validate;
 
 pub use conclude::MAX_AUDITED_RESPONSE;
@@ -208,6 +209,8 @@ where
     }
     let consumer = x.caller.consumer(x.snapshot)?;
     facts.consumer = Some(consumer);
+    let agency = &x.snapshot.agencies[consumer].code;
+    admit::not_suspended(x, Scope::Agency, agency)?;
     let path = crate::route::normalize(request.uri().path())?;
     let to = match route::route(x, consumer, &request, &path, facts)? {
         route::Routed::Catalog(document) => return Ok(document),

@@ -54,6 +54,13 @@ pub enum Reject {
     },
     #[error("no agreement of yours for service `{service}` covers operation `{operation}`")]
     OperationNotCovered { service: String, operation: String },
+    /// An administrator suspended the caller, the agreement or the service (`POST
+    /// /v1/suspend`); the reason is the administrators', not the caller's.
+    #[error("{} `{id}` is suspended", scope.as_str())]
+    Suspended {
+        scope: crate::suspension::Scope,
+        id: String,
+    },
     #[error("agreement `{agreement}` is in force from {valid_from}")]
     AgreementNotYetValid { agreement: String, valid_from: Date },
     #[error("agreement `{agreement}` ended on {valid_until}")]
@@ -229,6 +236,7 @@ impl Reject {
             | Reject::AgreementNotYours { .. }
             | Reject::OperationNotCovered { .. }
             | Reject::AgreementNotYetValid { .. }
+            | Reject::Suspended { .. }
             | Reject::AgreementExpired { .. } => StatusCode::FORBIDDEN,
             Reject::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Reject::NoService | Reject::NoOperation { .. } => StatusCode::NOT_FOUND,
@@ -288,6 +296,7 @@ impl Reject {
             | Reject::OperationNotCovered { .. }
             | Reject::AgreementNotYetValid { .. }
             | Reject::AgreementExpired { .. }
+            | Reject::Suspended { .. }
             | Reject::AgreementChoiceRequired { .. }
             | Reject::QuotaExceeded { .. }
             | Reject::BadPath(_)
@@ -325,6 +334,7 @@ impl Reject {
             Reject::OperationNotCovered { .. } => Problem::OperationNotCovered,
             Reject::AgreementNotYetValid { .. } => Problem::AgreementNotYetValid,
             Reject::AgreementExpired { .. } => Problem::AgreementExpired,
+            Reject::Suspended { .. } => Problem::Suspended,
             Reject::AgreementChoiceRequired { .. } => Problem::AgreementChoiceRequired,
             Reject::QuotaExceeded { .. } => Problem::QuotaExceeded,
             Reject::MalformedJson { .. } => Problem::MalformedJson,
@@ -371,6 +381,7 @@ impl Reject {
             Reject::OperationNotCovered { .. } => "Operation not covered by the agreement",
             Reject::AgreementNotYetValid { .. } => "Agreement not yet in force",
             Reject::AgreementExpired { .. } => "Agreement expired",
+            Reject::Suspended { .. } => "Suspended",
             Reject::AgreementChoiceRequired { .. } => "Agreement choice required",
             Reject::QuotaExceeded { .. } => "Quota exceeded",
             Reject::MalformedJson { .. } => "Malformed JSON",

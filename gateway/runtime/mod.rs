@@ -1,7 +1,8 @@
 //! The gateway at run time: the configuration in force (swapped whole on reload, each
 //! generation with the handles built from it), the side systems the pipeline calls, the
 //! background loops beside the listeners (health checks, metrics export), and the
-//! administrative acts (reload, cache purge), each recorded before it takes effect. The request
+//! administrative acts (`acts.rs`: reload, cache purge, suspension), each recorded before it
+//! takes effect. The request
 //! path itself is [`crate::pipeline`].
 
 use std::sync::Arc;
@@ -16,8 +17,13 @@ use crate::config::Snapshot;
 use crate::otlp;
 use crate::quota::Quotas;
 use crate::sla::{Rings, Sla};
+use crate::suspension::Suspensions;
 use crate::telemetry::Telemetry;
 use crate::upstream::{self, Pool};
+
+mod acts;
+
+pub use acts::{PurgeError, ReloadError, Reloaded};
 
 /// The gateway as a value: a snapshot and the handles the pipeline calls. Tests drive it
 /// without sockets where they can; the server drives it from connections.
@@ -34,6 +40,8 @@ pub struct Gateway {
     pub(crate) sla: Sla,
     /// `[gateway] max_buffered`: the bodies held by all exchanges.
     pub(crate) budget: Arc<Budget>,
+    /// Agencies, agreements and services cut off by an administrator, kept under `data_dir`.
+    pub(crate) suspensions: Suspensions,
     /// When the gateway started: the start of every cumulative metric.
     started: std::time::SystemTime,
 }
@@ -113,6 +121,7 @@ impl Gateway {
 
     /// A gateway whose calendar (agreement validity) follows `clock`.
     pub fn with_clock(snapshot: Arc<Snapshot>, clock: Clock) -> std::io::Result<Gateway> {
+        let suspensions = Suspensions::open(&snapshot.gateway.data_dir)?;
         let audit = match &snapshot.audit {
             None => None,
             Some(settings) => {
@@ -148,6 +157,7 @@ impl Gateway {
         Ok(Gateway {
             cache: Cache::new(&snapshot.cache, telemetry.cache().clone()),
             budget: Budget::new(snapshot.gateway.max_buffered),
+            suspensions,
             active: ArcSwap::from_pointee(Active::new(snapshot, 0, &telemetry, &sla)),
             reloading: tokio::sync::Mutex::new(()),
             clock,
@@ -317,150 +327,5 @@ impl Gateway {
     /// The configuration in force now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.active.load().snapshot.clone()
-    }
-}
-
-// === impl Gateway (administrative acts) ===
-
-/// Why a reload did not happen; the configuration in force stays.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error("{0}")]
-    Invalid(#[from] crate::config::ConfigErrors),
-    #[error("the reload could not be recorded in the audit log, so it was not done: {0}")]
-    Unrecorded(#[source] audit::AuditError),
-    #[error("the configuration could not be read: {0}")]
-    Internal(#[source] tokio::task::JoinError),
-}
-
-/// What a reload changed.
-#[derive(Debug)]
-pub struct Reloaded {
-    pub generation: u64,
-    pub digest: String,
-    /// Services whose cached responses were dropped (changed or gone).
-    pub cache_dropped: Vec<String>,
-    pub warnings: Vec<crate::config::ConfigError>,
-}
-
-impl Gateway {
-    /// Reads, validates and compiles the configuration file again (schemas, TLS material,
-    /// CRLs: everything, off the request path), records the act, then swaps it in whole. A
-    /// request in flight finishes on the configuration it started with; listeners stay bound.
-    /// An invalid file changes nothing. `[audit]` settings apply from the next start.
-    pub async fn reload(&self, by: &str) -> Result<Reloaded, ReloadError> {
-        let _one = self.reloading.lock().await;
-        let current = self.active.load_full();
-        let path = current.snapshot.source.clone();
-        let loaded = tokio::task::spawn_blocking(move || crate::config::load(&path))
-            .await
-            .map_err(ReloadError::Internal);
-        let snapshot = match loaded.and_then(|r| r.map_err(ReloadError::from)) {
-            Ok(snapshot) => snapshot,
-            Err(e) => {
-                self.telemetry.reload(false);
-                tracing::error!(error = %e, "reload refused; the running configuration stays");
-                return Err(e);
-            }
-        };
-        if let Some(audit) = &self.audit {
-            let detail = format!(
-                "{} sha256:{} by {by}",
-                snapshot.source.display(),
-                snapshot.digest
-            );
-            let record = audit::admin(&snapshot.gateway.id, "reload", Some(detail));
-            if let Err(e) = audit.append(record).await {
-                self.telemetry.reload(false);
-                return Err(ReloadError::Unrecorded(e));
-            }
-        }
-        let next = Arc::new(Active::replacing(
-            Arc::new(snapshot),
-            &current,
-            &self.telemetry,
-            &self.sla,
-        ));
-        let generation = next.generation;
-        let cache_dropped = self
-            .cache
-            .retain_unchanged(&current.snapshot, &next.snapshot);
-        let reloaded = Reloaded {
-            generation,
-            digest: next.snapshot.digest.clone(),
-            cache_dropped,
-            warnings: next.snapshot.warnings.clone(),
-        };
-        self.budget.set_max(next.snapshot.gateway.max_buffered);
-        self.active.store(next);
-        self.telemetry.forget_before(generation);
-        self.telemetry.reload(true);
-        tracing::info!(generation, digest = %reloaded.digest, by, "configuration reloaded");
-        Ok(reloaded)
-    }
-}
-
-/// Why a purge was not done.
-#[derive(Debug, thiserror::Error)]
-pub enum PurgeError {
-    #[error("no service `{0}` is configured")]
-    UnknownService(String),
-    #[error("service `{service}` has no operation `{operation}`")]
-    UnknownOperation { service: String, operation: String },
-    #[error("an operation can only be named with its service")]
-    OperationWithoutService,
-    #[error("the purge could not be recorded in the audit log: {0}")]
-    Unrecorded(#[source] audit::AuditError),
-}
-
-impl Gateway {
-    /// Drops cached responses: all, a service's, or one operation's. With an audit log the act
-    /// is recorded first (`cache-purge`, with the scope and `by`), and not done if it cannot be.
-    pub async fn purge_cache(
-        &self,
-        service: Option<&str>,
-        operation: Option<&str>,
-        by: &str,
-    ) -> Result<u64, PurgeError> {
-        let s = &*self.snapshot();
-        match (service, operation) {
-            (None, Some(_)) => return Err(PurgeError::OperationWithoutService),
-            (Some(id), op) => {
-                let svc = s
-                    .services
-                    .iter()
-                    .find(|svc| svc.id == id)
-                    .ok_or_else(|| PurgeError::UnknownService(id.to_owned()))?;
-                if let Some(op) = op.filter(|op| !svc.operations.iter().any(|o| o.id == *op)) {
-                    return Err(PurgeError::UnknownOperation {
-                        service: id.to_owned(),
-                        operation: op.to_owned(),
-                    });
-                }
-            }
-            (None, None) => {}
-        }
-        if let Some(audit) = &self.audit {
-            let scope = match (service, operation) {
-                (Some(svc), Some(op)) => format!("service={svc} operation={op}"),
-                (Some(svc), None) => format!("service={svc}"),
-                _ => "all".to_owned(),
-            };
-            let record = audit::admin(
-                &s.gateway.id,
-                "cache-purge",
-                Some(format!("{scope} by {by}")),
-            );
-            audit.append(record).await.map_err(PurgeError::Unrecorded)?;
-        }
-        let purged = self.cache.purge(service, operation);
-        tracing::info!(
-            service = service.unwrap_or("*"),
-            operation = operation.unwrap_or("*"),
-            purged,
-            by,
-            "cache purged"
-        );
-        Ok(purged)
     }
 }
