@@ -39,6 +39,17 @@ pub struct Report {
     pub services: BTreeMap<String, ServiceFigures>,
     /// Use per agreement, and the purpose and legal basis it was used under.
     pub agreements: BTreeMap<AgreementKey, AgreementUse>,
+    /// Administrative records in the window, in order: starts, reloads, purges, suspensions.
+    pub acts: Vec<Act>,
+}
+
+/// An administrative act, as its record says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Act {
+    pub time: String,
+    /// `start`, `reload`, `cache-purge`, `suspend`, `resume`, `recovered`.
+    pub act: String,
+    pub detail: String,
 }
 
 /// (agreement, basis, consumer, service, purpose): what an inspector asks an exchange was for.
@@ -100,12 +111,20 @@ pub fn build(dir: &Path, window: Window) -> Result<Report, String> {
         ..Report::default()
     };
     audit::walk(dir, |record, _| {
-        if record.kind != "exchange" {
+        if record.kind != "exchange" && record.kind != "admin" {
             return Ok(());
         }
         let at = millis(&record.time).ok_or_else(|| format!("bad time `{}`", record.time))?;
-        if (from..to).contains(&at) {
-            report.add(record);
+        if !(from..to).contains(&at) {
+            return Ok(());
+        }
+        match record.kind.as_str() {
+            "admin" => report.acts.push(Act {
+                time: record.time.clone(),
+                act: record.outcome.clone(),
+                detail: record.detail.clone().unwrap_or_default(),
+            }),
+            _ => report.add(record),
         }
         Ok(())
     })
@@ -198,7 +217,45 @@ impl Report {
             let _ = writeln!(out, "| {reason} | {n} |");
         }
         self.markdown_agreements(&mut out);
+        self.markdown_acts(&mut out);
         out
+    }
+
+    /// Suspensions on their own, then every administrative act (Perbup Maluku Tengah 50/2020
+    /// Ps 14: who cut off whom, when, and who changed the configuration).
+    fn markdown_acts(&self, out: &mut String) {
+        let row = |out: &mut String, a: &Act| {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                a.time,
+                a.act,
+                a.detail.replace('|', "\\|")
+            );
+        };
+        let _ = writeln!(out, "\n## Suspensions\n");
+        let suspensions: Vec<&Act> = self
+            .acts
+            .iter()
+            .filter(|a| a.act == "suspend" || a.act == "resume")
+            .collect();
+        if suspensions.is_empty() {
+            let _ = writeln!(out, "None in the window.");
+        } else {
+            let _ = writeln!(out, "| time (UTC) | act | detail |\n|---|---|---|");
+            for a in suspensions {
+                row(out, a);
+            }
+        }
+        let _ = writeln!(out, "\n## Administrative acts\n");
+        if self.acts.is_empty() {
+            let _ = writeln!(out, "None in the window.");
+            return;
+        }
+        let _ = writeln!(out, "| time (UTC) | act | detail |\n|---|---|---|");
+        for a in &self.acts {
+            row(out, a);
+        }
     }
 
     /// Use per agreement and purpose, then the exchanges on the Bupati's order on their own
@@ -274,6 +331,11 @@ impl Report {
         for (reason, n) in &self.refusals {
             let _ = writeln!(out, "refusals,,,{},{n},,,,,,,", csv_field(reason));
         }
+        for a in &self.acts {
+            // The act, its time and detail in `outcome`.
+            let text = format!("{} {} {}", a.time, a.act, a.detail);
+            let _ = writeln!(out, "act,,,{},,,,,,,,", csv_field(&text));
+        }
         // The agreement and its basis in `outcome`, the answered ones in `answered`.
         for ((agreement, basis, consumer, service, _), used) in &self.agreements {
             let _ = writeln!(
@@ -316,6 +378,9 @@ impl Report {
             "agreements": self.agreements.iter().map(|((a, b, c, s, p), used)| json!({
                 "agreement": a, "basis": b, "consumer": c, "service": s, "purpose": p,
                 "exchanges": used.exchanges, "answered": used.answered,
+            })).collect::<Vec<_>>(),
+            "acts": self.acts.iter().map(|a| json!({
+                "time": a.time, "act": a.act, "detail": a.detail,
             })).collect::<Vec<_>>(),
         })
     }
