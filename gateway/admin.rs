@@ -436,6 +436,7 @@ async fn reload(gateway: &Gateway, by: &str) -> Response<Body> {
                 "generation": done.generation,
                 "sha256": done.digest,
                 "cache_dropped": done.cache_dropped,
+                "changes": done.changes,
                 "warnings": done.warnings.iter().map(|w| format!("{}: {}", w.path, w.message)).collect::<Vec<_>>(),
             });
             let mut response = text(StatusCode::OK, &format!("{doc}\n"));
@@ -472,6 +473,11 @@ async fn reload(gateway: &Gateway, by: &str) -> Response<Body> {
         Err(e @ ReloadError::Unrecorded(_)) => problem(
             StatusCode::SERVICE_UNAVAILABLE,
             "audit-unavailable",
+            &e.to_string(),
+        ),
+        Err(e @ ReloadError::Unarchived(_)) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "reload-failed",
             &e.to_string(),
         ),
         Err(e @ ReloadError::Internal(_)) => problem(

@@ -49,13 +49,15 @@
 //! | [`telemetry`] | metrics (Prometheus text), a handle the pipeline calls |
 //! | [`otlp`] | OTLP/gRPC export of every exchange as a span of the caller's trace (`[telemetry]`) |
 //! | [`sla`] | live per-service availability and latency over 5 min, 1 h and 24 h (`/v1/sla`) |
+//! | [`changes`] | change control: the policy diff between two configurations, the archive of every configuration applied |
+//! | [`durable`] | files replaced whole or not at all (temporary file, sync, rename) |
 //! | [`suspension`] | the agencies, agreements and services an administrator suspended, kept under `data_dir` |
 //! | [`tls`] | PEM loading, server and upstream rustls configurations, the identity field of a certificate |
 //! | [`server`] | the listener: accept, TLS handshake with a required client certificate, HTTP/1.1 + HTTP/2, graceful drain |
 //! | [`grpc`] | the gRPC front on `grpc_listen`: `Exchange.Call` through the pipeline, `Catalog`, `Audit`, health, reflection |
 //! | [`admin`] | the admin listener: `/healthz`, `/readyz`, `/metrics`, `/v1/sla`, `POST /v1/reload`, `POST /v1/cache/purge`, `POST /v1/suspend`, `POST /v1/resume` |
 //! | [`catalog`] | `/.well-known/spl/`: the catalog and OpenAPI documents for PD developers |
-//! | [`report`] | `penghubung report`: the periodic review, computed from the audit log |
+//! | [`report`] | `penghubung report`: the periodic review, computed from the audit log (`render.rs`: Markdown, CSV, JSON; `governance.rs`: configuration changes, agreements unused or ending) |
 //! | [`inventory`] | what `check` and `certs` print: services, operations, agencies, certificates and CRLs |
 //! | [`pki`] | a development PKI (rcgen) for `pki init`, the demo and the tests |
 //! | [`demo`] | `penghubung demo`: two sample PD services behind the gateway |
@@ -82,10 +84,12 @@ pub mod budget;
 pub mod cache;
 pub mod caller;
 pub mod catalog;
+pub mod changes;
 pub mod clock;
 pub mod config;
 pub mod consent;
 pub mod demo;
+pub mod durable;
 pub mod exchange;
 pub mod grpc;
 pub mod inventory;

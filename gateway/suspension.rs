@@ -9,7 +9,6 @@
 //! pipeline asks on every request of every connection, open ones included; with nothing
 //! suspended the answer costs one atomic load.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -136,13 +135,7 @@ impl Suspensions {
     }
 
     fn persist(&self, list: &[Suspension]) -> std::io::Result<()> {
-        let dir = self.file.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let temporary = self.file.with_extension("json.tmp");
-        let mut out = std::fs::File::create(&temporary)?;
-        out.write_all(&serde_json::to_vec_pretty(list).map_err(std::io::Error::other)?)?;
-        out.sync_all()?;
-        std::fs::rename(&temporary, &self.file)?;
-        std::fs::File::open(dir)?.sync_all()
+        let bytes = serde_json::to_vec_pretty(list).map_err(std::io::Error::other)?;
+        crate::durable::replace(&self.file, &bytes)
     }
 }

@@ -6,7 +6,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,22 +19,12 @@ use penghubung::config::load_str;
 use penghubung::runtime::Gateway;
 use penghubung::tls::IdentityField;
 use support::Edit;
-use support::{config_text, recording_upstream, Client, TestPki};
+use support::{recording_upstream, Client, TestPki};
 
 const NIK: &str = "7208014101900001";
 
 fn audited_config(pki: &TestPki, upstream: &str) -> String {
-    std::fs::write(
-        pki.path().join("redaction.key"),
-        penghubung::pki::redaction_key(),
-    )
-    .unwrap();
-    config_text(
-        upstream,
-        "5s",
-        "\n[audit]\nredaction_key = \"redaction.key\"\ndurability = \"sync\"\n",
-    )
-    .edit_once(
+    support::audited_config(upstream, pki).edit_once(
         "  path = \"/penduduk/{nik}\"",
         "  path = \"/penduduk/{nik}\"\n  audit_redact = [\"nik\"]",
     )
@@ -365,15 +355,7 @@ async fn a_crash_loop_loses_no_acknowledged_exchange() {
     let pki = TestPki::new();
     let (upstream, _) = recording_upstream(&pki).await;
     let text = audited_config(&pki, &upstream);
-    let serve = |file: &Path| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_penghubung"));
-        command
-            .args(["serve", "--config"])
-            .arg(file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        command
-    };
+    let serve = support::quiet_serve;
     let mut acknowledged = Vec::new();
     for round in 0..4 {
         // Each round on ports free at its start: the log is the same whatever the port.

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,16 +175,7 @@ async fn a_burst_of_large_answers_stays_within_the_budget() {
         "shutdown_grace = \"5s\"",
         "shutdown_grace = \"5s\"\nmax_buffered = \"8MiB\"",
     );
-    let served = support::Served::start(pki.path(), &text, |file| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_penghubung"));
-        command
-            .args(["serve", "--config"])
-            .arg(file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        command
-    })
-    .await;
+    let served = support::Served::start(pki.path(), &text, support::quiet_serve).await;
     let pid = served.child.id();
     let client = Client::new(served.addr(), &pki.ca, Some(&pki.dinkes), Version::HTTP_11);
     let mut started = false;

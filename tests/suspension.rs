@@ -4,40 +4,19 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use bytes::Bytes;
 use http::{Request, Version};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use penghubung::suspension::{Scope, SuspendError};
-use support::{config_text, recording_upstream, Client, Running, Served, TestPki};
+use support::{
+    audited_config, config_text, quiet_serve, recording_upstream, Client, Running, Served, TestPki,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_penghubung");
 const NIK_PATH: &str = "/dukcapil/penduduk/penduduk/7208014101900001";
-
-fn serve(file: &std::path::Path) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .args(["serve", "--config"])
-        .arg(file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    command
-}
-
-fn audited(upstream: &str, pki: &TestPki) -> String {
-    std::fs::write(
-        pki.path().join("redaction.key"),
-        penghubung::pki::redaction_key(),
-    )
-    .unwrap();
-    config_text(
-        upstream,
-        "5s",
-        "\n[audit]\nredaction_key = \"redaction.key\"\ndurability = \"sync\"\n",
-    )
-}
 
 /// `penghubung suspend|resume ARGS --admin 127.0.0.1:PORT`: (success, stdout, stderr).
 fn admin_cli(admin: u16, args: &[&str]) -> (bool, String, String) {
@@ -115,8 +94,8 @@ fn audit_records(pki: &TestPki) -> Vec<penghubung::audit::Record> {
 async fn a_suspended_agency_is_refused_on_its_open_connection_across_reload_and_restart() {
     let pki = TestPki::new();
     let (upstream, recorder) = recording_upstream(&pki).await;
-    let text = audited(&upstream, &pki);
-    let served = Served::start(pki.path(), &text, serve).await;
+    let text = audited_config(&upstream, &pki);
+    let served = Served::start(pki.path(), &text, quiet_serve).await;
     let dinkes = Client::new(served.addr(), &pki.ca, Some(&pki.dinkes), Version::HTTP_2);
     let mut open = h2(&dinkes).await;
     assert_eq!(get_on(&mut open, served.port, NIK_PATH).await.0, 200);
@@ -192,7 +171,7 @@ async fn a_suspended_agency_is_refused_on_its_open_connection_across_reload_and_
     // A restart (killed, not stopped) keeps it too.
     drop(open);
     drop(served);
-    let served = Served::start(pki.path(), &text, serve).await;
+    let served = Served::start(pki.path(), &text, quiet_serve).await;
     let dinkes = Client::new(served.addr(), &pki.ca, Some(&pki.dinkes), Version::HTTP_2);
     let refused = dinkes.get(NIK_PATH).await.unwrap();
     refused.problem(403, "suspended");
@@ -307,7 +286,7 @@ async fn the_admin_api_refuses_malformed_suspensions() {
     let pki = TestPki::new();
     let (upstream, _recorder) = recording_upstream(&pki).await;
     let text = config_text(&upstream, "5s", "");
-    let served = Served::start(pki.path(), &text, serve).await;
+    let served = Served::start(pki.path(), &text, quiet_serve).await;
     let cases = [
         (
             "{\"agency\":\"dinkes\",\"service\":\"dinkes-faskes\",\"reason\":\"x\"}",

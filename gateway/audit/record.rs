@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// The `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub seq: u64,
     pub prev: String,
@@ -69,6 +69,13 @@ pub struct Record {
     /// Administrative detail (a configuration digest, what a recovery truncated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// `start` and `reload`: the SHA-256 of the configuration applied, archived as
+    /// `<data_dir>/config/<sha256>.toml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_sha256: Option<String>,
+    /// `start` and `reload`: what that configuration changed against the one before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Vec<crate::changes::Change>>,
     /// Tree heads: how many records (lines) before this one the tree covers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree_size: Option<u64>,

@@ -86,6 +86,18 @@ pub enum AuditCommand {
         #[arg(long)]
         pubkey: PathBuf,
     },
+    /// Print a configuration the gateway applied, as archived under `<data_dir>/config/` at
+    /// its start or reload: by the SHA-256 the `start` and `reload` records name (or its first
+    /// 8 or more hex digits), checked against it. Without SHA256, list the archived digests.
+    Config {
+        sha256: Option<String>,
+        /// The gateway's data directory (`[gateway] data_dir`).
+        #[arg(long, conflicts_with = "config")]
+        data_dir: Option<PathBuf>,
+        /// The configuration file whose `[gateway] data_dir` holds the archive.
+        #[arg(long, short, env = "PENGHUBUNG_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Print the public key of `[audit] signing_key`, for auditors.
     Pubkey {
         #[arg(long, short, env = "PENGHUBUNG_CONFIG")]
@@ -161,7 +173,50 @@ pub fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        AuditCommand::Config {
+            sha256,
+            data_dir,
+            config,
+        } => archived_config(sha256.as_deref(), data_dir, config),
         AuditCommand::Pubkey { config } => pubkey(&config),
+    }
+}
+
+/// `audit config`.
+fn archived_config(
+    digest: Option<&str>,
+    data_dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let data_dir = match (data_dir, config) {
+        (Some(dir), _) => dir,
+        (None, Some(file)) => match penghubung::config::data_dir(&file) {
+            Ok(dir) => dir,
+            Err(e) => {
+                eprintln!("penghubung: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        (None, None) => {
+            eprintln!("penghubung audit config: give --data-dir DIR or --config FILE");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let archive = penghubung::changes::Archive::under(&data_dir);
+    let shown = match digest {
+        Some(digest) => archive.read(digest).map(|(_, text)| print!("{text}")),
+        None => archive.list().map(|digests| {
+            for digest in digests {
+                println!("{digest}");
+            }
+        }),
+    };
+    match shown {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("penghubung audit config: {e}");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 

@@ -67,6 +67,19 @@ pub fn agreement_terms(path: &Path, id: &str) -> Result<crate::consent::Terms, C
     Ok(validate::terms(entry, &file))
 }
 
+/// `[gateway] data_dir` of the file at `path`, resolved against the file's directory as the
+/// gateway resolves it. Only the file's shape is read.
+pub fn data_dir(path: &Path) -> Result<PathBuf, ConfigErrors> {
+    let single = |toml_path: &str, message: String| {
+        ConfigErrors::single(path.to_path_buf(), toml_path, message)
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| single("", format!("cannot read the file: {e}")))?;
+    let (file, _) = parse(&text).map_err(|(toml_path, message)| single(&toml_path, message))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    Ok(base.join(file.gateway.data_dir.as_deref().unwrap_or("data")))
+}
+
 /// TOML → file shape. Unknown keys are collected with their paths rather than failing, so that
 /// validation can report them all; a syntax or type error stops here, with the path of the
 /// value at fault.

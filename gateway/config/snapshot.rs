@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub source: PathBuf,
     /// SHA-256 of the configuration text, recorded in the audit log at start and reload.
     pub digest: String,
+    /// The configuration text itself: archived, and diffed against the next generation.
+    pub text: Arc<str>,
     pub gateway: GatewaySettings,
     /// The listener's rustls configuration (certificate, client CAs, CRLs, ALPN).
     pub server_tls: Arc<rustls::ServerConfig>,

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use crate::audit;
+use crate::changes::{self, Archive, ArchiveError};
+use crate::config::Snapshot;
 use crate::suspension::{Scope, SuspendError, Suspension};
 
 use super::{Active, Gateway};
@@ -15,6 +17,8 @@ pub enum ReloadError {
     Invalid(#[from] crate::config::ConfigErrors),
     #[error("the reload could not be recorded in the audit log, so it was not done: {0}")]
     Unrecorded(#[source] audit::AuditError),
+    #[error("the configuration could not be archived, so it was not applied: {0}")]
+    Unarchived(#[source] ArchiveError),
     #[error("the configuration could not be read: {0}")]
     Internal(#[source] tokio::task::JoinError),
 }
@@ -26,6 +30,8 @@ pub struct Reloaded {
     pub digest: String,
     /// Services whose cached responses were dropped (changed or gone).
     pub cache_dropped: Vec<String>,
+    /// What the new configuration changed against the one before it.
+    pub changes: Vec<changes::Change>,
     pub warnings: Vec<crate::config::ConfigError>,
 }
 
@@ -49,16 +55,27 @@ impl Gateway {
                 return Err(e);
             }
         };
-        if let Some(audit) = &self.audit {
-            let detail = format!(
-                "{} sha256:{} by {by}",
-                snapshot.source.display(),
-                snapshot.digest
-            );
-            let record = audit::admin(&snapshot.gateway.id, "reload", Some(detail));
-            if let Err(e) = audit.append(record).await {
+        let changes = match changes_from(Some(&current.snapshot.text), &snapshot) {
+            Ok(changes) => changes,
+            Err(e) => {
                 self.telemetry.reload(false);
-                return Err(ReloadError::Unrecorded(e));
+                return Err(ReloadError::Unarchived(e));
+            }
+        };
+        if let Some(audit) = &self.audit {
+            let archive = Archive::under(&snapshot.gateway.data_dir);
+            let recorded = match configuration_record(&snapshot, Some(by), &changes, &archive) {
+                Ok(record) => audit.append(record).await.map_err(ReloadError::Unrecorded),
+                Err(e) => Err(ReloadError::Unarchived(e)),
+            };
+            if let Err(e) = recorded {
+                self.telemetry.reload(false);
+                tracing::error!(error = %e, "reload refused; the running configuration stays");
+                return Err(e);
+            }
+            // Recorded, so applied; the pointer only tells the next start what it follows.
+            if let Err(e) = archive.set_current(&snapshot.digest) {
+                tracing::error!(error = %e, "the configuration in force could not be noted");
             }
         }
         let next = Arc::new(Active::replacing(
@@ -75,6 +92,7 @@ impl Gateway {
             generation,
             digest: next.snapshot.digest.clone(),
             cache_dropped,
+            changes,
             warnings: next.snapshot.warnings.clone(),
         };
         self.budget.set_max(next.snapshot.gateway.max_buffered);
@@ -84,6 +102,41 @@ impl Gateway {
         tracing::info!(generation, digest = %reloaded.digest, by, "configuration reloaded");
         Ok(reloaded)
     }
+}
+
+/// What `snapshot` changes against `previous`, the text in force before it (`None`: nothing
+/// was, a first start).
+pub(super) fn changes_from(
+    previous: Option<&str>,
+    snapshot: &Snapshot,
+) -> Result<Vec<changes::Change>, ArchiveError> {
+    changes::between(previous, &snapshot.text).map_err(|source| ArchiveError::NotToml {
+        digest: snapshot.digest.clone(),
+        source,
+    })
+}
+
+/// The `start` record (`by` absent) or `reload` record of `snapshot`, once its text is
+/// archived: the file, its SHA-256, and its `changes`.
+pub(super) fn configuration_record(
+    snapshot: &Snapshot,
+    by: Option<&str>,
+    changes: &[changes::Change],
+    archive: &Archive,
+) -> Result<audit::Record, ArchiveError> {
+    archive.keep(&snapshot.digest, &snapshot.text)?;
+    let source = snapshot.source.display();
+    let (act, detail) = match by {
+        None => ("start", format!("{source} sha256:{}", snapshot.digest)),
+        Some(by) => (
+            "reload",
+            format!("{source} sha256:{} by {by}", snapshot.digest),
+        ),
+    };
+    let mut record = audit::admin(&snapshot.gateway.id, act, Some(detail));
+    record.config_sha256 = Some(snapshot.digest.clone());
+    record.changes = Some(changes.to_vec());
+    Ok(record)
 }
 
 /// Why a purge was not done.

@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::audit::{self, AuditLog, WriterOptions};
+use crate::audit::{AuditLog, WriterOptions};
 use crate::budget::Budget;
 use crate::cache::Cache;
+use crate::changes::Archive;
 use crate::clock::Clock;
 use crate::config::Snapshot;
 use crate::otlp;
@@ -143,9 +144,17 @@ impl Gateway {
                 for record in recovered {
                     log.enqueue(record).map_err(std::io::Error::other)?;
                 }
-                let detail = format!("{} sha256:{}", snapshot.source.display(), snapshot.digest);
-                log.enqueue(audit::admin(id, "start", Some(detail)))
+                let archive = Archive::under(&snapshot.gateway.data_dir);
+                let previous = archive.current().map_err(std::io::Error::other)?;
+                let previous = previous.as_ref().map(|(_, text)| text.as_str());
+                let changes =
+                    acts::changes_from(previous, &snapshot).map_err(std::io::Error::other)?;
+                let record = acts::configuration_record(&snapshot, None, &changes, &archive)
                     .map_err(std::io::Error::other)?;
+                log.enqueue(record).map_err(std::io::Error::other)?;
+                if let Err(e) = archive.set_current(&snapshot.digest) {
+                    tracing::error!(error = %e, "the configuration in force could not be noted");
+                }
                 Some(log)
             }
         };

@@ -388,6 +388,31 @@ impl Drop for Served {
     }
 }
 
+/// `penghubung serve --config FILE`, its output discarded: for [`Served::start`].
+pub fn quiet_serve(file: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_penghubung"));
+    command
+        .args(["serve", "--config"])
+        .arg(file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+/// `config_text` with a synchronous audit log and a redaction key written beside it.
+pub fn audited_config(upstream: &str, pki: &TestPki) -> String {
+    std::fs::write(
+        pki.path().join("redaction.key"),
+        penghubung::pki::redaction_key(),
+    )
+    .unwrap();
+    config_text(
+        upstream,
+        "5s",
+        "\n[audit]\nredaction_key = \"redaction.key\"\ndurability = \"sync\"\n",
+    )
+}
+
 /// `text` with `from` replaced by `to` once; a fixture whose anchor moved fails here, instead
 /// of silently testing the unchanged text.
 pub fn replace_once(text: &str, from: &str, to: &str) -> String {

@@ -140,6 +140,7 @@ pub fn validate(
     Ok(Snapshot {
         source: source.to_path_buf(),
         digest: crate::keys::sha256_hex(text.as_bytes()),
+        text: text.into(),
         gateway: gateway.settings.ok_or_else(missing)?,
         server_tls: tls.server_tls.ok_or_else(missing)?,
         client_verifier: tls.client_verifier.ok_or_else(missing)?,

@@ -10,15 +10,17 @@
 //! and a caller's refusal (4xx policy and validation answers) counts as neither.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
-
-use serde_json::json;
 
 use crate::audit::{self, Record};
 use crate::clock::midnight_millis;
 use crate::config::{Date, TimeZone};
 use crate::outcome::{Kind, Outcome};
+
+mod governance;
+mod render;
+
+pub use governance::{AgreementTerms, ConfigChange, InForce};
 
 /// What the report covers: `[since, until]`, whole days in `zone`.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +43,12 @@ pub struct Report {
     pub agreements: BTreeMap<AgreementKey, AgreementUse>,
     /// Administrative records in the window, in order: starts, reloads, purges, suspensions.
     pub acts: Vec<Act>,
+    /// What the `start` and `reload` records in the window say changed.
+    pub config_changes: Vec<ConfigChange>,
+    /// The configuration in force at the window's end, as archived.
+    pub in_force: InForce,
+    /// Its SHA-256, while the log is read.
+    in_force_sha256: Option<String>,
 }
 
 /// An administrative act, as its record says it.
@@ -63,7 +71,7 @@ pub struct AgreementUse {
 }
 
 /// The basis of exchanges on the Bupati's order rather than the owner's consent.
-const ORDER: &str = "perintah_bupati";
+pub(crate) const ORDER: &str = "perintah_bupati";
 
 #[derive(Debug, Default)]
 pub struct ServiceFigures {
@@ -115,6 +123,9 @@ pub fn build(dir: &Path, window: Window) -> Result<Report, String> {
             return Ok(());
         }
         let at = millis(&record.time).ok_or_else(|| format!("bad time `{}`", record.time))?;
+        if record.kind == "admin" && at < to {
+            governance::note(&mut report, record, at >= from);
+        }
         if !(from..to).contains(&at) {
             return Ok(());
         }
@@ -129,6 +140,7 @@ pub fn build(dir: &Path, window: Window) -> Result<Report, String> {
         Ok(())
     })
     .map_err(|e| format!("the audit log does not verify, so no report: {e}"))?;
+    report.in_force = governance::in_force(dir, report.in_force_sha256.as_deref());
     for figures in report.services.values_mut() {
         figures.latencies_us.sort_unstable();
     }
@@ -178,218 +190,6 @@ impl Report {
             Kind::Refused => figures.refused += 1,
         }
     }
-
-    /// Markdown, for the review document.
-    pub fn markdown(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "# SPL review: {}\n", self.title());
-        let _ = writeln!(out, "Exchanges in the window: {}.\n", self.exchanges);
-        let _ = writeln!(out, "## Services\n");
-        let _ = writeln!(
-            out,
-            "| service | answered | failed | refused | availability | p50 ms | p95 ms | p99 ms |\n|---|---|---|---|---|---|---|---|"
-        );
-        for (service, f) in &self.services {
-            let _ = writeln!(
-                out,
-                "| {service} | {} | {} | {} | {} | {} | {} | {} |",
-                f.answered,
-                f.failed,
-                f.refused,
-                f.availability()
-                    .map_or("—".into(), |a| format!("{:.2}%", a * 100.0)),
-                ms(f.percentile(0.50)),
-                ms(f.percentile(0.95)),
-                ms(f.percentile(0.99)),
-            );
-        }
-        let _ = writeln!(out, "\n## Exchanges by consumer, service and outcome\n");
-        let _ = writeln!(
-            out,
-            "| consumer | service | outcome | exchanges |\n|---|---|---|---|"
-        );
-        for ((consumer, service, outcome), n) in &self.by_outcome {
-            let _ = writeln!(out, "| {consumer} | {service} | {outcome} | {n} |");
-        }
-        let _ = writeln!(out, "\n## Refusals and failures by reason\n");
-        let _ = writeln!(out, "| reason | exchanges |\n|---|---|");
-        for (reason, n) in &self.refusals {
-            let _ = writeln!(out, "| {reason} | {n} |");
-        }
-        self.markdown_agreements(&mut out);
-        self.markdown_acts(&mut out);
-        out
-    }
-
-    /// Suspensions on their own, then every administrative act (Perbup Maluku Tengah 50/2020
-    /// Ps 14: who cut off whom, when, and who changed the configuration).
-    fn markdown_acts(&self, out: &mut String) {
-        let row = |out: &mut String, a: &Act| {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} |",
-                a.time,
-                a.act,
-                a.detail.replace('|', "\\|")
-            );
-        };
-        let _ = writeln!(out, "\n## Suspensions\n");
-        let suspensions: Vec<&Act> = self
-            .acts
-            .iter()
-            .filter(|a| a.act == "suspend" || a.act == "resume")
-            .collect();
-        if suspensions.is_empty() {
-            let _ = writeln!(out, "None in the window.");
-        } else {
-            let _ = writeln!(out, "| time (UTC) | act | detail |\n|---|---|---|");
-            for a in suspensions {
-                row(out, a);
-            }
-        }
-        let _ = writeln!(out, "\n## Administrative acts\n");
-        if self.acts.is_empty() {
-            let _ = writeln!(out, "None in the window.");
-            return;
-        }
-        let _ = writeln!(out, "| time (UTC) | act | detail |\n|---|---|---|");
-        for a in &self.acts {
-            row(out, a);
-        }
-    }
-
-    /// Use per agreement and purpose, then the exchanges on the Bupati's order on their own
-    /// (Perbup Maluku Tengah 50/2020 Ps 14(8)).
-    fn markdown_agreements(&self, out: &mut String) {
-        let _ = writeln!(out, "\n## Use per agreement and purpose\n");
-        let _ = writeln!(
-            out,
-            "| agreement | basis | consumer | service | purpose | exchanges | answered |\n|---|---|---|---|---|---|---|"
-        );
-        for ((agreement, basis, consumer, service, purpose), used) in &self.agreements {
-            let _ = writeln!(
-                out,
-                "| {agreement} | {basis} | {consumer} | {service} | {} | {} | {} |",
-                purpose.replace('|', "\\|"),
-                used.exchanges,
-                used.answered
-            );
-        }
-        let _ = writeln!(
-            out,
-            "\n## Exchanges on the Bupati's order (perintah_bupati)\n"
-        );
-        let ordered: Vec<_> = self
-            .agreements
-            .iter()
-            .filter(|((_, basis, ..), _)| basis == ORDER)
-            .collect();
-        if ordered.is_empty() {
-            let _ = writeln!(out, "None in the window.");
-            return;
-        }
-        let _ = writeln!(
-            out,
-            "| agreement | consumer | service | exchanges | answered |\n|---|---|---|---|---|"
-        );
-        for ((agreement, _, consumer, service, _), used) in ordered {
-            let _ = writeln!(
-                out,
-                "| {agreement} | {consumer} | {service} | {} | {} |",
-                used.exchanges, used.answered
-            );
-        }
-    }
-
-    /// CSV: one table, `section` naming which.
-    pub fn csv(&self) -> String {
-        let mut out = String::from("section,consumer,service,outcome,count,answered,failed,refused,availability,p50_ms,p95_ms,p99_ms\n");
-        for (service, f) in &self.services {
-            let _ = writeln!(
-                out,
-                "service,,{},,,{},{},{},{},{},{},{}",
-                csv_field(service),
-                f.answered,
-                f.failed,
-                f.refused,
-                f.availability()
-                    .map_or(String::new(), |a| format!("{a:.4}")),
-                ms(f.percentile(0.50)),
-                ms(f.percentile(0.95)),
-                ms(f.percentile(0.99)),
-            );
-        }
-        for ((consumer, service, outcome), n) in &self.by_outcome {
-            let _ = writeln!(
-                out,
-                "exchanges,{},{},{},{n},,,,,,,",
-                csv_field(consumer),
-                csv_field(service),
-                csv_field(outcome)
-            );
-        }
-        for (reason, n) in &self.refusals {
-            let _ = writeln!(out, "refusals,,,{},{n},,,,,,,", csv_field(reason));
-        }
-        for a in &self.acts {
-            // The act, its time and detail in `outcome`.
-            let text = format!("{} {} {}", a.time, a.act, a.detail);
-            let _ = writeln!(out, "act,,,{},,,,,,,,", csv_field(&text));
-        }
-        // The agreement and its basis in `outcome`, the answered ones in `answered`.
-        for ((agreement, basis, consumer, service, _), used) in &self.agreements {
-            let _ = writeln!(
-                out,
-                "agreement,{},{},{},{},{},,,,,,",
-                csv_field(consumer),
-                csv_field(service),
-                csv_field(&format!("{agreement} ({basis})")),
-                used.exchanges,
-                used.answered
-            );
-        }
-        out
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        json!({
-            "window": self.window.map(|w| json!({
-                "since": w.since.to_string(),
-                "until": w.until.to_string(),
-                "timezone": w.zone.name,
-            })),
-            "exchanges": self.exchanges,
-            "services": self.services.iter().map(|(id, f)| json!({
-                "service": id,
-                "answered": f.answered,
-                "failed": f.failed,
-                "refused": f.refused,
-                "availability": f.availability(),
-                "latency_ms": {
-                    "p50": f.percentile(0.50).map(|u| u as f64 / 1000.0),
-                    "p95": f.percentile(0.95).map(|u| u as f64 / 1000.0),
-                    "p99": f.percentile(0.99).map(|u| u as f64 / 1000.0),
-                },
-            })).collect::<Vec<_>>(),
-            "exchanges_by_outcome": self.by_outcome.iter().map(|((c, s, o), n)| json!({
-                "consumer": c, "service": s, "outcome": o, "exchanges": n,
-            })).collect::<Vec<_>>(),
-            "refusals": self.refusals,
-            "agreements": self.agreements.iter().map(|((a, b, c, s, p), used)| json!({
-                "agreement": a, "basis": b, "consumer": c, "service": s, "purpose": p,
-                "exchanges": used.exchanges, "answered": used.answered,
-            })).collect::<Vec<_>>(),
-            "acts": self.acts.iter().map(|a| json!({
-                "time": a.time, "act": a.act, "detail": a.detail,
-            })).collect::<Vec<_>>(),
-        })
-    }
-
-    fn title(&self) -> String {
-        self.window.map_or_else(String::new, |w| {
-            format!("{} to {} ({})", w.since, w.until, w.zone.name)
-        })
-    }
 }
 
 // === impl ServiceFigures ===
@@ -414,18 +214,6 @@ fn consumer_of(r: &Record) -> String {
     r.consumer
         .clone()
         .unwrap_or_else(|| "(unidentified)".into())
-}
-
-fn ms(us: Option<u64>) -> String {
-    us.map_or_else(|| "—".into(), |u| format!("{:.2}", u as f64 / 1000.0))
-}
-
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
-    }
 }
 
 /// `2026-11-24T03:59:44.123Z` (the audit log's own format) → milliseconds since the epoch.
