@@ -179,11 +179,14 @@ async fn answer(gateway: &Gateway, request: Request<Incoming>, by: &str) -> Resp
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => readiness(gateway),
         "/v1/sla" => json(&gateway.sla().report()),
-        "/v1/certificates" => json(&crate::inventory::certificates_json(
-            &gateway.snapshot(),
-            time::OffsetDateTime::now_utc(),
-            crate::inventory::DEFAULT_WARN_DAYS,
-        )),
+        "/v1/certificates" => {
+            let now = time::OffsetDateTime::now_utc();
+            let warn_days = crate::inventory::DEFAULT_WARN_DAYS;
+            let mut doc = crate::inventory::certificates_json(&gateway.snapshot(), now, warn_days);
+            let seen = gateway.certificates_seen();
+            doc["seen"] = crate::inventory::seen_json(&seen, now, warn_days);
+            json(&doc)
+        }
         "/v1/catalog" => json(&crate::inventory::catalog_json(
             &gateway.snapshot(),
             gateway.today(),

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use time::OffsetDateTime;
 
 use crate::config::Snapshot;
+use crate::seen::{Role, Sighting, RECENT_SECONDS};
 use crate::tls::{CertInfo, CertKind};
 
 /// Certificates expiring within this many days are flagged unless told otherwise.
@@ -49,10 +50,112 @@ pub fn certificates(snapshot: &Snapshot, now: OffsetDateTime, warn_days: i64) ->
     (out, health)
 }
 
+/// The certificates seen on the wire (`seen.rs`), each flagged as the configured ones are;
+/// those last seen more than 30 days before `now` are history, listed without a flag. They
+/// warn (`Health::expiring`) but never fail `certs`: the gateway does not present them.
+pub fn seen_certificates(
+    seen: &[Sighting],
+    now: OffsetDateTime,
+    warn_days: i64,
+) -> (String, Health) {
+    let mut out = String::new();
+    let mut health = Health::default();
+    let _ = writeln!(
+        out,
+        "\ncertificates seen on the wire (client: an agency's or peer's application; upstream: a service's):"
+    );
+    for s in seen {
+        let (line, state) = describe(&seen_info(s), now, warn_days);
+        let recent = now.unix_timestamp() - s.last_seen <= RECENT_SECONDS;
+        let line = if recent {
+            if !matches!(state, State::Fine) {
+                health.expiring += 1;
+            }
+            line
+        } else {
+            format!("{line}  (history: not seen for over 30 days)")
+        };
+        let role = match s.role {
+            Role::Client => "client",
+            Role::Upstream => "upstream",
+        };
+        let _ = writeln!(
+            out,
+            "  {:<28} {}\n  {:<28} {line}\n  {:<28} serial {} sha256 {} first seen {} last seen {}",
+            format!("{role} {}", s.party),
+            s.subject,
+            "",
+            "",
+            s.serial,
+            s.sha256,
+            rfc3339(s.first_seen),
+            rfc3339(s.last_seen),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} seen: {} in use within 30 days expiring or expired",
+        seen.len(),
+        health.expiring
+    );
+    (out, health)
+}
+
+/// The certificates seen, as `/v1/certificates` lists them beside the configured ones.
+pub fn seen_json(seen: &[Sighting], now: OffsetDateTime, warn_days: i64) -> serde_json::Value {
+    let entries: Vec<serde_json::Value> = seen
+        .iter()
+        .map(|s| {
+            let (_, state) = describe(&seen_info(s), now, warn_days);
+            serde_json::json!({
+                "role": s.role,
+                "party": s.party,
+                "server_name": s.server_name,
+                "subject": s.subject,
+                "issuer": s.issuer,
+                "serial": s.serial,
+                "sha256": s.sha256,
+                "not_after": rfc3339(s.not_after),
+                "days_left": (s.not_after - now.unix_timestamp()).div_euclid(86_400),
+                "state": state.as_str(),
+                "first_seen": rfc3339(s.first_seen),
+                "last_seen": rfc3339(s.last_seen),
+                "recent": now.unix_timestamp() - s.last_seen <= RECENT_SECONDS,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(entries)
+}
+
+fn seen_info(s: &Sighting) -> CertInfo {
+    CertInfo {
+        kind: CertKind::Certificate,
+        used_as: s.party.clone(),
+        file: String::new(),
+        subject: s.subject.clone(),
+        issuer: s.issuer.clone(),
+        not_after: Some(s.not_after),
+    }
+}
+
+fn rfc3339(unix_seconds: i64) -> String {
+    crate::consent::rfc3339(unix_seconds)
+}
+
 enum State {
     Fine,
     Expiring,
     Expired,
+}
+
+impl State {
+    fn as_str(&self) -> &'static str {
+        match self {
+            State::Fine => "ok",
+            State::Expiring => "expiring",
+            State::Expired => "expired",
+        }
+    }
 }
 
 fn describe(c: &CertInfo, now: OffsetDateTime, warn_days: i64) -> (String, State) {
@@ -222,7 +325,7 @@ pub fn certificates_json(
                 "issuer": c.issuer,
                 "not_after": c.not_after.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()).map(|t| t.date().to_string()),
                 "days_left": days,
-                "state": match state { State::Fine => "ok", State::Expiring => "expiring", State::Expired => "expired" },
+                "state": state.as_str(),
             })
         })
         .collect();

@@ -51,6 +51,7 @@
 //! | [`sla`] | live per-service availability and latency over 5 min, 1 h and 24 h (`/v1/sla`) |
 //! | [`changes`] | change control: the policy diff between two configurations, the archive of every configuration applied |
 //! | [`durable`] | files replaced whole or not at all (temporary file, sync, rename) |
+//! | [`seen`] | the inventory of client and upstream certificates seen on the wire, kept under `data_dir` |
 //! | [`suspension`] | the agencies, agreements and services an administrator suspended, kept under `data_dir` |
 //! | [`tls`] | PEM loading, server and upstream rustls configurations, the identity field of a certificate |
 //! | [`server`] | the listener: accept, TLS handshake with a required client certificate, HTTP/1.1 + HTTP/2, graceful drain |
@@ -105,6 +106,7 @@ pub mod report;
 pub mod route;
 pub mod runtime;
 pub mod schema;
+pub mod seen;
 pub mod server;
 pub mod sla;
 pub mod suspension;

@@ -58,8 +58,10 @@ enum Command {
         #[arg(long, default_value_t = inventory::DEFAULT_WARN_DAYS)]
         warn_days: i64,
     },
-    /// List every certificate and CRL the gateway depends on with days to expiry. Exits 1 when
-    /// one has expired (or a CRL is past its next update).
+    /// List every certificate and CRL the gateway depends on with days to expiry, then every
+    /// client and upstream certificate seen on the wire (`<data_dir>/certificates.json`). Exits
+    /// 1 when one of the gateway's own has expired (or a CRL is past its next update); a
+    /// certificate seen only warns.
     Certs {
         #[arg(long, short, env = "PENGHUBUNG_CONFIG")]
         config: PathBuf,
@@ -193,9 +195,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             cli::admin::suspension_command(target, Some(reason)).await
         }
         Command::Resume { target } => cli::admin::suspension_command(target, None).await,
-        Command::Certs { config, warn_days } => {
-            cli::inventory(&config, |s| inventory::certificates(s, now(), warn_days))
-        }
+        Command::Certs { config, warn_days } => cli::inventory(&config, |s| {
+            let (mut text, mut health) = inventory::certificates(s, now(), warn_days);
+            match penghubung::seen::read(&s.gateway.data_dir) {
+                Ok(seen) => {
+                    let (more, seen_health) = inventory::seen_certificates(&seen, now(), warn_days);
+                    text.push_str(&more);
+                    health.expiring += seen_health.expiring;
+                }
+                Err(e) => text.push_str(&format!("\ncertificates seen: cannot be read: {e}\n")),
+            }
+            (text, health)
+        }),
         Command::Pki {
             command:
                 PkiCommand::Init {

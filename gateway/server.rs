@@ -223,6 +223,12 @@ impl Connection {
         let identity = active.snapshot.identity.extract(cert);
         let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
         let mut caller = Caller::resolve(&active.snapshot, remote, identity).with_chain(chain);
+        if let Resolved::Agency(i) = caller.agency {
+            if let Some(agency) = active.snapshot.agencies.get(i) {
+                let fingerprint = &caller.identity.fingerprint;
+                self.gateway.saw_client(&agency.code, fingerprint, cert);
+            }
+        }
         caller.generation = active.generation;
         let caller = Arc::new(caller);
         let settings = &active.snapshot.gateway;

@@ -58,6 +58,8 @@ pub struct Telemetry {
     /// Refreshed before each scrape or export by [`Telemetry::refresh`].
     upstream_up: Family<Labels, Gauge>,
     certificate_expiry: Family<Labels, Gauge>,
+    client_certificate_expiry: Family<Labels, Gauge>,
+    upstream_certificate_expiry: Family<Labels, Gauge>,
     audit_queue: Gauge,
     buffered: Gauge,
     buffered_max: Gauge,
@@ -74,6 +76,9 @@ pub struct Scrape<'a> {
     pub upstreams: Vec<(&'a str, String, bool)>,
     /// (used_as, file, seconds until not usable) for every certificate and CRL.
     pub certificates: Vec<(&'a str, &'a str, i64)>,
+    /// (role, party, SHA-256, seconds until notAfter) for every certificate seen on the wire
+    /// in the last 30 days: an agency's or peer's (client), a service's upstream's.
+    pub seen: Vec<(crate::seen::Role, &'a str, &'a str, i64)>,
     /// Records waiting for the audit writer.
     pub audit_queue: Option<usize>,
     /// Bytes of bodies held now, and the budget (`[gateway] max_buffered`).
@@ -149,6 +154,18 @@ impl Telemetry {
             "Seconds until a certificate (notAfter) or CRL (nextUpdate) the gateway uses stops being usable; negative when past",
             certificate_expiry.clone(),
         );
+        let client_certificate_expiry = Family::<Labels, Gauge>::default();
+        registry.register(
+            "client_certificate_expiry_seconds",
+            "Seconds until a client certificate an agency or peer presented in the last 30 days expires (notAfter); negative when past",
+            client_certificate_expiry.clone(),
+        );
+        let upstream_certificate_expiry = Family::<Labels, Gauge>::default();
+        registry.register(
+            "upstream_certificate_expiry_seconds",
+            "Seconds until a server certificate a service's upstream presented in the last 30 days expires (notAfter); negative when past",
+            upstream_certificate_expiry.clone(),
+        );
         let audit_queue = Gauge::default();
         registry.register(
             "audit_queue_depth",
@@ -203,6 +220,8 @@ impl Telemetry {
             known_upstreams: RwLock::new(HashMap::new()),
             upstream_up,
             certificate_expiry,
+            client_certificate_expiry,
+            upstream_certificate_expiry,
             audit_queue,
             buffered,
             buffered_max,
@@ -381,6 +400,20 @@ impl Telemetry {
                 .get_or_create(&vec![
                     ("used_as", used_as.to_owned()),
                     ("file", file.to_owned()),
+                ])
+                .set(seconds);
+        }
+        self.client_certificate_expiry.clear();
+        self.upstream_certificate_expiry.clear();
+        for (role, party, sha256, seconds) in scrape.seen {
+            let (family, label) = match role {
+                crate::seen::Role::Client => (&self.client_certificate_expiry, "consumer"),
+                crate::seen::Role::Upstream => (&self.upstream_certificate_expiry, "service"),
+            };
+            family
+                .get_or_create(&vec![
+                    (label, party.to_owned()),
+                    ("sha256", sha256.to_owned()),
                 ])
                 .set(seconds);
         }

@@ -283,12 +283,6 @@ async fn each_change_is_recorded_field_by_field_archived_and_reported() {
     std::fs::write(&archived, "# rewritten\n").unwrap();
     let (ok, _, err) = cli(&["audit", "config", &new_sha, "--config", config]);
     assert!(!ok && err.contains("was altered"), "{err}");
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = support::serve_refused(&file);
     assert!(err.contains("was altered"), "{err}");
 }

@@ -327,15 +327,6 @@ async fn the_admin_api_refuses_malformed_suspensions() {
     drop(served);
     std::fs::create_dir_all(pki.path().join("data")).unwrap();
     std::fs::write(pki.path().join("data/suspensions.json"), "[{\"scope\":").unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(pki.path().join("penghubung.toml"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("suspensions.json"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = support::serve_refused(&pki.path().join("penghubung.toml"));
+    assert!(err.contains("suspensions.json"), "{err}");
 }

@@ -116,11 +116,15 @@ async fn serve(
             wait(stopped.clone()),
         ))
     });
+    // The certificates seen are written every few seconds, and once more at the end.
+    tokio::spawn(gateway.clone().keep_certificates());
+    let inventory = gateway.clone();
     server::serve(listener, gateway, wait(stopped)).await?;
     if let Some(task) = grpc_task {
         // The gRPC listener drains within the same grace.
         let _ = task.await;
     }
+    inventory.keep_certificates_now();
     admin_task.abort();
     Ok(())
 }

@@ -223,6 +223,9 @@ pub struct Service {
     pub upstreams: Vec<Upstream>,
     /// Client configuration for `https` upstreams (upstream CA + the gateway's certificate).
     pub upstream_tls: Option<rustls::ClientConfig>,
+    /// The upstream certificates `upstream_tls` accepted, until the runtime's inventory takes
+    /// them.
+    pub upstream_certs: Arc<crate::tls::ServerCerts>,
     /// Credentials for the upstream beyond the client certificate (`upstream_auth`).
     pub upstream_auth: Option<super::UpstreamAuth>,
     pub timeout: Duration,

@@ -97,6 +97,8 @@ impl Gateway {
         };
         self.budget.set_max(next.snapshot.gateway.max_buffered);
         self.active.store(next);
+        // What the old pools' verifiers accepted, before their services are gone.
+        self.take_upstream_certificates(&current);
         self.telemetry.forget_before(generation);
         self.telemetry.reload(true);
         tracing::info!(generation, digest = %reloaded.digest, by, "configuration reloaded");

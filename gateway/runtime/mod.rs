@@ -17,12 +17,14 @@ use crate::clock::Clock;
 use crate::config::Snapshot;
 use crate::otlp;
 use crate::quota::Quotas;
+use crate::seen::Seen;
 use crate::sla::{Rings, Sla};
 use crate::suspension::Suspensions;
 use crate::telemetry::Telemetry;
 use crate::upstream::{self, Pool};
 
 mod acts;
+mod certificates;
 
 pub use acts::{PurgeError, ReloadError, Reloaded};
 
@@ -43,6 +45,8 @@ pub struct Gateway {
     pub(crate) budget: Arc<Budget>,
     /// Agencies, agreements and services cut off by an administrator, kept under `data_dir`.
     pub(crate) suspensions: Suspensions,
+    /// The client and upstream certificates seen, kept under `data_dir`.
+    seen: Seen,
     /// When the gateway started: the start of every cumulative metric.
     started: std::time::SystemTime,
 }
@@ -123,6 +127,7 @@ impl Gateway {
     /// A gateway whose calendar (agreement validity) follows `clock`.
     pub fn with_clock(snapshot: Arc<Snapshot>, clock: Clock) -> std::io::Result<Gateway> {
         let suspensions = Suspensions::open(&snapshot.gateway.data_dir)?;
+        let seen = Seen::open(&snapshot.gateway.data_dir)?;
         let audit = match &snapshot.audit {
             None => None,
             Some(settings) => {
@@ -167,6 +172,7 @@ impl Gateway {
             cache: Cache::new(&snapshot.cache, telemetry.cache().clone()),
             budget: Budget::new(snapshot.gateway.max_buffered),
             suspensions,
+            seen,
             active: ArcSwap::from_pointee(Active::new(snapshot, 0, &telemetry, &sla)),
             reloading: tokio::sync::Mutex::new(()),
             clock,
@@ -211,7 +217,19 @@ impl Gateway {
         let health = self.upstream_health();
         let snapshot = self.snapshot();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let seen = self.recent_certificates();
         self.telemetry.refresh(crate::telemetry::Scrape {
+            seen: seen
+                .iter()
+                .map(|s| {
+                    (
+                        s.role,
+                        s.party.as_str(),
+                        s.sha256.as_str(),
+                        s.not_after - now,
+                    )
+                })
+                .collect(),
             upstreams: health
                 .iter()
                 .flat_map(|s| {

@@ -399,6 +399,18 @@ pub fn quiet_serve(file: &Path) -> std::process::Command {
     command
 }
 
+/// `penghubung serve --config FILE` for a file the gateway must refuse to start on: its
+/// standard error.
+pub fn serve_refused(file: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_penghubung"))
+        .args(["serve", "--config"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the gateway started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// `config_text` with a synchronous audit log and a redaction key written beside it.
 pub fn audited_config(upstream: &str, pki: &TestPki) -> String {
     std::fs::write(

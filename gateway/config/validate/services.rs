@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -107,7 +108,9 @@ fn service(
         }
     };
     let (timeout, request_timeout, max_body) = limits(errors, at, s, ctx);
-    let (upstreams, upstream_tls) = upstreams(errors, at, s, ctx, certificates);
+    let upstream_certs = Arc::new(crate::tls::ServerCerts::default());
+    let (upstreams, upstream_tls) =
+        upstreams(errors, at, s, ctx, certificates, upstream_certs.clone());
     let upstream_auth = match &s.upstream_auth {
         None => Some(None),
         Some(entry) => super::super::credentials::upstream_auth(
@@ -167,6 +170,7 @@ fn service(
         protocol: protocol?,
         upstreams,
         upstream_tls: upstream_tls?,
+        upstream_certs,
         upstream_auth: upstream_auth?,
         timeout: timeout?,
         request_timeout: request_timeout?,
@@ -256,6 +260,7 @@ fn upstreams(
     s: &ServiceEntry,
     ctx: &ServiceContext<'_>,
     certificates: &mut Vec<CertInfo>,
+    seen: Arc<crate::tls::ServerCerts>,
 ) -> (Vec<Upstream>, Option<Option<rustls::ClientConfig>>) {
     if s.upstreams.is_empty() {
         errors.push(
@@ -298,7 +303,12 @@ fn upstreams(
                     errors
                         .check(
                             &path,
-                            crate::tls::upstream_config(roots, chain.clone(), key.clone_key()),
+                            crate::tls::upstream_config(
+                                roots,
+                                chain.clone(),
+                                key.clone_key(),
+                                seen,
+                            ),
                         )
                         .map(Some)
                 })
