@@ -136,7 +136,7 @@ async fn each_change_is_recorded_field_by_field_archived_and_reported() {
     let edited = started
         .edit(
             "name = \"Dinas Kesehatan\"",
-            "name = \"Dinas Kesehatan Kabupaten\"",
+            "name = \"Dinas Kesehatan Kabupaten\"\nclearance_basis = \"Keputusan Kepala Dinas 12/2026\"",
         )
         .edit("timeout = \"5s\"", "timeout = \"7s\"")
         .edit(
@@ -164,7 +164,7 @@ async fn each_change_is_recorded_field_by_field_archived_and_reported() {
     assert_eq!(status, 200, "{answer}");
     let expected = [
         "section governance added",
-        "agency dinkes changed name",
+        "agency dinkes changed clearance_basis,name",
         "peer spl-sulteng added",
         "service dukcapil-penduduk changed timeout",
         "operation dukcapil-penduduk/verifikasi removed",
@@ -236,6 +236,12 @@ async fn each_change_is_recorded_field_by_field_archived_and_reported() {
         "{changed}"
     );
     assert!(changed.contains("| operation `dukcapil-penduduk/verifikasi` | removed |"));
+    let cleared = section("## Clearances and their basis");
+    assert!(
+        cleared.contains("| dinkes | terbatas | Keputusan Kepala Dinas 12/2026 |")
+            && cleared.contains("| dukcapil | rahasia | — |"),
+        "{cleared}"
+    );
     let unused = section("## Agreements never used in the window");
     assert!(
         unused.contains("| PKS-TEST-2 | dukcapil | dinkes-faskes |"),

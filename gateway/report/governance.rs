@@ -36,7 +36,17 @@ pub enum InForce {
     Archived {
         sha256: String,
         agreements: Vec<AgreementTerms>,
+        clearances: Vec<Clearance>,
     },
+}
+
+/// An agency's or peer's clearance in the configuration in force, and the decision that set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clearance {
+    pub party: String,
+    /// As written; `terbuka` when not set.
+    pub clearance: String,
+    pub basis: Option<String>,
 }
 
 /// An agreement of the configuration in force, as written.
@@ -85,10 +95,11 @@ pub(super) fn in_force(dir: &Path, sha256: Option<&str>) -> InForce {
         why,
     };
     match Archive::under(data_dir).read(sha256) {
-        Ok((_, text)) => match agreements_in(&text) {
-            Ok(agreements) => InForce::Archived {
+        Ok((_, text)) => match text.parse::<toml::Table>() {
+            Ok(table) => InForce::Archived {
                 sha256: sha256.to_owned(),
-                agreements,
+                agreements: agreements_in(&table),
+                clearances: clearances_in(&table),
             },
             Err(e) => not_archived(e.to_string()),
         },
@@ -96,9 +107,25 @@ pub(super) fn in_force(dir: &Path, sha256: Option<&str>) -> InForce {
     }
 }
 
-/// The agreements of a configuration text.
-fn agreements_in(text: &str) -> Result<Vec<AgreementTerms>, toml::de::Error> {
-    let table: toml::Table = text.parse()?;
+/// The clearances of the agencies and peers of a configuration.
+fn clearances_in(table: &toml::Table) -> Vec<Clearance> {
+    let text =
+        |v: &toml::Value, key: &str| v.get(key).and_then(toml::Value::as_str).map(str::to_owned);
+    [("agencies", "code"), ("peers", "id")]
+        .into_iter()
+        .flat_map(|(list, key)| {
+            let entries = table.get(list).and_then(toml::Value::as_array);
+            entries.into_iter().flatten().map(move |e| Clearance {
+                party: text(e, key).unwrap_or_default(),
+                clearance: text(e, "clearance").unwrap_or_else(|| "terbuka".to_owned()),
+                basis: text(e, "clearance_basis"),
+            })
+        })
+        .collect()
+}
+
+/// The agreements of a configuration.
+fn agreements_in(table: &toml::Table) -> Vec<AgreementTerms> {
     let date = |v: Option<&toml::Value>| {
         let text = match v? {
             toml::Value::Datetime(d) => d.to_string(),
@@ -109,8 +136,7 @@ fn agreements_in(text: &str) -> Result<Vec<AgreementTerms>, toml::de::Error> {
     };
     let text = |v: Option<&toml::Value>| v.and_then(toml::Value::as_str).unwrap_or("").to_owned();
     let list = table.get("agreements").and_then(toml::Value::as_array);
-    Ok(list
-        .into_iter()
+    list.into_iter()
         .flatten()
         .map(|a| AgreementTerms {
             id: text(a.get("id")),
@@ -119,7 +145,7 @@ fn agreements_in(text: &str) -> Result<Vec<AgreementTerms>, toml::de::Error> {
             valid_from: date(a.get("valid_from")),
             valid_until: date(a.get("valid_until")),
         })
-        .collect())
+        .collect()
 }
 
 /// Days from `a` to `b`.
@@ -192,6 +218,19 @@ impl Report {
                 "the configuration in force at the window's end (sha256:{sha256}) cannot be read: {why}"
             )),
         };
+        let _ = writeln!(out, "\n## Clearances and their basis\n");
+        match &self.in_force {
+            InForce::Archived { clearances, .. } => {
+                let _ = writeln!(out, "| agency or peer | clearance | basis |\n|---|---|---|");
+                for c in clearances {
+                    let basis = c.basis.as_deref().unwrap_or("—").replace('|', "\\|");
+                    let _ = writeln!(out, "| {} | {} | {basis} |", c.party, c.clearance);
+                }
+            }
+            _ => {
+                let _ = writeln!(out, "Not known: {}.", missing.as_deref().unwrap_or(""));
+            }
+        }
         let _ = writeln!(out, "\n## Agreements never used in the window\n");
         if let Some(missing) = &missing {
             let _ = writeln!(out, "Not known: {missing}.");
@@ -259,7 +298,13 @@ impl Report {
             "configuration_in_force": match &self.in_force {
                 InForce::Unknown => serde_json::Value::Null,
                 InForce::NotArchived { sha256, why } => json!({"sha256": sha256, "archived": false, "why": why}),
-                InForce::Archived { sha256, .. } => json!({"sha256": sha256, "archived": true}),
+                InForce::Archived { sha256, clearances, .. } => json!({
+                    "sha256": sha256,
+                    "archived": true,
+                    "clearances": clearances.iter().map(|c| json!({
+                        "party": c.party, "clearance": c.clearance, "basis": c.basis,
+                    })).collect::<Vec<_>>(),
+                }),
             },
             "agreements_unused": self.unused_agreements().into_iter().map(terms).collect::<Vec<_>>(),
             "agreements_ending": self.ending_agreements().into_iter().map(|(a, left)| {
@@ -308,11 +353,11 @@ mod tests {
 
     #[test]
     fn agreement_dates_are_read_as_toml_dates_or_strings() {
-        let found = agreements_in(
-            "[[agreements]]\nid = \"A\"\nconsumer = \"c\"\nservice = \"s\"\nvalid_until = 2027-01-31\n\
-             [[agreements]]\nid = \"B\"\nvalid_from = \"2026-01-01\"\n",
-        )
-        .unwrap();
+        let table = "[[agreements]]\nid = \"A\"\nconsumer = \"c\"\nservice = \"s\"\nvalid_until = 2027-01-31\n\
+             [[agreements]]\nid = \"B\"\nvalid_from = \"2026-01-01\"\n"
+            .parse()
+            .unwrap();
+        let found = agreements_in(&table);
         assert_eq!(found[0].valid_until, parse_date("2027-01-31").ok());
         assert_eq!(found[1].valid_from, parse_date("2026-01-01").ok());
         assert_eq!(found[1].valid_until, None);

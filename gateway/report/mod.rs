@@ -20,7 +20,7 @@ use crate::outcome::{Kind, Outcome};
 mod governance;
 mod render;
 
-pub use governance::{AgreementTerms, ConfigChange, InForce};
+pub use governance::{AgreementTerms, Clearance, ConfigChange, InForce};
 
 /// What the report covers: `[since, until]`, whole days in `zone`.
 #[derive(Debug, Clone, Copy)]
