@@ -267,7 +267,9 @@ impl Connection {
                         (gateway.clone(), caller.clone(), closer.clone());
                     let http2 = request.version() == http::Version::HTTP_2;
                     async move {
-                        let response = gateway.handle(&caller, request).await;
+                        // The exchange's future is large; boxed, the task hyper spawns per
+                        // stream holds a pointer instead of being copied whole at each move.
+                        let response = Box::pin(gateway.handle(&caller, request)).await;
                         if let Some(close) = response.extensions().get::<CloseConnection>() {
                             if close.http2 || !http2 {
                                 closer.notify_one();

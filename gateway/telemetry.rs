@@ -21,6 +21,10 @@ type Labels = Vec<(&'static str, String)>;
 /// one generation.
 type ExchangeKey = (u64, Parties, Outcome, u16);
 
+/// The hot path's maps: keys are snapshot indexes, never caller input, so a fast hash with a
+/// per-process seed does (SipHash cost more than the rest of the look-up).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Who took part in an exchange, as indexes of its snapshot; each is known once the stage that
 /// learns it has run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,10 +49,10 @@ pub struct Telemetry {
     durations: Histograms,
     /// (service, operation, consumer, outcome) → its counter and duration histogram, for the
     /// hot path.
-    known: RwLock<HashMap<ExchangeKey, Counted>>,
+    known: RwLock<FastMap<ExchangeKey, Counted>>,
     /// Seconds the upstream took to answer (response head), by service.
     upstream_durations: Histograms,
-    known_upstreams: RwLock<HashMap<(u64, usize), Histogram>>,
+    known_upstreams: RwLock<FastMap<(u64, usize), Histogram>>,
     schema_violations: Family<Labels, Counter>,
     cache: CacheMetrics,
     reloads: Counter,
@@ -215,9 +219,9 @@ impl Telemetry {
             exchanges,
             agreement_exchanges,
             durations,
-            known: RwLock::new(HashMap::new()),
+            known: RwLock::new(FastMap::default()),
             upstream_durations,
-            known_upstreams: RwLock::new(HashMap::new()),
+            known_upstreams: RwLock::new(FastMap::default()),
             upstream_up,
             certificate_expiry,
             client_certificate_expiry,

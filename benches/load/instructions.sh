@@ -9,7 +9,8 @@
 #   on one keep-alive mTLS connection (curl; HTTP/2), and prints (total(2N) - total(N)) / N:
 #   one request without start-up. The upstream is nginx on loopback (plain HTTP). Repeated runs
 #   of one binary differ by about 1%.
-# Env: N [500]. Loopback only; every run is bounded by N requests and a 600 s timeout.
+# Env: N [500]; KEEP [unset]: a directory where each run's callgrind file is kept
+# (<binary name>-<path>-<requests>.out), for callgrind_annotate. Loopback only; every run is bounded by N requests and a 600 s timeout.
 set -euo pipefail
 N=${N:-500}
 command -v valgrind >/dev/null || { echo "needs valgrind" >&2; exit 1; }
@@ -119,6 +120,7 @@ T
   fi
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   if [[ $(grep -c '^200$' "$r/codes") != "$n" ]]; then echo "not every answer was 200: $r" >&2; exit 1; fi
+  [[ -n ${KEEP:-} ]] && mkdir -p "$KEEP" && cp "$r/cg.out" "$KEEP/$(basename "$bin")-$kind-$n.out"
   grep -h 'Collected' "$r/out.log" | awk '{print $4}'
 }
 

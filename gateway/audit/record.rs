@@ -103,18 +103,30 @@ pub struct BodyDigest {
 pub fn timestamp(unix_millis: i64) -> String {
     let seconds = unix_millis.div_euclid(1000);
     let millis = unix_millis.rem_euclid(1000);
-    match time::OffsetDateTime::from_unix_timestamp(seconds) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        Err(_) => unix_millis.to_string(),
-    }
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp(seconds) else {
+        return unix_millis.to_string();
+    };
+    let Some(year) = u16::try_from(t.year()).ok().filter(|y| *y <= 9999) else {
+        return unix_millis.to_string();
+    };
+    // Written digit by digit: one per exchange, and `format!`'s padding costs more than the
+    // rest of the record's fields together.
+    let mut out = String::with_capacity(24);
+    let mut digits = |value: u32, width: u32, then: char| {
+        for place in (0..width).rev() {
+            let digit = value / 10u32.pow(place) % 10;
+            out.push(char::from(b'0' + digit as u8));
+        }
+        out.push(then);
+    };
+    digits(u32::from(year), 4, '-');
+    digits(u32::from(u8::from(t.month())), 2, '-');
+    digits(u32::from(t.day()), 2, 'T');
+    digits(u32::from(t.hour()), 2, ':');
+    digits(u32::from(t.minute()), 2, ':');
+    digits(u32::from(t.second()), 2, '.');
+    digits(millis as u32, 3, 'Z');
+    out
 }
 
 #[cfg(test)]
@@ -125,6 +137,21 @@ mod tests {
     fn timestamps_are_rfc3339_utc_millis() {
         assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(timestamp(1_735_689_600_123), "2025-01-01T00:00:00.123Z");
+        // As `format!` wrote them, over dates and times of every width.
+        for millis in (0..4_102_444_800_000i64).step_by(409_999_991) {
+            let t = time::OffsetDateTime::from_unix_timestamp(millis / 1000).unwrap();
+            let expected = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                millis % 1000
+            );
+            assert_eq!(timestamp(millis), expected);
+        }
     }
 
     #[test]

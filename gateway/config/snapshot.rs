@@ -44,7 +44,7 @@ pub struct Snapshot {
     /// Identity value → index into `agencies`.
     pub(super) identities: HashMap<String, usize>,
     /// (consumer, service) → indexes into `agreements`: authorization never scans.
-    pub(super) agreement_index: HashMap<(usize, usize), Vec<usize>>,
+    pub(super) agreement_index: HashMap<(usize, usize), Vec<usize>, foldhash::fast::RandomState>,
     /// The OpenAPI 3.1 document of each service (same order as `services`), serialised.
     pub openapi: Vec<bytes::Bytes>,
     /// What the file asks for that the gateway will not do (e.g. `cache_ttl` on a `rahasia`

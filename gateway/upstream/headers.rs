@@ -11,10 +11,7 @@
 
 use std::net::SocketAddr;
 
-use http::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{HeaderName, HeaderValue, CONNECTION};
 use http::HeaderMap;
 
 use crate::exchange::Exchange;
@@ -61,17 +58,15 @@ pub struct Forwarding<'a> {
 
 /// Rewrites a caller's request headers, in place, into the upstream request's.
 pub fn to_upstream(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
-    remove_hop_by_hop(headers);
-    // Host is the upstream's, set by the client from the upstream URI; the body is re-framed.
-    headers.remove(HOST);
-    headers.remove(CONTENT_LENGTH);
-    headers.remove(TRACEPARENT);
-    headers.remove(TRACESTATE);
-    // The body is already read whole; the upstream has nothing to continue.
-    headers.remove(EXPECT);
-    remove_where(headers, |name| {
-        name.starts_with("spl-")
-            || name == "forwarded"
+    // One pass over what the caller sent; only names present are removed.
+    remove_hop_by_hop_and(headers, |name| {
+        // Host is the upstream's, set by the client from the upstream URI; the body is
+        // re-framed; the trace context is the gateway's; the body is already read whole, so
+        // the upstream has nothing to continue (`Expect`).
+        matches!(
+            name,
+            "host" | "content-length" | "traceparent" | "tracestate" | "expect" | "forwarded"
+        ) || name.starts_with("spl-")
             || name.starts_with("x-forwarded-")
             || CLIENT_ADDRESS_HEADERS.contains(&name)
     });
@@ -107,34 +102,35 @@ pub fn keep_only(headers: &mut HeaderMap, keep: &[HeaderName]) {
 
 /// Rewrites an upstream's response headers, in place, into the caller's response headers.
 pub fn to_caller(headers: &mut HeaderMap) {
-    remove_hop_by_hop(headers);
-    remove_where(headers, |name| name.starts_with("spl-"));
+    remove_hop_by_hop_and(headers, |name| name.starts_with("spl-"));
 }
 
-/// Removes RFC 9110 §7.6.1 connection-scoped headers, including any the `Connection` header
-/// names.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+/// RFC 9110 §7.6.1 connection-scoped headers.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Removes the connection-scoped headers, any the `Connection` header names, and those
+/// `also` names, in one pass over the names present.
+fn remove_hop_by_hop_and(headers: &mut HeaderMap, also: impl Fn(&str) -> bool) {
+    let named: Vec<String> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(|name| name.trim().to_ascii_lowercase())
         .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
-        headers.remove(name);
-    }
-    for name in [
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-    ] {
-        headers.remove(name);
-    }
+    remove_where(headers, |name| {
+        HOP_BY_HOP.contains(&name) || named.iter().any(|n| n == name) || also(name)
+    });
 }
 
 fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {

@@ -122,7 +122,8 @@ pub fn validate(
     );
 
     let warnings = std::mem::take(errors).into_result(source.to_path_buf())?;
-    let mut agreement_index: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
+    let mut agreement_index: HashMap<(usize, usize), Vec<usize>, foldhash::fast::RandomState> =
+        HashMap::default();
     for (i, a) in agreements.iter().enumerate() {
         agreement_index
             .entry((a.consumer, a.service))
