@@ -89,8 +89,9 @@ enum Command {
     Suspend {
         #[command(flatten)]
         target: cli::admin::SuspensionArgs,
-        /// Why (recorded, and shown to administrators; never to the caller).
-        #[arg(long)]
+        /// Why (recorded, and shown to administrators; never to the caller). Free text: it may
+        /// start with `-`.
+        #[arg(long, allow_hyphen_values = true)]
         reason: String,
     },
     /// Lift a suspension, through the admin API.

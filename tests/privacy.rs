@@ -588,6 +588,15 @@ async fn the_parties_prove_what_they_exchanged_and_nobody_else_can() {
     assert!(out.contains("request: ") && out.contains("NOT"), "{out}");
     let (code, out) = prove(&Nonce::fresh().encoded(), &request_file, &response_file);
     assert_eq!(code, 1, "another nonce was accepted: {out}");
+    // A nonce is base64url: one in 64 starts with `-`, and is a value, not an option.
+    // (Another nonce than the exchange's: its second character differs too.)
+    let second = if &nonce_text[1..2] == "A" { "B" } else { "A" };
+    let hyphen = format!("-{second}{}", &nonce_text[2..]);
+    let (code, out) = prove(&hyphen, &request_file, &response_file);
+    assert_eq!(
+        code, 1,
+        "a nonce starting with `-` was not read as one: {out}"
+    );
     let (code, out) = prove("not-a-nonce", &request_file, &response_file);
     assert_eq!(code, 2, "{out}");
     // Without --pubkey the commitment is still checked, and it says the receipt was not.

@@ -41,8 +41,8 @@ pub enum AuditCommand {
     Prove {
         /// A receipt, as `audit receipt` writes it (or the `json` field of Audit.GetReceipt).
         receipt: PathBuf,
-        /// The SPL-Commitment-Nonce of the exchange (base64url).
-        #[arg(long)]
+        /// The SPL-Commitment-Nonce of the exchange (base64url; one in 64 starts with `-`).
+        #[arg(long, allow_hyphen_values = true)]
         nonce: String,
         /// The request body as sent (gRPC: the messages' bytes, concatenated).
         #[arg(long)]
