@@ -301,11 +301,7 @@ async fn purge(gateway: &Gateway, request: Request<Incoming>, by: &str) -> Respo
                 "service": scope.service,
                 "operation": scope.operation,
             });
-            let mut response = text(StatusCode::OK, &format!("{doc}\n"));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
+            json_line(&doc)
         }
         Err(e @ (PurgeError::UnknownService(_) | PurgeError::UnknownOperation { .. })) => {
             problem(StatusCode::NOT_FOUND, "no-such-scope", &e.to_string())
@@ -397,11 +393,7 @@ async fn suspension(
                 "since": s.since,
                 "by": s.by,
             });
-            let mut response = text(StatusCode::OK, &format!("{doc}\n"));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
+            json_line(&doc)
         }
         Err(e @ (SuspendError::Unknown { .. } | SuspendError::NotSuspended { .. })) => {
             problem(StatusCode::NOT_FOUND, "no-such-scope", &e.to_string())
@@ -442,11 +434,7 @@ async fn reload(gateway: &Gateway, by: &str) -> Response<Body> {
                 "changes": done.changes,
                 "warnings": done.warnings.iter().map(|w| format!("{}: {}", w.path, w.message)).collect::<Vec<_>>(),
             });
-            let mut response = text(StatusCode::OK, &format!("{doc}\n"));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
+            json_line(&doc)
         }
         Err(ReloadError::Invalid(errors)) => {
             let mut response = problem(
@@ -491,8 +479,18 @@ async fn reload(gateway: &Gateway, by: &str) -> Response<Body> {
     }
 }
 
+/// 200 with `doc`, pretty-printed: the documents an operator reads.
 fn json(doc: &serde_json::Value) -> Response<Body> {
-    let mut response = text(StatusCode::OK, &format!("{doc:#}\n"));
+    json_text(format!("{doc:#}\n"))
+}
+
+/// 200 with `doc` on one line: the answer to an act.
+fn json_line(doc: &serde_json::Value) -> Response<Body> {
+    json_text(format!("{doc}\n"))
+}
+
+fn json_text(body: String) -> Response<Body> {
+    let mut response = text(StatusCode::OK, &body);
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -56,7 +56,7 @@ pub struct Sighting {
 }
 
 /// The certificates seen, and where they are kept.
-pub struct Seen {
+pub struct Sightings {
     file: PathBuf,
     inner: Mutex<Inner>,
 }
@@ -70,12 +70,12 @@ struct Inner {
     dirty: bool,
 }
 
-// === impl Seen ===
+// === impl Sightings ===
 
-impl Seen {
+impl Sightings {
     /// The certificates kept under `data_dir`; none when the file does not exist. A file that
     /// cannot be read is an error, not an empty inventory: the history it holds would be lost.
-    pub fn open(data_dir: &Path) -> std::io::Result<Seen> {
+    pub fn open(data_dir: &Path) -> std::io::Result<Sightings> {
         let file = data_dir.join(FILE);
         let list: Vec<Sighting> = match std::fs::read(&file) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
@@ -92,7 +92,7 @@ impl Seen {
             .enumerate()
             .map(|(i, s)| ((s.role, s.party.clone(), s.sha256.clone()), i))
             .collect();
-        Ok(Seen {
+        Ok(Sightings {
             file,
             inner: Mutex::new(Inner {
                 list,
@@ -181,7 +181,7 @@ impl Seen {
 
 /// The inventory kept under `data_dir`, read without a running gateway (`penghubung certs`).
 pub fn read(data_dir: &Path) -> std::io::Result<Vec<Sighting>> {
-    Ok(Seen::open(data_dir)?.list())
+    Ok(Sightings::open(data_dir)?.list())
 }
 
 #[cfg(test)]
@@ -194,7 +194,7 @@ mod tests {
         let ca = crate::pki::Authority::new("Test CA").unwrap();
         let der = ca.issue_client("dinkes", None).unwrap().cert.to_vec();
         let sha = crate::keys::sha256_hex(&der);
-        let seen = Seen::open(dir.path()).unwrap();
+        let seen = Sightings::open(dir.path()).unwrap();
         seen.saw(Role::Client, "dinkes", &sha, &der, None, 100);
         seen.saw(Role::Client, "dinkes", &sha, &der, None, 250);
         seen.saw(Role::Client, "dinkes", &sha, b"not parsed again", None, 300);
@@ -206,6 +206,6 @@ mod tests {
         seen.keep().unwrap();
         assert_eq!(read(dir.path()).unwrap(), list);
         std::fs::write(dir.path().join(FILE), "{").unwrap();
-        assert!(Seen::open(dir.path()).is_err());
+        assert!(Sightings::open(dir.path()).is_err());
     }
 }

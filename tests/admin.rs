@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use penghubung::caller::Caller;
 use penghubung::config::load_str;
 use penghubung::runtime::Gateway;
@@ -27,21 +26,7 @@ async fn admin_send(
     path: &str,
     body: &'static str,
 ) -> (u16, String) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "admin")
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    support::admin_request(addr, method, path, body).await
 }
 
 /// The exposition as the Prometheus project's Python client parses it — strictly as

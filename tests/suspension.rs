@@ -34,24 +34,7 @@ fn admin_cli(admin: u16, args: &[&str]) -> (bool, String, String) {
 
 /// A raw HTTP/1.1 request to the admin listener: (status, body).
 async fn admin_http(admin: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", admin))
-        .await
-        .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    support::admin_request(([127, 0, 0, 1], admin).into(), method, path, body).await
 }
 
 type H2 = hyper::client::conn::http2::SendRequest<Full<Bytes>>;

@@ -8,20 +8,26 @@ use crate::seen::{Role, Sighting, RECENT_SECONDS};
 
 use super::{Active, Gateway};
 
+/// Sightings are facts of the wall clock, as the expiry they are compared with (the gateway's
+/// settable clock is its calendar for agreements).
+fn wall_seconds() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
 /// How often the inventory is written when it changed.
 const KEEP_EVERY: Duration = Duration::from_secs(5);
 
 impl Gateway {
     /// Notes the client certificate of a handshake that named `party`.
     pub(crate) fn saw_client(&self, party: &str, fingerprint: &str, der: &[u8]) {
-        let now = self.clock.now_millis().div_euclid(1000);
+        let now = wall_seconds();
         self.seen
             .saw(Role::Client, party, fingerprint, der, None, now);
     }
 
     /// Takes the upstream certificates the services' verifiers accepted since last asked.
     pub(super) fn take_upstream_certificates(&self, active: &Active) {
-        let now = self.clock.now_millis().div_euclid(1000);
+        let now = wall_seconds();
         for service in &active.snapshot.services {
             for (cert, name) in service.upstream_certs.take() {
                 let sha256 = crate::keys::sha256_hex(&cert);
@@ -43,10 +49,9 @@ impl Gateway {
         self.seen.list()
     }
 
-    /// The certificates seen within the last 30 days, with the seconds each has left: what the
-    /// expiry metrics show.
-    pub(super) fn recent_certificates(&self) -> Vec<Sighting> {
-        let now = self.clock.now_millis().div_euclid(1000);
+    /// The certificates seen within the 30 days before `now` (Unix seconds): what the expiry
+    /// metrics show.
+    pub(super) fn recent_certificates(&self, now: i64) -> Vec<Sighting> {
         self.certificates_seen()
             .into_iter()
             .filter(|s| now - s.last_seen <= RECENT_SECONDS)

@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::config::Snapshot;
 use crate::otlp;
 use crate::quota::Quotas;
-use crate::seen::Seen;
+use crate::seen::Sightings;
 use crate::sla::{Rings, Sla};
 use crate::suspension::Suspensions;
 use crate::telemetry::Telemetry;
@@ -46,7 +46,7 @@ pub struct Gateway {
     /// Agencies, agreements and services cut off by an administrator, kept under `data_dir`.
     pub(crate) suspensions: Suspensions,
     /// The client and upstream certificates seen, kept under `data_dir`.
-    seen: Seen,
+    seen: Sightings,
     /// When the gateway started: the start of every cumulative metric.
     started: std::time::SystemTime,
 }
@@ -127,7 +127,7 @@ impl Gateway {
     /// A gateway whose calendar (agreement validity) follows `clock`.
     pub fn with_clock(snapshot: Arc<Snapshot>, clock: Clock) -> std::io::Result<Gateway> {
         let suspensions = Suspensions::open(&snapshot.gateway.data_dir)?;
-        let seen = Seen::open(&snapshot.gateway.data_dir)?;
+        let seen = Sightings::open(&snapshot.gateway.data_dir)?;
         let audit = match &snapshot.audit {
             None => None,
             Some(settings) => {
@@ -217,7 +217,7 @@ impl Gateway {
         let health = self.upstream_health();
         let snapshot = self.snapshot();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let seen = self.recent_certificates();
+        let seen = self.recent_certificates(now);
         self.telemetry.refresh(crate::telemetry::Scrape {
             seen: seen
                 .iter()
