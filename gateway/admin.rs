@@ -219,6 +219,7 @@ fn readiness(gateway: &Gateway) -> Response<Body> {
     let audit = match gateway.audit() {
         None => "off",
         Some(audit) if audit.healthy() => "ok",
+        Some(audit) if audit.full() => "full",
         Some(_) => "failing",
     };
     let active = gateway.active();

@@ -16,6 +16,11 @@ pub fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     out.write_all(bytes)?;
     out.sync_all()?;
     std::fs::rename(&temporary, path)?;
+    sync_dir(dir)
+}
+
+/// Makes the names in `dir` (a file created, renamed or removed there) durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 

@@ -49,6 +49,11 @@ fn records(dir: &Path) -> Vec<Record> {
     all
 }
 
+/// A segment's lines, without the zero tail of the segment being written.
+fn records_of(segment: &Path) -> String {
+    String::from_utf8(audit::content(&std::fs::read(segment).unwrap()).to_vec()).unwrap()
+}
+
 fn audit_dir(pki: &TestPki) -> PathBuf {
     pki.path().join("data/audit")
 }
@@ -253,10 +258,13 @@ async fn a_torn_tail_is_truncated_at_start_and_the_truncation_recorded() {
     }
     let (_, segment) = audit::segments(&audit_dir(&pki)).unwrap().pop().unwrap();
     let before = records(&audit_dir(&pki)).len();
-    // A crash in the middle of a write.
-    let mut bytes = std::fs::read(&segment).unwrap();
-    bytes.extend_from_slice(b"{\"seq\":2,\"prev\":\"ab");
-    std::fs::write(&segment, &bytes).unwrap();
+    // A crash in the middle of a write, into the segment's pre-allocated zeros.
+    let bytes = std::fs::read(&segment).unwrap();
+    let end = audit::content(&bytes).len();
+    assert!(bytes.len() > end + 19, "the segment is pre-allocated");
+    let mut torn = bytes.clone();
+    torn[end..end + 19].copy_from_slice(b"{\"seq\":2,\"prev\":\"ab");
+    std::fs::write(&segment, &torn).unwrap();
     assert!(audit::walk(&audit_dir(&pki), |_, _| Ok(())).is_err());
 
     let (gateway, dinkes) = start(&pki, &text);
@@ -294,7 +302,8 @@ async fn tampering_is_detected_at_the_place() {
     }
     let dir = audit_dir(&pki);
     let (_, segment) = audit::segments(&dir).unwrap().pop().unwrap();
-    let original = std::fs::read_to_string(&segment).unwrap();
+    // The records, without the zero tail the segment being written has.
+    let original = records_of(&segment);
     let lines: Vec<&str> = original.lines().collect();
     assert_eq!(lines.len(), 5);
     let verify = || {
@@ -349,12 +358,14 @@ async fn tampering_is_detected_at_the_place() {
 }
 
 /// Start the binary, load it, `kill -9` it mid-load, restart; several times. The log verifies
-/// after every restart and holds every exchange a client got an answer for.
+/// after every restart and holds every exchange a client got an answer for. Segments are small,
+/// so the kills land in pre-allocation, preparation and rotation too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_loop_loses_no_acknowledged_exchange() {
     let pki = TestPki::new();
     let (upstream, _) = recording_upstream(&pki).await;
-    let text = audited_config(&pki, &upstream);
+    let text =
+        audited_config(&pki, &upstream).edit("[audit]\n", "[audit]\nsegment_size = \"8KiB\"\n");
     let serve = support::quiet_serve;
     let mut acknowledged = Vec::new();
     for round in 0..4 {
@@ -438,6 +449,10 @@ async fn a_crash_loop_loses_no_acknowledged_exchange() {
         );
     }
     assert!(acknowledged.len() >= 160);
+    assert!(
+        audit::segments(&audit_dir(&pki)).unwrap().len() > 8,
+        "the log rotated under the kills"
+    );
 }
 
 fn signed_config(pki: &TestPki, upstream: &str) -> String {
@@ -634,7 +649,7 @@ async fn tree_heads_are_signed_and_receipts_verify_offline() {
     // A log re-signed with another key after rewriting a record fails verification with the
     // gateway's key, at the first re-signed tree head.
     let (_, segment) = audit::segments(&dir).unwrap().pop().unwrap();
-    let original = std::fs::read_to_string(&segment).unwrap();
+    let original = records_of(&segment);
     let mut forged = Vec::new();
     let mut prev = audit::GENESIS.to_owned();
     let mut range = audit::CompactRange::default();
@@ -993,10 +1008,7 @@ async fn the_verifier_requires_a_key_and_lists_every_problem() {
     // re-signed with the gateway's own key: only that is wrong, and it is reported.
     let signer = audit::Signer::from_pem_file(&pki.path().join("audit.key")).unwrap();
     let segments = audit::segments(&dir).unwrap();
-    let originals: Vec<String> = segments
-        .iter()
-        .map(|(_, p)| std::fs::read_to_string(p).unwrap())
-        .collect();
+    let originals: Vec<String> = segments.iter().map(|(_, p)| records_of(p)).collect();
     let mut prev = audit::GENESIS.to_owned();
     let mut range = audit::CompactRange::default();
     for ((_, path), text) in segments.iter().zip(&originals) {
@@ -1035,7 +1047,7 @@ async fn the_verifier_requires_a_key_and_lists_every_problem() {
     // next line, the first of the second segment), the third segment gone, and the last line
     // of the last segment torn.
     assert!(segments.len() >= 5, "{} segments", segments.len());
-    let changed = originals[0].edit_once("\"status\":200", "\"status\":201");
+    let changed = originals[0].edit_once("\"outcome\":\"start\"", "\"outcome\":\"stop\"");
     assert_ne!(changed, originals[0]);
     std::fs::write(&segments[0].1, changed).unwrap();
     std::fs::remove_file(&segments[2].1).unwrap();

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,12 +204,7 @@ async fn a_half_written_line_is_never_read() {
     fill(&log, 0, 30).await;
     published(&log.lookup(), &dir).await;
     let (_, active) = audit::segments(&dir).unwrap().pop().unwrap();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&active)
-        .unwrap()
-        .write_all(br#"{"seq":99,"prev":"ab"#)
-        .unwrap();
+    half_a_line(&active);
     assert!(
         audit::receipt(&dir, &uuid_for(3)).is_err(),
         "the full read trips on it"
@@ -278,12 +273,7 @@ async fn the_audit_service_answers_from_the_index_within_its_rate() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let dir = pki.path().join("data/audit");
     let (_, active) = audit::segments(&dir).unwrap().pop().unwrap();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&active)
-        .unwrap()
-        .write_all(br#"{"seq":99,"prev":"ab"#)
-        .unwrap();
+    half_a_line(&active);
     let mut audit_client = AuditClient::new(dinkes);
     let receipt = audit_client
         .get_receipt(proto::GetReceiptRequest {
@@ -327,5 +317,18 @@ async fn the_audit_service_answers_from_the_index_within_its_rate() {
     audit_client
         .get_tree_head(proto::GetTreeHeadRequest {})
         .await
+        .unwrap();
+}
+
+/// Half a line where the active segment's records end, in its pre-allocated zeros: what a
+/// reader catching the writer mid-write sees.
+fn half_a_line(active: &Path) {
+    let bytes = std::fs::read(active).unwrap();
+    let end = audit::content(&bytes).len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(active)
+        .unwrap()
+        .write_all_at(br#"{"seq":99,"prev":"ab"#, end as u64)
         .unwrap();
 }

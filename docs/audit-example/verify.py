@@ -83,6 +83,15 @@ def main(args):
     prev, seq, subtrees, size = "0" * 64, 0, [], 0
     for path in args:
         data = open(path, "rb").read()
+        # The segment being written is pre-allocated: its records end at the first zero byte
+        # at a line start, and every byte after that one is zero.
+        end = 0
+        while end < len(data) and data[end] != 0:
+            newline = data.find(b"\n", end)
+            end = len(data) if newline < 0 else newline + 1
+        if data[end:].strip(b"\0"):
+            sys.exit(f"{path}: bytes after the zero-filled end of the records")
+        data = data[:end]
         if data and not data.endswith(b"\n"):
             sys.exit(f"{path}: torn last line")
         for n, line in enumerate(data.split(b"\n")[:-1], 1):

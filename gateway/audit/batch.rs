@@ -5,9 +5,10 @@
 //! the log and segment rotation happen here too, between batches.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use tokio::sync::oneshot;
 
 use super::index::{IndexWriter, Line, Shared};
 use super::merkle::{leaf_hash, CompactRange};
+use super::prealloc::{disk_room, is_full, zero_fill, Preparer};
 use super::record::{timestamp, Record};
 use super::segment::{segment_path, ChainHead, Place};
 use super::sign::tree_head_message;
@@ -29,6 +31,15 @@ use data_encoding::HEXLOWER;
 /// request, 250 µs −10%, 500 µs −14%); waiting only while records are coming keeps that and
 /// costs low-concurrency callers nothing (docs/performance.md).
 const LINGER: Duration = Duration::from_micros(500);
+
+/// The room held for an exchange's record before it goes upstream: this plus six times its
+/// request target's length (a target byte is at most six bytes of JSON). Every other field of
+/// an exchange record is a name from the configuration, a hash or a number.
+pub(super) const RECORD_ALLOWANCE: u64 = 4096;
+/// The room held beyond the reservations for a tree head that may join a batch.
+pub(super) const HEAD_ALLOWANCE: u64 = 1024;
+/// Below this much pre-allocated room the writer also asks the disk how much is free.
+const DISK_CHECK_BELOW: u64 = 1 << 20;
 
 /// How the writer is configured.
 #[derive(Clone)]
@@ -55,6 +66,10 @@ pub enum AuditError {
     Unhealthy(String),
     #[error("the audit queue is full")]
     QueueFull,
+    /// The disk has no room for the record: nothing of it was written, and the writer goes on
+    /// once there is room again.
+    #[error("the audit log has no room on its disk: {0}")]
+    NoRoom(String),
 }
 
 /// Where an appended record landed.
@@ -85,11 +100,19 @@ pub(super) struct State {
     pub(super) index: Arc<Shared>,
     /// The log's directory.
     pub(super) dir: PathBuf,
+    /// Bytes the writer can write without the disk allocating anything: the larger of what is
+    /// left of the pre-allocated segment and the size of the prepared next one (a batch that
+    /// does not fit the first goes whole into the second).
+    pub(super) room: AtomicU64,
+    /// Bytes held for the records of admitted exchanges not yet written.
+    pub(super) reserved: AtomicU64,
 }
 
 pub(super) struct Job {
     pub(super) record: Record,
     pub(super) done: oneshot::Sender<Result<Appended, AuditError>>,
+    /// The room held for it at admission, released once it is written (or refused).
+    pub(super) reserved: u64,
 }
 
 pub(super) struct Writer {
@@ -97,7 +120,12 @@ pub(super) struct Writer {
     pub(super) options: WriterOptions,
     pub(super) segment: u64,
     pub(super) file: File,
+    /// Where the records of the segment end: the next write's offset.
     pub(super) size: u64,
+    /// The segment's pre-allocated size (its file's length).
+    pub(super) capacity: u64,
+    /// The next segment, prepared ahead.
+    pub(super) next: Preparer,
     pub(super) head: ChainHead,
     pub(super) last_sync: Instant,
     pub(super) unsynced: bool,
@@ -150,6 +178,7 @@ impl Writer {
                     }
                     self.flush_if_due();
                     self.publish_index();
+                    self.update_room();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => {
@@ -169,6 +198,9 @@ impl Writer {
                 }
             }
             let result = self.commit(&mut batch);
+            self.update_room();
+            let reserved = batch.iter().map(|job| job.reserved).sum();
+            self.state.reserved.fetch_sub(reserved, Ordering::AcqRel);
             self.state.queued.fetch_sub(batch.len(), Ordering::AcqRel);
             for (job, outcome) in batch.into_iter().zip(result) {
                 let _ = job.done.send(outcome);
@@ -272,26 +304,28 @@ impl Writer {
         let written = if self.state.inject_failure.load(Ordering::Acquire) {
             Err(io::Error::other("injected failure"))
         } else {
-            self.rotate_if_full()
-                .and_then(|()| self.file.write_all(&buffer))
-                .and_then(|()| match self.options.durability {
-                    Durability::Sync => self.sync(),
-                    Durability::Interval => Ok(()),
-                })
+            self.write(&buffer)
         };
-        if let Err(e) = written {
-            let e = fail(
-                &self.state,
-                format!(
-                    "writing {}: {e}",
-                    segment_path(&self.dir, self.segment).display()
-                ),
-            );
-            tracing::error!(error = %e, "audit writer failed; refusing exchanges until restarted");
-            return batch.iter().map(|_| Err(e.clone())).collect();
-        }
-        let base = self.size;
-        self.size += buffer.len() as u64;
+        let base = match written {
+            Ok(base) => base,
+            Err(e) if is_full(&e) => {
+                // Nothing of the batch is in the log; the writer goes on when there is room.
+                let e = AuditError::NoRoom(e.to_string());
+                tracing::error!(error = %e, "audit records refused for want of room");
+                return batch.iter().map(|_| Err(e.clone())).collect();
+            }
+            Err(e) => {
+                let e = fail(
+                    &self.state,
+                    format!(
+                        "writing {}: {e}",
+                        segment_path(&self.dir, self.segment).display()
+                    ),
+                );
+                tracing::error!(error = %e, "audit writer failed; refusing exchanges until restarted");
+                return batch.iter().map(|_| Err(e.clone())).collect();
+            }
+        };
         let first_seq = self.head.next_seq;
         self.head = head;
         self.range = range;
@@ -387,19 +421,93 @@ impl Writer {
         }
     }
 
-    fn rotate_if_full(&mut self) -> io::Result<()> {
-        if self.size < self.options.segment_size {
-            return Ok(());
+    /// Writes `buffer` after the segment's records — into the next segment when it does not
+    /// fit what is left of this one — and (under `sync`) makes it durable: returns the offset
+    /// it starts at. On any failure nothing of it stays: the bytes it may have left are zeroed
+    /// again, so the log ends at its last whole record.
+    fn write(&mut self, buffer: &[u8]) -> io::Result<u64> {
+        let len = buffer.len() as u64;
+        if self.size + len > self.capacity && self.size > 0 {
+            self.rotate()?;
         }
+        let base = self.size;
+        let written =
+            self.file
+                .write_all_at(buffer, base)
+                .and_then(|()| match self.options.durability {
+                    Durability::Sync => self.sync(),
+                    Durability::Interval => Ok(()),
+                });
+        if let Err(e) = written {
+            self.undo(base, len);
+            return Err(e);
+        }
+        self.size = base + len;
+        self.capacity = self.capacity.max(self.size);
+        Ok(base)
+    }
+
+    /// Zeroes what a failed write of `len` bytes at `base` may have left (within the
+    /// pre-allocated size; beyond it the file is cut back).
+    fn undo(&mut self, base: u64, len: u64) {
+        let end = (base + len).min(self.capacity);
+        let undone = self.file.metadata().and_then(|meta| {
+            if meta.len() > self.capacity.max(base) {
+                self.file.set_len(self.capacity.max(base))?;
+            }
+            zero_fill(&self.file, base, end)
+        });
+        match undone {
+            // The disk took back what could not be zeroed: the segment ends there.
+            Ok(reached) if reached < end => self.capacity = reached,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "a failed audit write could not be undone; the next start truncates it");
+                self.state.healthy.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// Closes the segment and goes on in the prepared next one. The next segment is in place
+    /// before this one is cut to its records: a crash in between leaves a closed segment with
+    /// a zero tail, which readers stop at and the next start cuts.
+    fn rotate(&mut self) -> io::Result<()> {
         self.file.sync_data()?;
+        let path = segment_path(&self.dir, self.segment + 1);
+        let capacity = self.next.install(&path)?;
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        if let Err(e) = self
+            .file
+            .set_len(self.size)
+            .and_then(|()| self.file.sync_all())
+        {
+            tracing::warn!(error = %e, segment = self.segment, "a closed audit segment keeps its zero tail until the next start");
+        }
+        self.file = file;
         self.segment += 1;
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(segment_path(&self.dir, self.segment))?;
-        sync_dir(&self.dir)?;
         self.size = 0;
+        self.capacity = capacity;
         Ok(())
+    }
+
+    /// Prepares the next segment once this one is half full, and tells admission how much
+    /// room there is.
+    pub(super) fn update_room(&mut self) {
+        if self.size.saturating_mul(2) >= self.capacity {
+            self.next.start();
+        } else {
+            self.next.poll();
+        }
+        let mut room = self
+            .capacity
+            .saturating_sub(self.size)
+            .max(self.next.room());
+        if room < DISK_CHECK_BELOW {
+            // Little pre-allocated room (small segments, or a disk that filled up): a batch
+            // that fits no segment grows one, so the disk's own free space counts too.
+            room = room.max(disk_room(&self.dir, self.options.segment_size));
+        }
+        self.state.room.store(room, Ordering::Release);
     }
 }
 
@@ -418,8 +526,4 @@ fn tree_head(signer: &Signer, gateway: &str, range: &CompactRange) -> Record {
         signature: Some(signature),
         ..Record::default()
     }
-}
-
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }

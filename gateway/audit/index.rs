@@ -350,7 +350,7 @@ impl Lookup {
                 // The segment being written: its exchanges, from the segment itself (bounded
                 // by `segment_size`), up to what the index covers.
                 let bytes = fs::read(segment_path(audit, segment))?;
-                for line in bytes.split(|&b| b == b'\n') {
+                for line in super::segment::content(&bytes).split(|&b| b == b'\n') {
                     let Ok(record) = serde_json::from_slice::<Record>(line) else {
                         continue;
                     };

@@ -5,6 +5,7 @@ mod batch;
 mod commit;
 mod index;
 mod merkle;
+mod prealloc;
 mod receipt;
 mod record;
 mod redact;
@@ -28,7 +29,9 @@ pub use receipt::{
 };
 pub use record::{timestamp, BodyDigest, Record, GENESIS};
 pub use redact::audit_target;
-pub use segment::{segments, walk, walk_at, Broken, ChainHead, Fault, Place};
+pub use segment::{
+    content, segment_path, segments, walk, walk_at, Broken, ChainHead, Fault, Place,
+};
 pub use sign::{tree_head_message, unhex, verify_signature};
 pub use verify::{verify, verify_all, Report, Verification, KINDS};
 pub use writer::{admin, AuditLog, Expected};

@@ -1,5 +1,10 @@
 //! Segment files: `<data_dir>/audit/segment-<n>.jsonl`, one record per line, chained across
 //! segments. Reading a directory back, for recovery and for verification.
+//!
+//! The segment being written is pre-allocated: a file of `segment_size` bytes whose unused
+//! tail is zero bytes (so that a commit's `fdatasync` flushes data, not the file's size), and a
+//! closed segment is truncated to its records. A reader stops at the first zero byte at a line
+//! start; what follows it must be zeros too.
 
 use std::fs;
 use std::io;
@@ -33,6 +38,20 @@ pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("segment-{n:06}.jsonl"))
 }
 
+/// A segment's records: its bytes up to the zero-filled tail, if it has one. For readers that
+/// trust the file (the index, tests); [`walk`] and `verify` check the tail line by line.
+pub fn content(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    &bytes[..end]
+}
+
+/// Whether the bytes from a line start are the zero-filled tail: `Some(true)` when a zero
+/// starts them and all are zeros, `Some(false)` when a zero starts them but something else
+/// follows (a write a crash cut short, or tampering), `None` when a record starts there.
+pub fn zero_tail(rest: &[u8]) -> Option<bool> {
+    (rest.first() == Some(&0)).then(|| rest.iter().all(|&b| b == 0))
+}
+
 /// Where a chain stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainHead {
@@ -62,6 +81,10 @@ pub enum Fault {
     /// The last line has no newline: a write the crash cut short.
     #[error("torn: the last line has no newline")]
     Torn,
+    /// A zero byte starts a line, but not everything after it is zero: part of a write the
+    /// crash cut short landed, or bytes were put where the segment's records had ended.
+    #[error("bytes after the zero-filled end of the records")]
+    AfterEnd,
     #[error("not UTF-8")]
     NotUtf8,
     #[error("not a record: {0}")]
@@ -82,7 +105,10 @@ impl Fault {
     /// A fault a crash mid-write can leave at the end of the last segment (and nothing else
     /// can explain away): crash recovery truncates it.
     pub fn may_be_torn_tail(&self) -> bool {
-        matches!(self, Fault::Torn | Fault::NotUtf8 | Fault::NotARecord(_))
+        matches!(
+            self,
+            Fault::Torn | Fault::AfterEnd | Fault::NotUtf8 | Fault::NotARecord(_)
+        )
     }
 }
 
@@ -135,6 +161,11 @@ pub fn walk_at(
                 problem,
                 offset: offset as u64,
             };
+            match zero_tail(&bytes[offset..]) {
+                Some(true) => break,
+                Some(false) => return Err(broken(Fault::AfterEnd)),
+                None => {}
+            }
             let Some(end) = bytes[offset..].iter().position(|&b| b == b'\n') else {
                 return Err(broken(Fault::Torn));
             };

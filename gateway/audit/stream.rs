@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use hyper::body::Frame;
 
 use super::commit::{Committer, Nonce};
-use super::{AuditLog, Record};
+use super::{AuditLog, Expected, Record};
 use crate::body::{Body, BodyError};
 use crate::outcome::{Outcome, Problem};
 
@@ -28,15 +28,28 @@ pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Where a streamed answer's record goes.
+pub struct Recording {
+    pub audit: AuditLog,
+    /// The room held for the record at admission.
+    pub expected: Option<Expected>,
+    /// When the exchange began.
+    pub started: Instant,
+}
+
 /// `body`, recorded as `record` once it ends, with a commitment under `nonce`.
 pub fn recorded(
     body: Body,
     mut record: Record,
-    audit: AuditLog,
-    started: Instant,
+    recording: Recording,
     head: &http::response::Parts,
     nonce: &Nonce,
 ) -> Body {
+    let Recording {
+        audit,
+        expected,
+        started,
+    } = recording;
     record.status = Some(head.status.as_u16());
     record.grpc_status = grpc_status(&head.headers);
     Recorded {
@@ -44,6 +57,7 @@ pub fn recorded(
         committer: Some(Committer::new(nonce, true)),
         record: Some(record),
         audit,
+        expected,
         started,
         appending: None,
         trailers: None,
@@ -58,6 +72,7 @@ struct Recorded {
     committer: Option<Committer>,
     record: Option<Record>,
     audit: AuditLog,
+    expected: Option<Expected>,
     started: Instant,
     /// The append under way, once the body has ended.
     appending: Option<tokio::task::JoinHandle<bool>>,
@@ -80,6 +95,7 @@ impl Recorded {
         record.latency_us =
             Some(u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX));
         let audit = self.audit.clone();
+        let expected = self.expected.take();
         let id = record.exchange_id.clone().unwrap_or_default();
         // A body dropped while the runtime shuts down has nowhere to append from; the log
         // then lacks the call, which the crash-recovery rules already allow for.
@@ -88,7 +104,7 @@ impl Recorded {
             return;
         };
         self.appending = Some(runtime.spawn(async move {
-            match audit.append(record).await {
+            match audit.append_expected(record, expected).await {
                 Ok(_) => true,
                 Err(e) => {
                     tracing::error!(exchange_id = %id, error = %e, "streamed exchange not recorded; failing the call");

@@ -15,7 +15,7 @@ use data_encoding::HEXLOWER;
 
 use super::merkle::{leaf_hash, CompactRange};
 use super::record::{Record, GENESIS};
-use super::segment::{segments, Broken, ChainHead, Fault};
+use super::segment::{segments, zero_tail, Broken, ChainHead, Fault};
 use super::sign::{tree_head_message, verify_signature};
 use crate::keys::sha256_hex;
 
@@ -124,6 +124,15 @@ pub fn verify_all(dir: &Path, public_key: Option<&[u8]>) -> Verification {
                     offset: start,
                 })
             };
+            match zero_tail(&bytes[offset..]) {
+                // The pre-allocated tail of the segment being written: its records end here.
+                Some(true) => break,
+                Some(false) => {
+                    broken(Fault::AfterEnd);
+                    break;
+                }
+                None => {}
+            }
             let (line, next) = match bytes[offset..].iter().position(|&b| b == b'\n') {
                 Some(end) => (&bytes[offset..offset + end], offset + end + 1),
                 None => {

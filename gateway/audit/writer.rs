@@ -10,7 +10,7 @@
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,11 +18,15 @@ use std::time::Instant;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::sync::oneshot;
 
-use super::batch::{sync_dir, Appended, AuditError, Job, State, Writer, WriterOptions};
+use super::batch::{
+    Appended, AuditError, Job, State, Writer, WriterOptions, HEAD_ALLOWANCE, RECORD_ALLOWANCE,
+};
 use super::index::{IndexWriter, Line, Lookup};
 use super::merkle::{leaf_hash, CompactRange};
+use super::prealloc::{within_disk, zero_fill, Preparer};
 use super::record::{timestamp, Record};
-use super::segment::{segment_path, segments, walk, walk_at};
+use super::segment::{content, segment_path, segments, walk, walk_at};
+use crate::durable::sync_dir;
 
 /// The handle the pipeline, the CLI and administrative acts append through.
 #[derive(Clone)]
@@ -31,14 +35,29 @@ pub struct AuditLog {
     state: Arc<State>,
 }
 
-/// An exchange that will append a record: while any is under way, the writer lets a batch
-/// gather; the last one to hand over its record (or to end without one) wakes it.
+/// An exchange that will append a record, and the room its record has on the disk: while any
+/// is under way, the writer lets a batch gather; the last one to hand over its record (or to
+/// end without one) wakes it.
 pub struct Expected {
     state: Arc<State>,
+    /// Still counted among the exchanges the writer lingers for.
+    arriving: bool,
+    /// The bytes held for its record; handed to the writer with it.
+    reserved: u64,
 }
 
-impl Drop for Expected {
-    fn drop(&mut self) {
+impl Expected {
+    /// Keeps the room but stops the writer lingering for this record: for a streamed answer,
+    /// recorded only when it ends.
+    pub fn streaming(mut self) -> Expected {
+        self.arrived();
+        self
+    }
+
+    fn arrived(&mut self) {
+        if !std::mem::take(&mut self.arriving) {
+            return;
+        }
         let state = &self.state;
         // SeqCst here and in the writer: each side writes one flag and reads the other's.
         if state.arriving.fetch_sub(1, Ordering::SeqCst) == 1
@@ -48,6 +67,14 @@ impl Drop for Expected {
                 writer.unpark();
             }
         }
+    }
+}
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        self.arrived();
+        let reserved = std::mem::take(&mut self.reserved);
+        self.state.reserved.fetch_sub(reserved, Ordering::AcqRel);
     }
 }
 
@@ -77,7 +104,9 @@ impl AuditLog {
                     )));
                 }
                 let file = OpenOptions::new().write(true).open(&broken.file)?;
-                let removed = file.metadata()?.len() - broken.offset;
+                // What the crash left beyond the last whole record, not counting the zeros of
+                // the pre-allocated tail (which the segment gets back below).
+                let removed = content(&fs::read(&broken.file)?).len() as u64 - broken.offset;
                 file.set_len(broken.offset)?;
                 file.sync_all()?;
                 notes.push(format!(
@@ -93,7 +122,10 @@ impl AuditLog {
         let mut since_head = 0u64;
         let mut index = IndexWriter::create(dir)?;
         let mut nodes = Vec::new();
+        // Where each segment's records end.
+        let mut ends = std::collections::HashMap::new();
         walk_at(dir, |record, line, place| {
+            ends.insert(place.segment, place.offset + line.len() as u64 + 1);
             nodes.clear();
             range.push_with(leaf_hash(line), |level, i, hash| {
                 nodes.push((level, i, *hash))
@@ -116,13 +148,41 @@ impl AuditLog {
         .map_err(io::Error::other)?;
         index.publish()?;
         let shared = index.shared();
-        let (segment, path) = match segments(dir)?.last() {
+        let all = segments(dir)?;
+        // A crash during a rotation can leave a closed segment with its zero tail: cut it.
+        for (n, path) in all.iter().rev().skip(1) {
+            let end = ends.get(n).copied().unwrap_or(0);
+            if fs::metadata(path)?.len() > end {
+                let file = OpenOptions::new().write(true).open(path)?;
+                file.set_len(end)?;
+                file.sync_all()?;
+            }
+        }
+        let (segment, path) = match all.last() {
             Some((n, p)) => (*n, p.clone()),
             None => (1, segment_path(dir, 1)),
         };
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let size = file.metadata()?.len();
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        let size = ends.get(&segment).copied().unwrap_or(0);
+        // The segment being written is pre-allocated: zeros up to `segment_size` (as far as
+        // the disk allows), durable before any record goes into them.
+        let length = file.metadata()?.len();
+        let capacity = if length < options.segment_size {
+            zero_fill(
+                &file,
+                length,
+                within_disk(dir, length, options.segment_size),
+            )?
+        } else {
+            length
+        };
         sync_dir(dir)?;
+        let next = Preparer::open(dir, options.segment_size)?;
         let state = Arc::new(State {
             healthy: AtomicBool::new(true),
             queued: AtomicUsize::new(0),
@@ -137,14 +197,18 @@ impl AuditLog {
             writer: std::sync::OnceLock::new(),
             index: shared,
             dir: dir.to_path_buf(),
+            room: AtomicU64::new(0),
+            reserved: AtomicU64::new(0),
         });
         let (jobs, queue) = mpsc::sync_channel(options.queue);
-        let writer = Writer {
+        let mut writer = Writer {
             dir: dir.to_path_buf(),
             options,
             segment,
             file,
             size,
+            capacity,
+            next,
             head,
             last_sync: Instant::now(),
             unsynced: false,
@@ -154,6 +218,7 @@ impl AuditLog {
             last_head: Instant::now(),
             index: Some(index),
         };
+        writer.update_room();
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(queue))?;
@@ -180,19 +245,53 @@ impl AuditLog {
         self.state.fsync_seconds.clone()
     }
 
-    /// Whether appends can currently succeed — the writer works and its queue has room;
-    /// checked before any upstream contact.
-    pub fn healthy(&self) -> bool {
+    /// Whether the writer works and its queue has room.
+    fn working(&self) -> bool {
         self.state.healthy.load(Ordering::Acquire)
             && self.state.queued.load(Ordering::Acquire) < self.state.bound
     }
 
-    /// Announces an exchange that will append a record; hand the guard to
-    /// [`AuditLog::append_expected`] (or drop it) when the record is ready.
-    pub fn expect(&self) -> Expected {
+    /// Whether an exchange's record can be taken now — the writer works, its queue has room,
+    /// and its disk has room for one (readiness).
+    pub fn healthy(&self) -> bool {
+        self.working()
+            && self.state.room.load(Ordering::Acquire) >= RECORD_ALLOWANCE + HEAD_ALLOWANCE
+    }
+
+    /// Whether the writer works but its disk has no room for one more exchange's record.
+    pub fn full(&self) -> bool {
+        self.working() && !self.healthy()
+    }
+
+    /// Whether the exchanges announced with [`AuditLog::expect`] — this one among them — can
+    /// go upstream: the writer works, its queue has room, and the room held for all their
+    /// records is there. Checked before any upstream contact.
+    pub fn admits(&self) -> bool {
+        self.working()
+            && self.state.reserved.load(Ordering::Acquire) + HEAD_ALLOWANCE
+                <= self.state.room.load(Ordering::Acquire)
+    }
+
+    /// The bytes the disk holds ready for records, and the bytes held for admitted exchanges'
+    /// records.
+    pub fn room(&self) -> (u64, u64) {
+        (
+            self.state.room.load(Ordering::Acquire),
+            self.state.reserved.load(Ordering::Acquire),
+        )
+    }
+
+    /// Announces an exchange that will append a record, holding room for it (its request
+    /// target is `target_len` bytes); hand the guard to [`AuditLog::append_expected`] (or drop
+    /// it) when the record is ready.
+    pub fn expect(&self, target_len: usize) -> Expected {
+        let reserved = RECORD_ALLOWANCE + 6 * target_len as u64;
+        self.state.reserved.fetch_add(reserved, Ordering::AcqRel);
         self.state.arriving.fetch_add(1, Ordering::SeqCst);
         Expected {
             state: self.state.clone(),
+            arriving: true,
+            reserved,
         }
     }
 
@@ -206,14 +305,25 @@ impl AuditLog {
     pub async fn append_expected(
         &self,
         record: Record,
-        expected: Option<Expected>,
+        mut expected: Option<Expected>,
     ) -> Result<Appended, AuditError> {
-        if !self.healthy() {
+        if !self.working() {
             return Err(self.unhealthy());
         }
         let (done, wait) = oneshot::channel();
         self.state.queued.fetch_add(1, Ordering::AcqRel);
-        let sent = self.jobs.try_send(Job { record, done });
+        // The room held for the record goes with it; the writer releases it.
+        let reserved = expected
+            .as_mut()
+            .map_or(0, |e| std::mem::take(&mut e.reserved));
+        let sent = self.jobs.try_send(Job {
+            record,
+            done,
+            reserved,
+        });
+        if sent.is_err() {
+            self.state.reserved.fetch_sub(reserved, Ordering::AcqRel);
+        }
         drop(expected);
         match sent {
             Ok(()) => {}
@@ -228,17 +338,40 @@ impl AuditLog {
         wait.await.unwrap_or_else(|_| Err(self.unhealthy()))
     }
 
-    /// Queues a record without waiting for it (administrative records at start-up, which
-    /// precede every exchange record because the queue is first in, first out).
-    pub fn enqueue(&self, record: Record) -> Result<(), AuditError> {
-        let (done, _) = oneshot::channel();
-        self.state.queued.fetch_add(1, Ordering::AcqRel);
-        self.jobs.try_send(Job { record, done }).map_err(|e| {
-            self.state.queued.fetch_sub(1, Ordering::AcqRel);
-            match e {
-                TrySendError::Full(_) => AuditError::QueueFull,
-                TrySendError::Disconnected(_) => self.unhealthy(),
+    /// Appends the records of a start (recoveries, the configuration applied) and waits until
+    /// they are written: they precede every exchange record, and a gateway that answers has
+    /// recorded its start. Callable from inside an async runtime or outside one.
+    pub fn record_start(&self, records: Vec<Record>) -> Result<(), AuditError> {
+        let mut waits = Vec::new();
+        for record in records {
+            let (done, wait) = oneshot::channel();
+            self.state.queued.fetch_add(1, Ordering::AcqRel);
+            let job = Job {
+                record,
+                done,
+                reserved: 0,
+            };
+            if let Err(e) = self.jobs.try_send(job) {
+                self.state.queued.fetch_sub(1, Ordering::AcqRel);
+                return Err(match e {
+                    TrySendError::Full(_) => AuditError::QueueFull,
+                    TrySendError::Disconnected(_) => self.unhealthy(),
+                });
             }
+            waits.push(wait);
+        }
+        // A thread of its own may block on the answers whatever the caller runs in.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    waits.into_iter().try_for_each(|wait| {
+                        wait.blocking_recv()
+                            .unwrap_or_else(|_| Err(self.unhealthy()))
+                            .map(drop)
+                    })
+                })
+                .join()
+                .unwrap_or_else(|_| Err(self.unhealthy()))
         })
     }
 
@@ -303,11 +436,11 @@ mod tests {
     async fn announced_exchanges_never_hold_records_back() {
         let dir = tempfile::tempdir().unwrap();
         let log = log(dir.path());
-        let never = log.expect();
+        let never = log.expect(20);
         let appends = (0..50).map(|i| {
             let log = log.clone();
             tokio::spawn(async move {
-                let expected = log.expect();
+                let expected = log.expect(20);
                 let record = admin("spl.test", "test", Some(i.to_string()));
                 log.append_expected(record, Some(expected)).await
             })

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::io::Write as _;
+
 use anyhow::Context;
 use clap::Subcommand;
 use penghubung::audit;
@@ -56,11 +58,16 @@ pub enum AuditCommand {
     },
     /// Print the record of an exchange.
     Show { dir: PathBuf, exchange_id: String },
-    /// Print the last records.
+    /// Print the last records; with --follow, go on printing each record as it is written,
+    /// across segments (the segment being written is pre-allocated with zeros, which `tail -f`
+    /// would print).
     Tail {
         dir: PathBuf,
         #[arg(short, default_value_t = 20)]
         n: usize,
+        /// Keep printing records as they are written, until interrupted.
+        #[arg(long, short)]
+        follow: bool,
     },
     /// Find exchanges, e.g. who looked up a NIK: `--param nik=7208...` (needs the redaction key,
     /// read from the configuration), `--consumer`, `--service`.
@@ -145,13 +152,7 @@ pub fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        AuditCommand::Tail { dir, n } => {
-            let all = audit::select(&dir, |_| true).map_err(anyhow::Error::msg)?;
-            for line in &all[all.len().saturating_sub(n)..] {
-                println!("{line}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        AuditCommand::Tail { dir, n, follow } => tail(&dir, n, follow),
         AuditCommand::Find {
             config,
             param,
@@ -179,6 +180,71 @@ pub fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
             config,
         } => archived_config(sha256.as_deref(), data_dir, config),
         AuditCommand::Pubkey { config } => pubkey(&config),
+    }
+}
+
+/// `audit tail`: the last `n` records, then (with `follow`) each new one as it is written.
+fn tail(dir: &Path, n: usize, follow: bool) -> anyhow::Result<ExitCode> {
+    let mut last = std::collections::VecDeque::with_capacity(n + 1);
+    let mut at = audit::Place {
+        segment: 1,
+        offset: 0,
+    };
+    audit::walk_at(dir, |_, line, place| {
+        at = audit::Place {
+            segment: place.segment,
+            offset: place.offset + line.len() as u64 + 1,
+        };
+        last.push_back(String::from_utf8_lossy(line).into_owned());
+        if last.len() > n {
+            last.pop_front();
+        }
+        Ok(())
+    })
+    .map_err(|broken| anyhow::anyhow!("{broken}"))?;
+    let mut out = std::io::stdout().lock();
+    for line in &last {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        // Looked at before the read: once a later segment exists, this one is complete.
+        let newer = audit::segments(dir)?
+            .iter()
+            .any(|(segment, _)| *segment > at.segment);
+        let path = audit::segment_path(dir, at.segment);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let rest = bytes.get(at.offset as usize..).unwrap_or_default();
+        // Whole lines only: a line being written, or the zeros after the records, wait.
+        let mut printed = 0;
+        while let Some(end) = rest[printed..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .filter(|_| rest.get(printed) != Some(&0))
+        {
+            out.write_all(&rest[printed..=printed + end])?;
+            printed += end + 1;
+        }
+        out.flush()?;
+        at.offset += printed as u64;
+        if printed == 0 && newer {
+            // The writer went on in the next segment after this one's last record.
+            at = audit::Place {
+                segment: at.segment + 1,
+                offset: 0,
+            };
+            continue;
+        }
+        if printed == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use anyhow::Context;
 use penghubung::runtime::Gateway;
 use penghubung::{config, demo, server};
 use std::io::Write as _;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use super::load;
 
@@ -20,18 +20,14 @@ pub async fn serve_command(config: &Path, watch: bool) -> anyhow::Result<ExitCod
         return Ok(ExitCode::FAILURE);
     };
     let listen = snapshot.gateway.listen;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = reserve(listen).with_context(|| format!("cannot listen on {listen}"))?;
     let grpc = match snapshot.gateway.grpc_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (gRPC)"))?,
-        ),
+        Some(addr) => {
+            Some(reserve(addr).with_context(|| format!("cannot listen on {addr} (gRPC)"))?)
+        }
         None => None,
     };
-    serve(snapshot, listener, grpc, watch).await?;
+    serve(snapshot, listener, grpc, watch, None).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -39,9 +35,7 @@ pub async fn serve_command(config: &Path, watch: bool) -> anyhow::Result<ExitCod
 pub async fn demo_command(dir: &Path, listen: SocketAddr) -> anyhow::Result<ExitCode> {
     // Bound first, so that `--listen 127.0.0.1:0` works and the printed commands name
     // the real port.
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = reserve(listen).with_context(|| format!("cannot listen on {listen}"))?;
     let chosen_freely = listen.port() == 0;
     let listen = listener.local_addr()?;
     // gRPC on the next port (any free port when the main one was chosen freely: the
@@ -51,8 +45,7 @@ pub async fn demo_command(dir: &Path, listen: SocketAddr) -> anyhow::Result<Exit
     } else {
         listen.port() + 1
     };
-    let grpc = TcpListener::bind((listen.ip(), grpc_port))
-        .await
+    let grpc = reserve(SocketAddr::new(listen.ip(), grpc_port))
         .with_context(|| format!("cannot listen on {}:{grpc_port} (gRPC)", listen.ip()))?;
     let grpc_listen = grpc.local_addr()?;
     let (prepared, services) = demo::prepare(dir, listen, grpc_listen).await?;
@@ -66,30 +59,52 @@ pub async fn demo_command(dir: &Path, listen: SocketAddr) -> anyhow::Result<Exit
         prepared.config.display(),
         demo::curl_commands(&prepared)
     );
-    // A closed stdout (the demo piped into `head`) must not stop the gateway.
-    let mut stdout = std::io::stdout();
-    let _ = stdout
-        .write_all(banner.as_bytes())
-        .and_then(|()| stdout.flush());
-    serve(snapshot, listener, Some(grpc), false).await?;
+    serve(snapshot, listener, Some(grpc), false, Some(banner)).await?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// Binds `addr` without listening yet: a port that is taken fails the start at once, and no
+/// connection is taken before the gateway is ready (its audit log open, its start recorded).
+fn reserve(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
+/// Connections the kernel queues before they are accepted.
+const BACKLOG: u32 = 1024;
+
 async fn serve(
     snapshot: config::Snapshot,
-    listener: TcpListener,
-    grpc: Option<TcpListener>,
+    listener: TcpSocket,
+    grpc: Option<TcpSocket>,
     watch: bool,
+    banner: Option<String>,
 ) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
     let admin_listen = snapshot.gateway.admin_listen;
-    let admin = TcpListener::bind(admin_listen)
-        .await
+    let admin = reserve(admin_listen)
         .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
     let admin_listen = admin.local_addr()?;
     let grpc_listen = grpc.as_ref().and_then(|l| l.local_addr().ok());
-    tracing::info!(%listen, admin = %admin_listen, grpc = ?grpc_listen, gateway = %snapshot.gateway.id, services = snapshot.services.len(), "serving");
     let gateway = Arc::new(Gateway::new(Arc::new(snapshot)).context("cannot open the audit log")?);
+    let listener = listener.listen(BACKLOG)?;
+    let admin: TcpListener = admin.listen(BACKLOG)?;
+    let grpc = grpc.map(|socket| socket.listen(BACKLOG)).transpose()?;
+    if let Some(banner) = banner {
+        // Printed once the commands in it work. A closed stdout (the demo piped into `head`)
+        // must not stop the gateway.
+        let mut stdout = std::io::stdout();
+        let _ = stdout
+            .write_all(banner.as_bytes())
+            .and_then(|()| stdout.flush());
+    }
+    let snapshot = gateway.snapshot();
+    tracing::info!(%listen, admin = %admin_listen, grpc = ?grpc_listen, gateway = %snapshot.gateway.id, services = snapshot.services.len(), "serving");
     // One signal stops both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

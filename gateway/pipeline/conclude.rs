@@ -182,8 +182,12 @@ impl Gateway {
         if seen.grpc && response.extensions().get::<Refusal>().is_none() {
             let record = self.skeleton(&seen, outcome, facts);
             let (parts, body) = response.into_parts();
-            let body =
-                audit::stream::recorded(body, record, audit.clone(), seen.started, &parts, nonce);
+            let recording = audit::stream::Recording {
+                audit: audit.clone(),
+                expected: expected.map(audit::Expected::streaming),
+                started: seen.started,
+            };
+            let body = audit::stream::recorded(body, record, recording, &parts, nonce);
             return Response::from_parts(parts, body);
         }
         // What an `Exchange.Call` caller gets: OK, or its refusal's code.

@@ -31,7 +31,7 @@ use http::header::HeaderValue;
 use http::{Request, Response};
 use tracing::Instrument;
 
-use crate::audit::{AuditLog, BodyDigest, Nonce};
+use crate::audit::{BodyDigest, Nonce};
 use crate::body::{holding, Body};
 use crate::budget::Held;
 use crate::caller::{Caller, Resolved};
@@ -118,7 +118,12 @@ impl Gateway {
             ..Facts::default()
         };
         let mut held = self.budget.account();
-        let expected = self.audit.as_ref().map(AuditLog::expect);
+        // Room for the exchange's record is held before it can go upstream.
+        let target_len = request
+            .uri()
+            .path_and_query()
+            .map_or(0, |p| p.as_str().len());
+        let expected = self.audit.as_ref().map(|audit| audit.expect(target_len));
         async {
             let version = request.version();
             let x = Ctx {
@@ -203,8 +208,9 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    // Fail closed: nothing goes upstream while the audit log cannot record it.
-    if x.gw.audit.as_ref().is_some_and(|a| !a.healthy()) {
+    // Fail closed: nothing goes upstream while the audit log cannot record it, nor while its
+    // disk lacks the room held for the records of the exchanges under way.
+    if x.gw.audit.as_ref().is_some_and(|a| !a.admits()) {
         return Err(Reject::AuditUnavailable);
     }
     let consumer = x.caller.consumer(x.snapshot)?;

@@ -146,9 +146,6 @@ impl Gateway {
                         tree_head_interval: settings.tree_head_interval,
                     },
                 )?;
-                for record in recovered {
-                    log.enqueue(record).map_err(std::io::Error::other)?;
-                }
                 let archive = Archive::under(&snapshot.gateway.data_dir);
                 let previous = archive.current().map_err(std::io::Error::other)?;
                 let previous = previous.as_ref().map(|(_, text)| text.as_str());
@@ -156,7 +153,8 @@ impl Gateway {
                     acts::changes_from(previous, &snapshot).map_err(std::io::Error::other)?;
                 let record = acts::configuration_record(&snapshot, None, &changes, &archive)
                     .map_err(std::io::Error::other)?;
-                log.enqueue(record).map_err(std::io::Error::other)?;
+                let first = recovered.into_iter().chain([record]).collect();
+                log.record_start(first).map_err(std::io::Error::other)?;
                 if let Err(e) = archive.set_current(&snapshot.digest) {
                     tracing::error!(error = %e, "the configuration in force could not be noted");
                 }

@@ -49,7 +49,7 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_MAX_BUFFERED: u64 = 256 << 20;
 const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
 const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
+const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
 
 /// Validates a parsed file. `base` is the directory relative paths resolve against; `unknown`
 /// lists the TOML paths of keys the file shape does not know.
