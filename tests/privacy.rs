@@ -306,7 +306,7 @@ fn openssl_digest(algorithm: &str, bytes: &[u8]) -> String {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 /// The binary at `RUST_LOG=trace`, in human and in JSON lines: every refusal class, an upstream
