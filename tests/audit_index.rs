@@ -35,11 +35,7 @@ fn options(signer: Arc<audit::Signer>) -> WriterOptions {
     }
 }
 
-fn signer(dir: &Path) -> Arc<audit::Signer> {
-    let key = dir.join("audit.key");
-    std::fs::write(&key, penghubung::pki::ed25519_key_pem().unwrap()).unwrap();
-    Arc::new(audit::Signer::from_pem_file(&key).unwrap())
-}
+use support::audit_signer as signer;
 
 fn exchange(i: usize) -> Record {
     Record {

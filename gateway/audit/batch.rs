@@ -38,8 +38,6 @@ const LINGER: Duration = Duration::from_micros(500);
 pub(super) const RECORD_ALLOWANCE: u64 = 4096;
 /// The room held beyond the reservations for a tree head that may join a batch.
 pub(super) const HEAD_ALLOWANCE: u64 = 1024;
-/// Below this much pre-allocated room the writer also asks the disk how much is free.
-const DISK_CHECK_BELOW: u64 = 1 << 20;
 
 /// How the writer is configured.
 #[derive(Clone)]
@@ -498,15 +496,14 @@ impl Writer {
         } else {
             self.next.poll();
         }
-        let mut room = self
+        // A batch that fits no pre-allocated segment grows one, so the disk's own free space
+        // counts too: the pre-allocated room alone (a segment) would let a few hundred slow
+        // exchanges with long targets hold every other agency's room on a disk with plenty.
+        let room = self
             .capacity
             .saturating_sub(self.size)
-            .max(self.next.room());
-        if room < DISK_CHECK_BELOW {
-            // Little pre-allocated room (small segments, or a disk that filled up): a batch
-            // that fits no segment grows one, so the disk's own free space counts too.
-            room = room.max(disk_room(&self.dir, self.options.segment_size));
-        }
+            .max(self.next.room())
+            .max(disk_room(&self.dir, self.options.segment_size));
         self.state.room.store(room, Ordering::Release);
     }
 }

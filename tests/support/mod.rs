@@ -706,3 +706,10 @@ pub fn sign_example(file: &Path) {
         std::fs::write(path, out.stdout).unwrap();
     }
 }
+
+/// A fresh Ed25519 audit signing key in `dir/audit.key`, loaded.
+pub fn audit_signer(dir: &Path) -> Arc<penghubung::audit::Signer> {
+    let key = dir.join("audit.key");
+    std::fs::write(&key, penghubung::pki::ed25519_key_pem().unwrap()).unwrap();
+    Arc::new(penghubung::audit::Signer::from_pem_file(&key).unwrap())
+}
