@@ -32,6 +32,22 @@ use data_encoding::HEXLOWER;
 /// costs low-concurrency callers nothing (docs/performance.md).
 const LINGER: Duration = Duration::from_micros(500);
 
+/// With fewer exchanges than this under way, the writer lingers no longer than its last
+/// commit took (PostgreSQL's `commit_siblings` = 5 and `commit_delay`, for the same reason):
+/// under a steady trickle the count seldom falls to zero, so every record would wait out the
+/// whole `LINGER` to save a commit that costs less than the wait.
+const LINGER_SIBLINGS: usize = 5;
+
+/// How long the writer lingers after a batch, with `arriving` exchanges under way and the last
+/// commit (write, and `fdatasync` under `sync`) having taken `last_commit`.
+fn linger(arriving: usize, last_commit: Duration) -> Option<Duration> {
+    match arriving {
+        0 => None,
+        n if n < LINGER_SIBLINGS => Some(last_commit.min(LINGER)),
+        _ => Some(LINGER),
+    }
+}
+
 /// The room held for an exchange's record before it goes upstream: this plus six times its
 /// request target's length (a target byte is at most six bytes of JSON). Every other field of
 /// an exchange record is a name from the configuration, a hash or a number.
@@ -139,21 +155,24 @@ pub(super) struct Writer {
 impl Writer {
     pub(super) fn run(mut self, queue: mpsc::Receiver<Job>) {
         // After a batch, while exchanges are still on their way to append (see `Expected`),
-        // the writer waits up to `LINGER` for them — woken by the last — and then takes what
+        // the writer waits up to `LINGER` for them (no longer than its last commit took while
+        // only a few are under way, see `linger`) — woken by the last — and then takes what
         // came, instead of waiting on the queue: under load no append has to wake it (a futex
         // call and two context switches per record on a busy core), and batches grow. With
         // nothing under way, or idle, it waits on the queue, so no record waits for others
         // that are not coming.
         self.state.writer.get_or_init(std::thread::current);
         let mut busy = false;
+        let mut last_commit = Duration::ZERO;
         loop {
             while self.state.stalled.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_millis(1));
             }
             let next = if busy {
                 self.state.lingering.store(true, Ordering::SeqCst);
-                if self.state.arriving.load(Ordering::SeqCst) > 0 {
-                    std::thread::park_timeout(LINGER);
+                if let Some(wait) = linger(self.state.arriving.load(Ordering::SeqCst), last_commit)
+                {
+                    std::thread::park_timeout(wait);
                 }
                 self.state.lingering.store(false, Ordering::SeqCst);
                 match queue.try_recv() {
@@ -195,7 +214,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let started = Instant::now();
             let result = self.commit(&mut batch);
+            last_commit = started.elapsed();
             self.update_room();
             let reserved = batch.iter().map(|job| job.reserved).sum();
             self.state.reserved.fetch_sub(reserved, Ordering::AcqRel);
@@ -522,5 +543,25 @@ fn tree_head(signer: &Signer, gateway: &str, range: &CompactRange) -> Record {
         root: Some(root),
         signature: Some(signature),
         ..Record::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A steady trickle of exchanges (a few always under way) waits at most one commit's time
+    /// for company; a crowd waits the whole linger; nobody under way, no wait.
+    #[test]
+    fn the_linger_follows_how_many_are_on_their_way() {
+        let fsync = Duration::from_micros(120);
+        assert_eq!(linger(0, fsync), None);
+        for few in 1..LINGER_SIBLINGS {
+            assert_eq!(linger(few, fsync), Some(fsync), "{few} under way");
+        }
+        assert_eq!(linger(LINGER_SIBLINGS, fsync), Some(LINGER));
+        assert_eq!(linger(64, fsync), Some(LINGER));
+        // A commit slower than the linger never makes a few wait longer than a crowd.
+        assert_eq!(linger(2, Duration::from_millis(30)), Some(LINGER));
     }
 }
