@@ -24,14 +24,8 @@ use tonic::Code;
 fn options(signer: Arc<audit::Signer>) -> WriterOptions {
     WriterOptions {
         durability: Durability::Interval,
-        flush_interval: Duration::from_millis(10),
         // About 20 records a segment: the log spans many.
-        segment_size: 4 << 10,
-        queue: 1024,
-        signer: Some(signer),
-        gateway: "spl.test".into(),
-        tree_head_every: 7,
-        tree_head_interval: Duration::from_secs(3600),
+        ..support::audit_options(signer, 4 << 10, 7)
     }
 }
 

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use http::Version;
 use penghubung::audit::{self, AuditLog, Record, WriterOptions};
-use penghubung::config::Durability;
 use support::{recording_upstream, Client, Edit, Running, TestPki};
 
 const PREPARED: &str = "segment-next.prepared";
@@ -22,17 +21,8 @@ const PREPARING: &str = "segment-next.preparing";
 const SEGMENT: u64 = 8 << 10;
 
 fn options(signer: Arc<audit::Signer>) -> WriterOptions {
-    WriterOptions {
-        durability: Durability::Sync,
-        flush_interval: Duration::from_millis(10),
-        // About a dozen records a segment.
-        segment_size: SEGMENT,
-        queue: 1024,
-        signer: Some(signer),
-        gateway: "spl.test".into(),
-        tree_head_every: 5,
-        tree_head_interval: Duration::from_secs(3600),
-    }
+    // About a dozen records a segment.
+    support::audit_options(signer, SEGMENT, 5)
 }
 
 use support::audit_signer as signer;

@@ -707,6 +707,25 @@ pub fn sign_example(file: &Path) {
     }
 }
 
+/// Writer options for audit tests: `sync`, signed tree heads every `tree_head_every` records,
+/// segments of `segment_size` bytes (small, so a test's log spans several).
+pub fn audit_options(
+    signer: Arc<penghubung::audit::Signer>,
+    segment_size: u64,
+    tree_head_every: u64,
+) -> penghubung::audit::WriterOptions {
+    penghubung::audit::WriterOptions {
+        durability: penghubung::config::Durability::Sync,
+        flush_interval: std::time::Duration::from_millis(10),
+        segment_size,
+        queue: 1024,
+        signer: Some(signer),
+        gateway: "spl.test".into(),
+        tree_head_every,
+        tree_head_interval: std::time::Duration::from_secs(3600),
+    }
+}
+
 /// A fresh Ed25519 audit signing key in `dir/audit.key`, loaded.
 pub fn audit_signer(dir: &Path) -> Arc<penghubung::audit::Signer> {
     let key = dir.join("audit.key");
